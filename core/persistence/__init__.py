@@ -1,0 +1,30 @@
+"""Persistence: models, migrations, the session factory, repositories, the database sink and exports.
+
+Open the database once per process with :meth:`Database.open` (it migrates and marks interrupted runs), then
+use ``with db.begin() as session:`` and the functions of :mod:`core.persistence.repository`.
+"""
+
+from core.persistence.engine import (
+    Database,
+    create_db_engine,
+    default_database_url,
+    mark_interrupted_runs,
+    upgrade_database,
+    url_for_display,
+)
+from core.persistence.export import export_runs
+from core.persistence.repository import MetricRow, RunRecord
+from core.persistence.sink import DatabaseSink
+
+__all__ = [
+    "Database",
+    "DatabaseSink",
+    "MetricRow",
+    "RunRecord",
+    "create_db_engine",
+    "default_database_url",
+    "export_runs",
+    "mark_interrupted_runs",
+    "upgrade_database",
+    "url_for_display",
+]

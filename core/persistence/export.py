@@ -1,0 +1,163 @@
+"""Export runs to CSV or JSON, streamed from the database in chunks (a long run never sits in memory whole)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from core.errors import DatabaseError, PneumoFLError
+from core.persistence.engine import Database, describe_failure
+from core.persistence.models import metrics_table
+from core.persistence.repository import RunRecord, final_stats, get_run, json_safe, list_clients, list_rounds
+
+CSV_HEADER = ("run", "name", "value", "step", "dataset_type", "context", "client", "round")
+CHUNK_ROWS = 5000
+_M = metrics_table.c
+
+
+def export_runs(db: Database, run_ids: Sequence[int], fmt: Literal["csv", "json"], path: str | Path) -> Path:
+    """Write the runs ``run_ids`` to ``path`` and return it.
+
+    Formats
+    -------
+    csv
+        Long format, one metric value per line: ``run,name,value,step,dataset_type,context,client,round``
+        (empty cells for no client/round; NaN as ``nan``).
+    json
+        Always ``{"runs": [...]}``, even for one run. Each entry is ``{"run": {columns except config},
+        "config": {...}, "final_stats": {"val": ..., "test": ..., "youden": ...}, "clients": [...],
+        "rounds": [...], "metrics": [{"name", "value", "step", "dataset_type", "context", "client", "round"}]}``.
+        Times are ISO 8601 UTC; non-finite numbers are ``null`` so any JSON reader accepts the file.
+
+    The file is written next to ``path`` and renamed into place, so a failed export leaves no partial file.
+
+    Raises
+    ------
+    ValueError
+        If ``fmt`` is neither ``csv`` nor ``json``.
+    RunNotFoundError
+        If a run id does not exist.
+    PneumoFLError
+        If ``path`` cannot be written.
+    DatabaseError
+        If reading the database fails.
+    """
+    if fmt not in ("csv", "json"):
+        raise ValueError(f"export format must be 'csv' or 'json', not {fmt!r}")
+    path = Path(path).expanduser()
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        with db.session() as session, session.begin():
+            records = [get_run(session, run_id) for run_id in run_ids]
+            with open(partial, "w", newline="", encoding="utf-8") as stream:
+                if fmt == "csv":
+                    _write_csv(session, records, stream)
+                else:
+                    _write_json(session, records, stream)
+        os.replace(partial, path)
+    except OSError as exc:
+        _remove(partial)
+        raise PneumoFLError(
+            f"Cannot write the export file {path}: {exc.strerror or exc}. Choose a folder you can write to."
+        ) from None
+    except SQLAlchemyError as exc:
+        _remove(partial)
+        raise DatabaseError(describe_failure(exc, db.engine.url, "read from")) from exc
+    except BaseException:
+        _remove(partial)
+        raise
+    return path
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _metric_chunks(session: Session, run_id: int) -> Iterator[Sequence[Any]]:
+    """Yield lists of metric rows of one run, ``CHUNK_ROWS`` at a time (server-side cursor on PostgreSQL)."""
+    query = (
+        select(_M.metric_name, _M.metric_value, _M.step, _M.dataset_type, _M.context, _M.client_id, _M.round_id)
+        .where(_M.run_id == run_id)
+        .order_by(_M.id)
+        .execution_options(yield_per=CHUNK_ROWS)
+    )
+    result = session.connection().execute(query)
+    try:
+        yield from result.partitions()
+    finally:
+        result.close()
+
+
+def _write_csv(session: Session, records: list[RunRecord], stream: TextIO) -> None:
+    writer = csv.writer(stream)
+    writer.writerow(CSV_HEADER)
+    for record in records:
+        for chunk in _metric_chunks(session, record.id):
+            writer.writerows(
+                (
+                    record.id,
+                    name,
+                    math.nan if value is None else value,
+                    step,
+                    dataset_type,
+                    context,
+                    "" if client is None else client,
+                    "" if round_id is None else round_id,
+                )
+                for name, value, step, dataset_type, context, client, round_id in chunk
+            )
+
+
+def _jsonable(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(json_safe(value), default=_jsonable, allow_nan=False)
+
+
+def _write_json(session: Session, records: list[RunRecord], stream: TextIO) -> None:
+    # Written piece by piece so the metrics array streams instead of being built in memory.
+    stream.write('{"runs": [')
+    for index, record in enumerate(records):
+        run = {k: _jsonable(v) for k, v in vars(record).items() if k != "config"}
+        rounds = [{k: _jsonable(v) for k, v in r.items()} for r in list_rounds(session, record.id)]
+        clients = [{"client_id": c, "client_name": n} for c, n in list_clients(session, record.id)]
+        stream.write(("," if index else "") + "\n{")
+        stream.write(f'"run": {_dump(run)}, "config": {_dump(record.config)}, ')
+        stream.write(f'"final_stats": {_dump(final_stats(session, record.id))}, ')
+        stream.write(f'"clients": {_dump(clients)}, "rounds": {_dump(rounds)}, "metrics": [')
+        first = True
+        for chunk in _metric_chunks(session, record.id):
+            parts = [
+                _dump(
+                    {
+                        "name": name,
+                        "value": value,
+                        "step": step,
+                        "dataset_type": dataset_type,
+                        "context": context,
+                        "client": client,
+                        "round": round_id,
+                    }
+                )
+                for name, value, step, dataset_type, context, client, round_id in chunk
+            ]
+            if parts:
+                stream.write(("\n" if first else ",\n") + ",\n".join(parts))
+                first = False
+        stream.write("]}")
+    stream.write("\n]}\n")

@@ -1,0 +1,155 @@
+"""SQLAlchemy 2.0 models of the four tables: runs, run_metrics, clients and rounds.
+
+The Alembic revisions in ``core/persistence/migrations`` must produce exactly this schema; a test compares
+them with ``alembic.autogenerate.compare_metadata`` on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+TRAINING_MODES = ("centralized", "federated")
+ROLES = ("standalone", "server", "client")
+RUN_STATUSES = ("in_progress", "completed", "failed", "cancelled", "interrupted")
+DATASET_TYPES = ("train", "validation", "test", "other")
+CONTEXTS = ("epoch_end", "batch", "aggregated", "final_epoch", "server_eval")
+
+# JSONB on PostgreSQL (indexable, compact); plain JSON text elsewhere.
+JsonType = JSON().with_variant(JSONB(), "postgresql")
+# SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit key for long federations.
+BigIntId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend.
+
+    SQLite keeps no zone, so values are stored as naive UTC there and given ``timezone.utc`` back on load;
+    PostgreSQL stores ``timestamptz`` and returns aware values, which are normalised to UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Convert to UTC (naive values are taken as UTC already)."""
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Return an aware UTC datetime."""
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    """The current time as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every PneumoFL table."""
+
+
+class Run(Base):
+    """One training run (centralized, or one node's view of a federated run)."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        Index("ix_runs_start_time", "start_time"),
+        Index("ix_runs_status", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    experiment_name: Mapped[str] = mapped_column(String(255))
+    training_mode: Mapped[str] = mapped_column(String(16))
+    role: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    start_time: Mapped[datetime] = mapped_column(UTCDateTime())
+    end_time: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    source_path: Mapped[str] = mapped_column(Text, default="")
+    config: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    federation_run_id: Mapped[str | None] = mapped_column(String(64))
+    server_address: Mapped[str | None] = mapped_column(String(255))
+    best_epoch: Mapped[int | None] = mapped_column(Integer)
+    best_val_recall: Mapped[float | None] = mapped_column(Float)
+    duration: Mapped[float | None] = mapped_column(Float)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+
+
+class RunMetric(Base):
+    """One metric value. Written only through Core ``insert()`` executemany (never ORM unit-of-work)."""
+
+    __tablename__ = "run_metrics"
+    __table_args__ = (
+        Index("ix_run_metrics_run_name_step", "run_id", "metric_name", "step"),
+        Index("ix_run_metrics_run_round", "run_id", "round_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    metric_name: Mapped[str] = mapped_column(String(255))
+    # Nullable because SQLite stores a NaN float as NULL; readers turn NULL back into NaN.
+    metric_value: Mapped[float | None] = mapped_column(Float)
+    step: Mapped[int] = mapped_column(Integer)
+    dataset_type: Mapped[str] = mapped_column(String(16))
+    context: Mapped[str] = mapped_column(String(16))
+    client_id: Mapped[str | None] = mapped_column(String(64))
+    round_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class Client(Base):
+    """A federation participant seen by a run (a Flower node id and a display name)."""
+
+    __tablename__ = "clients"
+    __table_args__ = (UniqueConstraint("run_id", "client_id", name="uq_clients_run_client"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    client_id: Mapped[str] = mapped_column(String(64))
+    client_name: Mapped[str] = mapped_column(String(255))
+
+
+class Round(Base):
+    """One federated round's summary."""
+
+    __tablename__ = "rounds"
+    __table_args__ = (UniqueConstraint("run_id", "round_number", name="uq_rounds_run_round"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    round_number: Mapped[int] = mapped_column(Integer)
+    server_metrics: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    aggregated_client_metrics: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    start_time: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    end_time: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+# Core handles for fast inserts and selects (reads never load metric rows as ORM objects).
+runs_table = cast(Table, Run.__table__)
+metrics_table = cast(Table, RunMetric.__table__)
+clients_table = cast(Table, Client.__table__)
+rounds_table = cast(Table, Round.__table__)

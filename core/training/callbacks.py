@@ -1,0 +1,186 @@
+"""Lightning callbacks that turn training into events for the sinks."""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import EarlyStopping
+from torchmetrics.functional.classification import binary_accuracy, binary_f1_score, binary_recall
+
+from core.errors import RunCancelled
+from core.events import BatchMetrics, EpochEnd, Event, GradientStats, LrUpdate
+from core.events import EarlyStopping as EarlyStoppingEvent
+from core.model.module import PneumoniaClassifier
+from core.sinks import EventSink
+
+
+class _Publishing(pl.Callback):
+    def __init__(self, sink: EventSink, run_id: int | None) -> None:
+        self.sink = sink
+        self.run_id = run_id
+
+    def publish(self, event: Event) -> None:
+        self.sink.handle(event.with_run(self.run_id))
+
+
+class MetricsCollector(_Publishing):
+    """Emits ``epoch_end`` with train and validation metrics of the same epoch, and tracks the best epoch.
+
+    Lightning runs validation inside the training epoch, before ``on_train_epoch_end``, so both halves
+    are final here.
+    """
+
+    def __init__(self, sink: EventSink, run_id: int | None, monitor: str, mode: str) -> None:
+        super().__init__(sink, run_id)
+        self.monitor, self.mode = monitor, mode
+        self.best_epoch: int | None = None
+        self.best_value: float | None = None
+        self.best_metrics: dict[str, float] = {}
+        self.epochs_completed = 0
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Publish the epoch's metrics."""
+        assert isinstance(pl_module, PneumoniaClassifier)
+        metrics = pl_module.compute_split("train") | pl_module.last_val_metrics
+        epoch = trainer.current_epoch + 1
+        self.epochs_completed = epoch
+        self._track_best(epoch, metrics)
+        curves = {"val_roc": pl_module.last_val_roc} if pl_module.last_val_roc else {}
+        self.publish(EpochEnd(epoch=epoch, metrics=metrics, curves=curves))
+
+    def _track_best(self, epoch: int, metrics: dict[str, float]) -> None:
+        value = metrics.get(self.monitor)
+        if value is None or math.isnan(value):
+            return
+        better = self.best_value is None or (value > self.best_value if self.mode == "max" else value < self.best_value)
+        if better:
+            self.best_epoch, self.best_value, self.best_metrics = epoch, value, metrics
+
+
+class BatchMetricsSampler(_Publishing):
+    """Every ``every`` batches, emits loss, accuracy, recall and F1 over exactly the batches since the last sample."""
+
+    def __init__(self, sink: EventSink, run_id: int | None, every: int, threshold: float) -> None:
+        super().__init__(sink, run_id)
+        self.every, self.threshold = every, threshold
+        self._reset()
+
+    def _reset(self) -> None:
+        self._probs: list[torch.Tensor] = []
+        self._targets: list[torch.Tensor] = []
+        self._loss_sum = 0.0
+        self._count = 0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Windows never span epochs."""
+        self._reset()
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        """Add the batch to the window; publish when the window is full or the epoch ends."""
+        if not isinstance(outputs, dict) or "probs" not in outputs:
+            return
+        targets = outputs["targets"]
+        self._probs.append(outputs["probs"])
+        self._targets.append(targets)
+        self._loss_sum += float(outputs["loss"]) * targets.numel()
+        self._count += targets.numel()
+        last_batch = batch_idx + 1 >= trainer.num_training_batches
+        if len(self._probs) >= self.every or last_batch:
+            self._emit(trainer)
+
+    def _emit(self, trainer: pl.Trainer) -> None:
+        probs, targets = torch.cat(self._probs), torch.cat(self._targets).int()
+        metrics = {
+            "train_loss": self._loss_sum / max(1, self._count),
+            "train_accuracy": float(binary_accuracy(probs, targets, threshold=self.threshold)),
+            "train_f1": float(binary_f1_score(probs, targets, threshold=self.threshold)),
+        }
+        if int(targets.sum()) > 0:  # recall is undefined for a window without positives
+            metrics["train_recall"] = float(binary_recall(probs, targets, threshold=self.threshold))
+        self.publish(BatchMetrics(epoch=trainer.current_epoch + 1, step=trainer.global_step, metrics=metrics))
+        self._reset()
+
+
+class GradientMonitor(_Publishing):
+    """Every ``every`` optimiser steps, emits the global L2 gradient norm and each parameter's norm (before clipping)."""
+
+    def __init__(self, sink: EventSink, run_id: int | None, every: int) -> None:
+        super().__init__(sink, run_id)
+        self.every = every
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        """Measure gradients of the step about to be taken."""
+        step = trainer.global_step + 1
+        if step % self.every and step != 1:
+            return
+        named = [(n, p.grad) for n, p in pl_module.named_parameters() if p.grad is not None]
+        if not named:
+            return
+        norms = torch._foreach_norm([g.detach() for _, g in named])  # one fused kernel instead of N
+        stacked = torch.stack(norms).float()
+        global_norm = float(torch.linalg.vector_norm(stacked))
+        layer_norms = {name.removeprefix("model."): float(v) for (name, _), v in zip(named, stacked.tolist())}
+        self.publish(GradientStats(step=step, global_norm=global_norm, layer_norms=layer_norms))
+
+
+class LearningRateMonitor(_Publishing):
+    """Emits the learning rate at the start of every epoch (the schedule steps per epoch)."""
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Publish the current rate of the first parameter group."""
+        lr = float(trainer.optimizers[0].param_groups[0]["lr"])
+        self.publish(LrUpdate(epoch=trainer.current_epoch + 1, step=trainer.global_step, lr=lr))
+
+
+class EventEarlyStopping(EarlyStopping):
+    """Lightning's early stopping, announcing itself with an ``early_stopping`` event when it fires.
+
+    It checks at the end of the training epoch (after validation), so the epoch's ``epoch_end``
+    event is published before the stop.
+    """
+
+    def __init__(self, sink: EventSink, run_id: int | None, monitor: str, mode: str, patience: int) -> None:
+        super().__init__(monitor=monitor, mode=mode, patience=patience, check_on_train_epoch_end=True, strict=True)
+        self.sink, self.run_id = sink, run_id
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Run the check and publish when it stops training."""
+        before = self.stopped_epoch
+        super().on_train_epoch_end(trainer, pl_module)
+        if self.stopped_epoch != before and trainer.should_stop:
+            epoch = trainer.current_epoch + 1
+            best = float(self.best_score)
+            reason = f"{self.monitor} did not improve for {self.patience} epoch(s); best {best:.4f}. Stopped after epoch {epoch}."
+            event = EarlyStoppingEvent(
+                epoch=epoch, monitor=self.monitor, best_value=best, patience=self.patience, reason=reason
+            )
+            self.sink.handle(event.with_run(self.run_id))
+
+
+class CancelOnRequest(pl.Callback):
+    """Stops training within one batch when ``cancel`` is set, by raising :class:`RunCancelled`."""
+
+    def __init__(self, cancel: threading.Event) -> None:
+        self.cancel = cancel
+
+    def _check(self) -> None:
+        if self.cancel.is_set():
+            raise RunCancelled()
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, idx: int) -> None:
+        """Check before every training batch."""
+        self._check()
+
+    def on_validation_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """Check before every validation batch."""
+        self._check()

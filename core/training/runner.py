@@ -1,0 +1,276 @@
+"""The run function: (config, data, sinks, cancel flag) -> result. Desktop and CLI only wrap this."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader
+
+from core.config import RunConfig
+from core.data import PreparedDataset, XrayDataset
+from core.errors import PneumoFLError, RunCancelled
+from core.events import RunError, TrainingEnd, TrainingStart
+from core.model.module import PneumoniaClassifier
+from core.sinks import EventSink
+from core.training.callbacks import (
+    BatchMetricsSampler,
+    CancelOnRequest,
+    EventEarlyStopping,
+    GradientMonitor,
+    LearningRateMonitor,
+    MetricsCollector,
+)
+from core.training.evaluation import final_stats, predict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """What a finished (or stopped, or failed) run leaves behind."""
+
+    run_id: int | None
+    status: str
+    best_epoch: int | None = None
+    best_val_recall: float | None = None
+    duration: float = 0.0
+    epochs_completed: int = 0
+    final_stats: dict[str, Any] = field(default_factory=dict)
+    checkpoint_path: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class Loaders:
+    """The dataloaders of one run."""
+
+    train: DataLoader
+    val: DataLoader
+    test: DataLoader | None
+
+
+def build_loaders(config: RunConfig, data: PreparedDataset) -> Loaders:
+    """Build seeded dataloaders for the prepared splits."""
+    generator = torch.Generator().manual_seed(config.seed)
+    common: dict[str, Any] = {"batch_size": config.batch_size, "num_workers": config.num_workers}
+    if config.num_workers:
+        common["persistent_workers"] = True
+
+    def dataset(samples: list, train: bool) -> XrayDataset:
+        return XrayDataset(samples, config.image_size, train=train, cache=config.cache_images)
+
+    return Loaders(
+        train=DataLoader(dataset(data.train, True), shuffle=True, generator=generator, drop_last=False, **common),
+        val=DataLoader(dataset(data.val, False), shuffle=False, **common),
+        test=DataLoader(dataset(data.test, False), shuffle=False, **common) if data.test else None,
+    )
+
+
+def positive_weight(data: PreparedDataset) -> float | None:
+    """``negatives / positives`` of the training split, the BCE ``pos_weight`` that balances the classes."""
+    positives = sum(s.label for s in data.train)
+    negatives = len(data.train) - positives
+    return negatives / positives if positives and negatives else None
+
+
+def run_training(
+    config: RunConfig,
+    data: PreparedDataset,
+    sink: EventSink,
+    *,
+    run_id: int | None = None,
+    cancel: threading.Event | None = None,
+    work_dir: str | Path | None = None,
+    progress_bar: bool = False,
+) -> RunResult:
+    """Train one model and publish every step of it as events to ``sink``.
+
+    Parameters
+    ----------
+    config
+        A validated run configuration.
+    data
+        The prepared splits (see :func:`core.data.prepare_dataset`).
+    sink
+        Receives every event; its failures never stop training.
+    run_id
+        Stamped on every event (the database run id, when recording).
+    cancel
+        Set it from any thread to stop within one batch; the run ends ``cancelled``.
+    work_dir
+        Where the best checkpoint is kept (a temporary folder when omitted).
+    progress_bar
+        Show Lightning's console progress bar (epoch, batch, loss, ETA).
+
+    Returns
+    -------
+    RunResult
+        Never raises for training failures: they end the run ``failed`` with the error text.
+    """
+    cancel = cancel or threading.Event()
+    started = time.monotonic()
+    collector = MetricsCollector(sink, run_id, config.monitor, config.monitor_mode)
+    checkpoint: ModelCheckpoint | None = None
+    result = RunResult(run_id=run_id, status="failed")
+    with _work_dir(work_dir) as folder, _threads(config.max_threads), _quiet_lightning():
+        try:
+            pl.seed_everything(config.seed, workers=True, verbose=False)
+            loaders = build_loaders(config, data)
+            model = PneumoniaClassifier(
+                backbone=config.backbone,
+                weights_path=config.weights_path or None,
+                learning_rate=config.learning_rate,
+                weight_decay=config.weight_decay,
+                epochs=config.epochs,
+                loss=config.loss,
+                focal_gamma=config.focal_gamma,
+                pos_weight=positive_weight(data) if config.class_weighting else None,
+                threshold=config.threshold,
+            )
+            checkpoint = ModelCheckpoint(
+                dirpath=folder, filename="best", monitor=config.monitor, mode=config.monitor_mode, save_top_k=1
+            )
+            callbacks: list[pl.Callback] = [
+                CancelOnRequest(cancel),
+                LearningRateMonitor(sink, run_id),
+                BatchMetricsSampler(sink, run_id, config.batch_metrics_every, config.threshold),
+                GradientMonitor(sink, run_id, config.gradient_every),
+                collector,
+                checkpoint,
+            ]
+            if config.early_stopping_patience:
+                callbacks.append(
+                    EventEarlyStopping(
+                        sink, run_id, config.monitor, config.monitor_mode, config.early_stopping_patience
+                    )
+                )
+            trainer = pl.Trainer(
+                max_epochs=config.epochs,
+                accelerator=config.accelerator,
+                devices=1,
+                logger=False,
+                callbacks=callbacks,
+                gradient_clip_val=config.gradient_clip or None,
+                num_sanity_val_steps=0,
+                enable_progress_bar=progress_bar,
+                enable_model_summary=False,
+                default_root_dir=folder,
+            )
+            sink.handle(
+                TrainingStart(
+                    run_id=run_id,
+                    experiment_name=config.experiment_name,
+                    total_epochs=config.epochs,
+                    steps_per_epoch=len(loaders.train),
+                    config=config.to_dict(),
+                )
+            )
+            trainer.fit(model, loaders.train, loaders.val)
+            result.status = "completed"
+            result.final_stats = _best_checkpoint_stats(model, checkpoint, loaders, config.threshold, cancel)
+        except RunCancelled:
+            result.status = "cancelled"
+        except Exception as exc:
+            result.status = "cancelled" if cancel.is_set() else "failed"
+            result.error = str(exc) if isinstance(exc, PneumoFLError) else f"{type(exc).__name__}: {exc}"
+            if result.status == "failed":
+                log.exception("training run %s failed", run_id)
+                sink.handle(
+                    RunError(
+                        run_id=run_id,
+                        message=f"Training failed: {result.error}",
+                        fatal=True,
+                        details=traceback.format_exc(),
+                    )
+                )
+        result.duration = time.monotonic() - started
+        result.best_epoch = collector.best_epoch
+        result.best_val_recall = collector.best_metrics.get("val_recall")
+        result.epochs_completed = collector.epochs_completed
+        if checkpoint is not None and checkpoint.best_model_path:
+            result.checkpoint_path = checkpoint.best_model_path if work_dir is not None else None
+        sink.handle(
+            TrainingEnd(
+                run_id=run_id,
+                status=result.status,
+                best_epoch=result.best_epoch,
+                best_val_recall=result.best_val_recall,
+                duration=result.duration,
+                final_stats=result.final_stats,
+                error=result.error,
+            )
+        )
+    return result
+
+
+def _best_checkpoint_stats(
+    model: PneumoniaClassifier,
+    checkpoint: ModelCheckpoint,
+    loaders: Loaders,
+    threshold: float,
+    cancel: threading.Event,
+) -> dict[str, Any]:
+    """Reload the best checkpoint's weights and evaluate them on validation and test."""
+    if checkpoint.best_model_path:
+        state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["state_dict"])
+    device = next(model.parameters()).device
+    predictions = {"val": predict(model, loaders.val, device)}
+    if loaders.test is not None and not cancel.is_set():
+        predictions["test"] = predict(model, loaders.test, device)
+    return final_stats(predictions, threshold)
+
+
+@contextlib.contextmanager
+def _work_dir(work_dir: str | Path | None) -> Iterator[str]:
+    if work_dir is not None:
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
+        yield str(work_dir)
+        return
+    with tempfile.TemporaryDirectory(prefix="pneumofl-run-") as folder:
+        yield folder
+
+
+@contextlib.contextmanager
+def _threads(max_threads: int) -> Iterator[None]:
+    """Cap torch's intra-op threads for this run (it is process-wide, so restore it after)."""
+    previous = torch.get_num_threads()
+    if max_threads:
+        torch.set_num_threads(max_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Silence Lightning's hints that are noise for our users (worker counts, GPU availability)."""
+    loggers = [logging.getLogger(n) for n in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=r".*GPU available but not used.*")
+        warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+        warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)

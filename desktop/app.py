@@ -1,0 +1,43 @@
+"""Start the desktop application: QApplication on a qasync event loop (the WebSocket hub will share it)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from PySide6.QtGui import QIcon
+from PySide6.QtWidgets import QApplication
+
+from desktop.settings import load_settings
+
+RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+
+
+def run_app(db_url: str | None = None, argv: list[str] | None = None) -> int:
+    """Open the main window and run until it closes; returns the exit code."""
+    import qasync
+
+    from desktop.gui.main_window import MainWindow
+
+    app = QApplication.instance() or QApplication(argv or sys.argv)
+    app.setApplicationName("PneumoFL")
+    app.setOrganizationName("PneumoFL")
+    icon = RESOURCES / "icons" / "pneumofl.svg"
+    if icon.exists():
+        app.setWindowIcon(QIcon(str(icon)))
+    style = RESOURCES / "style.qss"
+    if style.exists():
+        app.setStyleSheet(style.read_text(encoding="utf-8"))
+    settings, warning = load_settings()
+    if db_url:
+        settings.db_url = db_url
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    closed = asyncio.Event()
+    app.aboutToQuit.connect(closed.set)
+    window = MainWindow(settings, warning)
+    window.show()
+    with loop:
+        loop.run_until_complete(closed.wait())
+    return 0

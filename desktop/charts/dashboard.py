@@ -1,0 +1,261 @@
+"""The run dashboard: epoch curves, batch loss, gradient norms, learning rate, confusion matrix and ROC.
+
+The same widget serves the live view (fed event by event from the training thread) and the run viewer (fed a
+whole history from the database). Events only append to numpy series; painting happens on a 20 Hz timer and only
+for curves that changed, with pyqtgraph's peak-preserving downsampling and clip-to-view so a million points stay
+smooth.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtWidgets import QGridLayout, QGroupBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+
+from core.events import BatchMetrics, EarlyStopping, EpochEnd, Event, GradientStats, LrUpdate, TrainingEnd
+from core.persistence.history import RunHistory
+from desktop.charts.series import SeriesStore
+
+EPOCH_METRICS = (
+    ("loss", "Loss"),
+    ("accuracy", "Accuracy"),
+    ("recall", "Recall (sensitivity)"),
+    ("specificity", "Specificity"),
+    ("f1", "F1"),
+    ("auroc", "AUROC"),
+)
+SPLIT_PENS = {"train": pg.mkPen("#1f77b4", width=1), "val": pg.mkPen("#ff7f0e", width=1)}
+LAYER_COLOURS = ("#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
+TOP_LAYERS = 5
+
+
+def _curve(plot: pg.PlotItem, pen: Any, name: str | None = None, symbol: str | None = None) -> pg.PlotDataItem:
+    item = plot.plot(
+        [], [], pen=pen, name=name, symbol=symbol, symbolSize=5, symbolBrush=pen.color() if symbol else None
+    )
+    item.setDownsampling(auto=True, method="peak")
+    item.setClipToView(True)
+    item.setSkipFiniteCheck(True)
+    return item
+
+
+class ConfusionMatrixView(QGroupBox):
+    """A 2x2 confusion matrix with counts and row percentages."""
+
+    def __init__(self, title: str = "Validation confusion matrix", parent: QWidget | None = None) -> None:
+        super().__init__(title, parent)
+        grid = QGridLayout(self)
+        grid.addWidget(QLabel(""), 0, 0)
+        grid.addWidget(QLabel("<b>Predicted normal</b>"), 0, 1, alignment=Qt.AlignmentFlag.AlignCenter)
+        grid.addWidget(QLabel("<b>Predicted pneumonia</b>"), 0, 2, alignment=Qt.AlignmentFlag.AlignCenter)
+        grid.addWidget(QLabel("<b>Normal</b>"), 1, 0)
+        grid.addWidget(QLabel("<b>Pneumonia</b>"), 2, 0)
+        self.cells = {key: QLabel("-") for key in ("tn", "fp", "fn", "tp")}
+        for key, (row, col) in {"tn": (1, 1), "fp": (1, 2), "fn": (2, 1), "tp": (2, 2)}.items():
+            self.cells[key].setAlignment(Qt.AlignmentFlag.AlignCenter)
+            self.cells[key].setObjectName(f"cm_{key}")
+            grid.addWidget(self.cells[key], row, col)
+        self.values: dict[str, float] = {}
+
+    def set_counts(self, counts: dict[str, float]) -> None:
+        """Show ``{"tp", "fp", "tn", "fn"}`` counts."""
+        self.values = dict(counts)
+        negatives = counts.get("tn", 0) + counts.get("fp", 0)
+        positives = counts.get("tp", 0) + counts.get("fn", 0)
+        for key, label in self.cells.items():
+            value = counts.get(key)
+            total = negatives if key in ("tn", "fp") else positives
+            share = f" ({100 * value / total:.0f}%)" if value is not None and total else ""
+            label.setText("-" if value is None else f"{int(value)}{share}")
+
+
+class RunDashboard(QWidget):
+    """Every chart of one run. Feed it with :meth:`handle_event` (live) or :meth:`load_history` (from the database)."""
+
+    def __init__(self, parent: QWidget | None = None, refresh_hz: float = 20.0) -> None:
+        super().__init__(parent)
+        self.store = SeriesStore()
+        self.repaints = 0
+        self.best_epoch: int | None = None
+        self.stop_epoch: int | None = None
+        self.final_stats: dict[str, Any] = {}
+        self._roc: tuple[np.ndarray, np.ndarray] | None = None
+        self._drawn: dict[str, int] = {}
+        self._dirty = False
+        self._latest_layer_norms: dict[str, float] = {}
+
+        self.plots = pg.GraphicsLayoutWidget()
+        self.plots.setBackground("w")
+        self.epoch_plots: dict[str, pg.PlotItem] = {}
+        self.curves: dict[str, pg.PlotDataItem] = {}
+        self.markers: dict[str, list[pg.InfiniteLine]] = {"best": [], "stop": []}
+        for i, (metric, title) in enumerate(EPOCH_METRICS):
+            plot = self.plots.addPlot(row=i // 3, col=i % 3, title=title)
+            plot.addLegend(offset=(-5, 5)) if i == 0 else None
+            plot.setLabel("bottom", "epoch")
+            self.epoch_plots[metric] = plot
+            for split in ("train", "val"):
+                self.curves[f"{split}_{metric}"] = _curve(plot, SPLIT_PENS[split], split, symbol="o")
+            best = pg.InfiniteLine(angle=90, pen=pg.mkPen("#2ca02c", width=1, style=Qt.PenStyle.DashLine))
+            stop = pg.InfiniteLine(angle=90, pen=pg.mkPen("#d62728", width=1, style=Qt.PenStyle.DotLine))
+            for line, key in ((best, "best"), (stop, "stop")):
+                line.setVisible(False)
+                plot.addItem(line, ignoreBounds=True)
+                self.markers[key].append(line)
+        self.batch_plot = self.plots.addPlot(row=2, col=0, title="Batch loss (sampled)")
+        self.batch_plot.setLabel("bottom", "step")
+        self.curves["batch/train_loss"] = _curve(self.batch_plot, pg.mkPen("#1f77b4", width=1))
+        self.grad_plot = self.plots.addPlot(row=2, col=1, title="Gradient norm")
+        self.grad_plot.setLabel("bottom", "step")
+        self.grad_plot.addLegend(offset=(-5, 5))
+        self.curves["grad_norm"] = _curve(self.grad_plot, pg.mkPen("k", width=1), "global")
+        self.layer_curves = [_curve(self.grad_plot, pg.mkPen(c, width=1)) for c in LAYER_COLOURS]
+        self.lr_plot = self.plots.addPlot(row=2, col=2, title="Learning rate")
+        self.lr_plot.setLabel("bottom", "step")
+        self.curves["lr"] = _curve(self.lr_plot, pg.mkPen("#9467bd", width=1))
+
+        self.cm_view = ConfusionMatrixView()
+        self.roc_widget = pg.PlotWidget(title="Validation ROC")
+        self.roc_widget.setBackground("w")
+        self.roc_widget.setLabel("bottom", "1 - specificity")
+        self.roc_widget.setLabel("left", "sensitivity")
+        self.roc_widget.plot([0, 1], [0, 1], pen=pg.mkPen("#aaaaaa", width=1, style=Qt.PenStyle.DashLine))
+        self.roc_curve = self.roc_widget.plot([], [], pen=pg.mkPen("#ff7f0e", width=1))
+        self.roc_widget.setXRange(0, 1)
+        self.roc_widget.setYRange(0, 1)
+
+        side = QVBoxLayout()
+        side.addWidget(self.cm_view)
+        side.addWidget(self.roc_widget, 1)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.plots, 4)
+        layout.addLayout(side, 1)
+
+        self._timer = QTimer(self)
+        self._timer.setInterval(int(1000 / refresh_hz))
+        self._timer.timeout.connect(self.refresh)
+        self._timer.start()
+
+    # ------------------------------------------------------------------ feeding
+    def clear(self) -> None:
+        """Forget everything shown."""
+        self.store.clear()
+        self.best_epoch = self.stop_epoch = None
+        self.final_stats = {}
+        self._roc = None
+        self._latest_layer_norms = {}
+        self.cm_view.set_counts({})
+        self._dirty = True
+
+    def handle_event(self, event: Event) -> None:
+        """Add one live event; the charts repaint on the next timer tick."""
+        if isinstance(event, EpochEnd):
+            for name, value in event.metrics.items():
+                self.store[name].append(event.epoch, value)
+            self._set_cm_from(event.metrics, "val")
+            roc = event.curves.get("val_roc") if event.curves else None
+            if roc:
+                self._roc = (np.asarray(roc["fpr"]), np.asarray(roc["tpr"]))
+        elif isinstance(event, BatchMetrics):
+            for name, value in event.metrics.items():
+                self.store[f"batch/{name}"].append(event.step, value)
+        elif isinstance(event, GradientStats):
+            self.store["grad_norm"].append(event.step, event.global_norm)
+            for layer, value in event.layer_norms.items():
+                self.store[f"grad_norm/{layer}"].append(event.step, value)
+            self._latest_layer_norms = event.layer_norms
+        elif isinstance(event, LrUpdate):
+            self.store["lr"].append(event.step, event.lr)
+        elif isinstance(event, EarlyStopping):
+            self.stop_epoch = event.epoch
+        elif isinstance(event, TrainingEnd):
+            self.best_epoch = event.best_epoch
+            self.final_stats = event.final_stats
+        else:
+            return
+        self._dirty = True
+
+    def load_history(self, history: RunHistory) -> None:
+        """Show a recorded run (replaces what is shown)."""
+        self.clear()
+        for name, (xs, ys) in history.epoch_series.items():
+            self.store[name].replace(xs, ys)
+        for name, (xs, ys) in history.batch_series.items():
+            key = name if name.startswith(("grad_norm", "lr")) else f"batch/{name}"
+            self.store[key].replace(xs, ys)
+        self._latest_layer_norms = {
+            n.removeprefix("grad_norm/"): float(ys[-1])
+            for n, (_, ys) in history.batch_series.items()
+            if n.startswith("grad_norm/") and len(ys)
+        }
+        self.best_epoch = history.run.best_epoch
+        self.stop_epoch = history.early_stopping_epoch
+        self.final_stats = history.final_stats
+        best = history.final_stats.get("val") or {}
+        if best:
+            self._set_cm_from({f"val_{k}": v for k, v in best.items()}, "val")
+        else:
+            self._set_cm_from({n: float(ys[-1]) for n, (_, ys) in history.epoch_series.items() if len(ys)}, "val")
+        roc = history.roc
+        if roc:
+            self._roc = (np.asarray(roc["fpr"]), np.asarray(roc["tpr"]))
+        self._dirty = True
+        self.refresh()
+
+    def _set_cm_from(self, metrics: dict[str, float], split: str) -> None:
+        counts = {k: metrics[f"{split}_cm_{k}"] for k in ("tp", "fp", "tn", "fn") if f"{split}_cm_{k}" in metrics}
+        if len(counts) == 4:
+            self.cm_view.set_counts(counts)
+
+    # ------------------------------------------------------------------ painting
+    def refresh(self) -> None:
+        """Repaint whatever changed since the last tick (called by the timer)."""
+        if not self._dirty:
+            return
+        self._dirty = False
+        for name, curve in self.curves.items():
+            series = self.store[name]
+            if self._drawn.get(name) != series.version:
+                curve.setData(series.x, series.y)
+                self._drawn[name] = series.version
+        top = sorted(self._latest_layer_norms, key=self._latest_layer_norms.__getitem__, reverse=True)[:TOP_LAYERS]
+        for curve, layer in zip(self.layer_curves, top + [None] * TOP_LAYERS):
+            if layer is None:
+                curve.setData([], [])
+                continue
+            series = self.store[f"grad_norm/{layer}"]
+            curve.setData(series.x, series.y)
+            curve.opts["name"] = layer
+        self._update_grad_legend(top)
+        for key, epoch in (("best", self.best_epoch), ("stop", self.stop_epoch)):
+            for line in self.markers[key]:
+                line.setVisible(epoch is not None)
+                if epoch is not None:
+                    line.setValue(epoch)
+        if self._roc is not None:
+            self.roc_curve.setData(*self._roc)
+        else:
+            self.roc_curve.setData([], [])
+        self.repaints += 1
+
+    def _update_grad_legend(self, top: list[str]) -> None:
+        legend = self.grad_plot.legend
+        if legend is None:
+            return
+        legend.clear()
+        legend.addItem(self.curves["grad_norm"], "global")
+        for curve, layer in zip(self.layer_curves, top):
+            legend.addItem(curve, layer)
+
+    def curve_data(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """The (x, y) data currently drawn for ``name`` (``val_recall``, ``batch/train_loss``, ``grad_norm``...)."""
+        xs, ys = self.curves[name].getOriginalDataset()
+        return (np.asarray(xs if xs is not None else []), np.asarray(ys if ys is not None else []))
+
+    def stop_timer(self) -> None:
+        """Stop repainting (before the widget is destroyed)."""
+        self._timer.stop()

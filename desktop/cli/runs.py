@@ -1,0 +1,154 @@
+"""List, inspect and export recorded runs.
+
+Examples
+--------
+  pneumofl runs list --status completed --format json
+  pneumofl runs show 12
+  pneumofl runs export 12 --format csv -o run12.csv
+  pneumofl runs export --all --format json -o all-runs.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from core.persistence import export_runs
+from core.persistence.repository import count_runs, epoch_table, final_stats, get_run, list_runs
+from desktop.cli.common import CommandError, add_db_option, format_duration, format_table, open_db, plain
+from desktop.cli.stats import format_final_stats
+
+LIST_COLUMNS = (
+    "id",
+    "experiment_name",
+    "training_mode",
+    "role",
+    "status",
+    "start_time",
+    "best_epoch",
+    "best_val_recall",
+    "duration",
+)
+LIST_HEADERS = ("ID", "Experiment", "Mode", "Role", "Status", "Started", "Best epoch", "Best val recall", "Duration")
+EPOCH_COLUMNS = (
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "val_accuracy",
+    "val_recall",
+    "val_specificity",
+    "val_f1",
+    "val_auroc",
+)
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add ``runs list|show|export``."""
+    runs = commands.add_parser(
+        "runs",
+        help="list, show and export recorded runs",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = runs.add_subparsers(dest="runs_command", required=True, metavar="{list,show,export}")
+
+    p = sub.add_parser("list", help="every run with status, mode, best epoch, best val recall, duration")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--mode", choices=("centralized", "federated"))
+    p.add_argument("--status", choices=("in_progress", "completed", "failed", "cancelled", "interrupted"))
+    p.add_argument("--name", help="only runs whose experiment name contains this text")
+    p.add_argument("--sort", default="start_time", help="column to sort by (default start_time)")
+    p.add_argument("--ascending", action="store_true")
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--offset", type=int, default=0)
+    add_db_option(p)
+    p.set_defaults(func=run_list)
+
+    p = sub.add_parser("show", help="final stats and the per-epoch table of one run")
+    p.add_argument("run_id", type=int)
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    add_db_option(p)
+    p.set_defaults(func=run_show)
+
+    p = sub.add_parser("export", help="write runs as CSV (long format) or JSON")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("run_id", type=int, nargs="?")
+    which.add_argument("--all", action="store_true", help="export every run")
+    p.add_argument("--format", choices=("csv", "json"), default="csv")
+    p.add_argument("-o", "--output", required=True, metavar="PATH")
+    add_db_option(p)
+    p.set_defaults(func=run_export)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """Print the runs."""
+    db = open_db(args)
+    filters = {"training_mode": args.mode, "status": args.status, "name_contains": args.name}
+    try:
+        with db.begin() as session:
+            try:
+                runs = list_runs(
+                    session,
+                    **filters,
+                    sort_by=args.sort,
+                    descending=not args.ascending,
+                    limit=args.limit,
+                    offset=args.offset,
+                )
+            except ValueError as exc:
+                raise CommandError(str(exc)) from None
+            total = count_runs(session, **filters)
+    finally:
+        db.close()
+    if args.format == "json":
+        print(json.dumps([plain(r) for r in runs], indent=2))
+        return 0
+    rows = [plain(r) | {"duration": format_duration(r.duration), "start_time": r.start_time} for r in runs]
+    print(format_table(rows, LIST_COLUMNS, LIST_HEADERS))
+    print(f"{len(runs)} of {total} run(s) shown.")
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    """Print one run's summary, final stats and epochs."""
+    db = open_db(args)
+    try:
+        with db.begin() as session:
+            run = get_run(session, args.run_id)
+            epochs = epoch_table(session, args.run_id)
+            stats = final_stats(session, args.run_id)
+    finally:
+        db.close()
+    if args.format == "json":
+        print(json.dumps({"run": plain(run), "final_stats": stats, "epochs": epochs}, indent=2))
+        return 0
+    print(f"Run {run.id}: {run.experiment_name} ({run.training_mode}, {run.role}) - {run.status}")
+    print(f"Started {plain(run.start_time)}, duration {format_duration(run.duration)}, data {run.source_path or '-'}")
+    if run.error_message:
+        print(f"Error: {run.error_message}")
+    print()
+    print(format_final_stats(stats))
+    print()
+    columns = [c for c in EPOCH_COLUMNS if any(c in e for e in epochs)] or ["epoch"]
+    print(format_table(epochs, columns) if epochs else "No completed epochs.")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Write the runs to a file."""
+    db = open_db(args)
+    try:
+        with db.begin() as session:
+            if args.all:
+                ids = [r.id for r in list_runs(session, sort_by="id", descending=False, limit=10**9)]
+            else:
+                get_run(session, args.run_id)
+                ids = [args.run_id]
+        if not ids:
+            raise CommandError("There are no runs to export.")
+        path = export_runs(db, ids, args.format, Path(args.output).expanduser())
+    finally:
+        db.close()
+    print(f"Exported {len(ids)} run(s) to {path}.")
+    return 0

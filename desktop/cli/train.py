@@ -1,0 +1,152 @@
+"""Train a pneumonia classifier and record every metric.
+
+Examples
+--------
+  pneumofl train --demo
+  pneumofl train --data ~/xrays --epochs 20 --backbone resnet18 --image-size 224
+  pneumofl train --data manifest.csv --csv-image-column patientId --csv-label-column Target --csv-image-root imgs/
+
+Ctrl-C stops the run after the current batch; it is recorded as cancelled with every completed epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from types import FrameType
+
+from core.config import BACKBONES, MONITORS, RunConfig, demo_config, load_config
+from core.sinks import ConsoleSink
+from core.training.recorded import prepare_data, train_and_record
+from desktop.cli.common import CommandError, add_db_option, format_duration, open_db
+from desktop.cli.stats import format_final_stats
+
+EXIT_CODES = {"completed": 0, "failed": 1, "cancelled": 130}
+
+# CLI flag -> RunConfig field
+OVERRIDES = {
+    "name": "experiment_name",
+    "data": "data_path",
+    "data_kind": "data_kind",
+    "csv_image_column": "csv_image_column",
+    "csv_label_column": "csv_label_column",
+    "csv_image_root": "csv_image_root",
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "lr": "learning_rate",
+    "backbone": "backbone",
+    "weights": "weights_path",
+    "image_size": "image_size",
+    "loss": "loss",
+    "patience": "early_stopping_patience",
+    "monitor": "monitor",
+    "threshold": "threshold",
+    "seed": "seed",
+    "threads": "max_threads",
+    "workers": "num_workers",
+    "accelerator": "accelerator",
+}
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add the ``train`` command."""
+    p = commands.add_parser(
+        "train",
+        help="train a model and record it",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--demo", action="store_true", help="use the built-in synthetic demo dataset")
+    src.add_argument(
+        "--data", metavar="PATH", help="dataset folder (NORMAL/PNEUMONIA, optionally in train/val/test) or CSV"
+    )
+    p.add_argument("--config", metavar="FILE", help="a saved run configuration (JSON); flags override it")
+    p.add_argument("--name", help="experiment name")
+    p.add_argument("--data-kind", choices=("auto", "folder", "csv"))
+    p.add_argument("--csv-image-column", metavar="COL")
+    p.add_argument("--csv-label-column", metavar="COL")
+    p.add_argument("--csv-image-root", metavar="DIR")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="learning rate")
+    p.add_argument("--backbone", choices=BACKBONES)
+    p.add_argument("--weights", metavar="FILE", help="local weights file for the backbone (nothing is downloaded)")
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--loss", choices=("bce", "focal"))
+    p.add_argument("--patience", type=int, help="early-stopping patience in epochs (0 = off)")
+    p.add_argument("--monitor", choices=MONITORS, help="metric for the best checkpoint and early stopping")
+    p.add_argument("--threshold", type=float, help="decision threshold (default 0.5)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: all)")
+    p.add_argument("--workers", type=int, help="dataloader worker processes (default 0)")
+    p.add_argument("--accelerator", choices=("auto", "cpu", "gpu", "mps"))
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    add_db_option(p)
+    p.set_defaults(func=run)
+
+
+def build_config(args: argparse.Namespace) -> RunConfig:
+    """Merge the config file (or the demo/default config) with the command-line flags."""
+    overrides = {
+        field: getattr(args, flag) for flag, field in OVERRIDES.items() if getattr(args, flag, None) is not None
+    }
+    if args.config:
+        base = load_config(args.config)
+    elif args.demo:
+        base = demo_config()
+    else:
+        base = RunConfig()
+    if args.demo:
+        overrides["demo"] = True
+        overrides.setdefault("experiment_name", base.experiment_name)
+    if not args.demo and not base.demo and not overrides.get("data_path") and not base.data_path:
+        raise CommandError("Give a dataset with --data PATH, or use --demo for the built-in demo data.")
+    return base.with_overrides(**overrides).validate()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Prepare the data, train with a progress bar, print the final stats and the run id."""
+    config = build_config(args)
+    print("Checking the dataset...", file=sys.stderr)
+    data = prepare_data(config)
+    print(data.summary.format(), file=sys.stderr)
+    db = open_db(args)
+    cancel = threading.Event()
+    previous = signal.signal(signal.SIGINT, _stop_on_interrupt(cancel))
+    try:
+        result = train_and_record(
+            config,
+            db,
+            sinks=[ConsoleSink()],
+            data=data,
+            cancel=cancel,
+            progress_bar=not args.no_progress,
+            on_run_created=lambda rid: print(f"Run {rid} started ({db.url_for_display}).", file=sys.stderr),
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        db.close()
+    print()
+    print(format_final_stats(result.final_stats))
+    print()
+    best = f"epoch {result.best_epoch}" if result.best_epoch else "-"
+    recall = f"{result.best_val_recall:.4f}" if result.best_val_recall is not None else "-"
+    print(
+        f"Run {result.run_id}: {result.status} in {format_duration(result.duration)}; best {best}, val recall {recall}."
+    )
+    if result.status == "failed":
+        raise CommandError(f"Run {result.run_id} failed: {result.error}", EXIT_CODES["failed"])
+    return EXIT_CODES[result.status]
+
+
+def _stop_on_interrupt(cancel: threading.Event):
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        print("\nStopping after the current batch (Ctrl-C again to abort)...", file=sys.stderr)
+        cancel.set()
+
+    return handler

@@ -1,0 +1,146 @@
+"""The main window: Training and Runs pages, run viewers and comparisons in closable tabs."""
+
+from __future__ import annotations
+
+import logging
+
+from PySide6.QtCore import QSettings
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget, QVBoxLayout, QWidget
+
+from core.errors import PneumoFLError
+from core.persistence import Database
+from desktop.gui.preferences import PreferencesDialog
+from desktop.gui.runs_page import CompareView, RunsPage, RunViewer
+from desktop.gui.training_page import TrainingPage
+from desktop.gui.widgets import MessageBanner
+from desktop.settings import FORM_FIELDS, Settings, save_settings
+
+log = logging.getLogger(__name__)
+
+
+class MainWindow(QMainWindow):
+    """PneumoFL's window. Opens the database read-side here; training opens its own connection in its thread."""
+
+    def __init__(self, settings: Settings, settings_warning: str | None = None, persist_settings: bool = True) -> None:
+        super().__init__()
+        self.setWindowTitle("PneumoFL")
+        self.settings = settings
+        self.persist_settings = persist_settings
+        self.db: Database | None = None
+        self.banner = MessageBanner()
+        self.tabs = QTabWidget()
+        self.tabs.setTabsClosable(True)
+        self.tabs.tabCloseRequested.connect(self._close_tab)
+        self.db_label = QLabel()
+        self.statusBar().addPermanentWidget(self.db_label)
+
+        self._open_database()
+        self.training_page = TrainingPage(self.db_url, settings.run_config())
+        self.runs_page = RunsPage(self.db)
+        self.training_page.run_finished.connect(lambda _id: self.runs_page.refresh())
+        self.runs_page.open_requested.connect(self.open_run)
+        self.runs_page.compare_requested.connect(self.compare_runs)
+        self.tabs.addTab(self.training_page, "Training")
+        self.tabs.addTab(self.runs_page, "Runs")
+        for i in range(2):  # the two pages stay
+            self.tabs.tabBar().setTabButton(i, self.tabs.tabBar().ButtonPosition.RightSide, None)
+
+        central = QWidget()
+        layout = QVBoxLayout(central)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.banner)
+        layout.addWidget(self.tabs, 1)
+        self.setCentralWidget(central)
+        self._build_menu()
+        if settings_warning:
+            self.banner.show_message(settings_warning, kind="warning")
+        geometry = QSettings("PneumoFL", "PneumoFL").value("geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1400, 900)
+
+    @property
+    def db_url(self) -> str | None:
+        """The configured database URL (``None``: the default)."""
+        return self.settings.db_url or None
+
+    def _open_database(self) -> None:
+        try:
+            self.db = Database.open(self.db_url)
+            self.db_label.setText(f"Database: {self.db.url_for_display}")
+        except PneumoFLError as exc:
+            self.db = None
+            self.db_label.setText("No database")
+            self.banner.show_message(f"{exc} Open File → Preferences to choose another database.")
+
+    def _build_menu(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        prefs = QAction("&Preferences…", self)
+        prefs.triggered.connect(self.edit_preferences)
+        save_defaults = QAction("Save training form as &defaults", self)
+        save_defaults.triggered.connect(self.save_training_defaults)
+        quit_action = QAction("&Quit", self)
+        quit_action.setShortcut(QKeySequence.StandardKey.Quit)
+        quit_action.triggered.connect(self.close)
+        for action in (prefs, save_defaults, quit_action):
+            file_menu.addAction(action)
+
+    def edit_preferences(self) -> None:
+        """Show the preferences; a new database is opened at once."""
+        dialog = PreferencesDialog(self.settings, self)
+        if dialog.exec():
+            self._save_settings()
+            if self.db is not None:
+                self.db.close()
+            self.banner.hide()
+            self._open_database()
+            self.training_page.db_url = self.db_url
+            self.runs_page.set_database(self.db)
+
+    def save_training_defaults(self) -> None:
+        """Remember the Training page's settings for next time."""
+        config = self.training_page.config()
+        self.settings.training = {k: getattr(config, k) for k in FORM_FIELDS}
+        self.settings.data_folder = "" if config.demo else config.data_path
+        self._save_settings()
+        self.banner.show_message("Training defaults saved.", kind="info")
+
+    def _save_settings(self) -> None:
+        if self.persist_settings:
+            save_settings(self.settings)
+
+    def open_run(self, run_id: int) -> None:
+        """Open a recorded run in a tab."""
+        if self.db is None:
+            return
+        try:
+            viewer = RunViewer(self.db, run_id)
+        except PneumoFLError as exc:
+            self.banner.show_message(str(exc))
+            return
+        self.tabs.setCurrentIndex(self.tabs.addTab(viewer, f"Run {run_id}"))
+
+    def compare_runs(self, run_ids: list[int]) -> None:
+        """Overlay runs in a tab."""
+        if self.db is None:
+            return
+        view = CompareView(self.db, run_ids)
+        self.tabs.setCurrentIndex(self.tabs.addTab(view, "Compare " + ", ".join(map(str, run_ids))))
+
+    def _close_tab(self, index: int) -> None:
+        if index >= 2:
+            widget = self.tabs.widget(index)
+            self.tabs.removeTab(index)
+            widget.deleteLater()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        """Stop a running training cleanly (it is recorded as cancelled) before closing."""
+        if self.training_page.running:
+            self.statusBar().showMessage("Stopping the training run…")
+            self.training_page.stop_and_wait()
+        QSettings("PneumoFL", "PneumoFL").setValue("geometry", self.saveGeometry())
+        if self.db is not None:
+            self.db.close()
+        event.accept()

@@ -1,0 +1,331 @@
+"""The Runs page: every recorded run, filter/sort, open one, overlay a metric across several, export, delete."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPushButton,
+    QTableView,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.persistence import Database, export_runs
+from core.persistence.history import RunHistory, load_run_history
+from core.persistence.repository import delete_run, metric_series
+from desktop.charts.dashboard import RunDashboard
+from desktop.gui.runs_model import RunsTableModel
+from desktop.gui.widgets import MessageBanner
+from desktop.workers import run_in_thread
+
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf")
+COMPARE_METRICS = (
+    "val_recall",
+    "val_auroc",
+    "val_specificity",
+    "val_f1",
+    "val_accuracy",
+    "val_precision",
+    "val_loss",
+    "train_loss",
+    "train_recall",
+    "train_accuracy",
+)
+OVERVIEW_POINTS = 20_000
+STAT_ROWS = (
+    ("recall", "Sensitivity (recall)"),
+    ("specificity", "Specificity"),
+    ("precision", "Precision"),
+    ("accuracy", "Accuracy"),
+    ("f1", "F1"),
+    ("auroc", "AUROC"),
+    ("cm_tp", "True positives"),
+    ("cm_fp", "False positives"),
+    ("cm_tn", "True negatives"),
+    ("cm_fn", "False negatives"),
+)
+
+
+class RunsPage(QWidget):
+    """Browse runs. Emits ``open_requested(run_id)`` and ``compare_requested([run ids])``."""
+
+    open_requested = Signal(int)
+    compare_requested = Signal(list)
+
+    def __init__(self, db: Database | None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.db = db
+        self.banner = MessageBanner()
+        self.model = RunsTableModel(db)
+        self.table = QTableView()
+        self.table.setModel(self.model)
+        self.table.setSortingEnabled(True)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.verticalHeader().setVisible(False)
+        self.table.doubleClicked.connect(lambda index: self.open_requested.emit(self.model.run_at(index.row()).id))
+
+        self.mode_filter = QComboBox()
+        self.mode_filter.addItems(["Any mode", "centralized", "federated"])
+        self.status_filter = QComboBox()
+        self.status_filter.addItems(["Any status", "completed", "in_progress", "failed", "cancelled", "interrupted"])
+        self.name_filter = QLineEdit()
+        self.name_filter.setPlaceholderText("Filter by experiment name")
+        for combo in (self.mode_filter, self.status_filter):
+            combo.currentIndexChanged.connect(self.apply_filters)
+        self.name_filter.returnPressed.connect(self.apply_filters)
+        self.name_filter.textChanged.connect(lambda text: self.apply_filters() if not text else None)
+
+        self.count_label = QLabel()
+        buttons = {
+            "Open": self.open_selected,
+            "Compare": self.compare_selected,
+            "Export…": self.export_selected,
+            "Delete…": self.delete_selected,
+            "Refresh": self.refresh,
+        }
+        bar = QHBoxLayout()
+        for w in (self.mode_filter, self.status_filter, self.name_filter):
+            bar.addWidget(w)
+        bar.addStretch(1)
+        self.buttons: dict[str, QPushButton] = {}
+        for text, slot in buttons.items():
+            self.buttons[text] = QPushButton(text)
+            self.buttons[text].clicked.connect(slot)
+            bar.addWidget(self.buttons[text])
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.banner)
+        layout.addLayout(bar)
+        layout.addWidget(self.table, 1)
+        layout.addWidget(self.count_label)
+        # Replaceable hooks for the modal dialogs (tests answer them directly).
+        self.confirm: Callable[[str], bool] = self._ask
+        self.choose_export_path: Callable[[str], str] = self._ask_export_path
+        self.refresh()
+
+    def set_database(self, db: Database | None) -> None:
+        """Show another database's runs."""
+        self.db = db
+        self.model.set_database(db)
+        self._update_count()
+
+    def refresh(self) -> None:
+        """Reload from the database."""
+        try:
+            self.model.reload()
+        except Exception as exc:  # noqa: BLE001 - DatabaseError or a dropped connection
+            self.banner.show_message(f"The runs could not be loaded: {exc}")
+        self._update_count()
+
+    def apply_filters(self) -> None:
+        """Apply the filter bar."""
+        self.model.set_filters(
+            training_mode=self.mode_filter.currentText() if self.mode_filter.currentIndex() else None,
+            status=self.status_filter.currentText() if self.status_filter.currentIndex() else None,
+            name_contains=self.name_filter.text().strip() or None,
+        )
+        self._update_count()
+
+    def _update_count(self) -> None:
+        self.count_label.setText(f"{self.model.total} run(s)" if self.db else "No database open.")
+
+    def selected_ids(self) -> list[int]:
+        """Ids of the selected runs, top to bottom."""
+        rows = sorted({i.row() for i in self.table.selectionModel().selectedRows()})
+        return [self.model.run_at(r).id for r in rows]
+
+    def select_ids(self, ids: list[int]) -> None:
+        """Select the rows of ``ids`` (those loaded)."""
+        self.table.clearSelection()
+        mode = self.table.selectionMode()
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.MultiSelection)
+        for row, run in enumerate(self.model.rows):
+            if run.id in ids:
+                self.table.selectRow(row)
+        self.table.setSelectionMode(mode)
+
+    def open_selected(self) -> None:
+        """Open the first selected run."""
+        ids = self.selected_ids()
+        if not ids:
+            self.banner.show_message("Select a run to open.", kind="info")
+            return
+        self.open_requested.emit(ids[0])
+
+    def compare_selected(self) -> None:
+        """Overlay the selected runs."""
+        ids = self.selected_ids()
+        if len(ids) < 2:
+            self.banner.show_message("Select two or more runs to compare (Ctrl-click).", kind="info")
+            return
+        self.compare_requested.emit(ids)
+
+    def export_selected(self) -> None:
+        """Export the selected runs (or every run when none is selected) to CSV or JSON."""
+        if self.db is None:
+            return
+        ids = self.selected_ids() or [r.id for r in self.model.rows]
+        if not ids:
+            self.banner.show_message("There are no runs to export.", kind="info")
+            return
+        path = self.choose_export_path(f"runs-{ids[0]}" if len(ids) == 1 else "runs")
+        if not path:
+            return
+        fmt = "json" if path.lower().endswith(".json") else "csv"
+        run_in_thread(
+            self,
+            export_runs,
+            self.db,
+            ids,
+            fmt,
+            Path(path),
+            on_result=lambda out: self.banner.show_message(f"Exported {len(ids)} run(s) to {out}.", kind="info"),
+            on_error=lambda msg, details: self.banner.show_message(f"Export failed: {msg}", details),
+        )
+
+    def delete_selected(self) -> None:
+        """Delete the selected runs after confirmation."""
+        ids = self.selected_ids()
+        if not ids or self.db is None:
+            return
+        if not self.confirm(
+            f"Delete {len(ids)} run(s) ({', '.join(map(str, ids))}) and all their metrics? This cannot be undone."
+        ):
+            return
+        with self.db.begin() as session:
+            for run_id in ids:
+                delete_run(session, run_id)
+        self.refresh()
+        self.banner.show_message(f"Deleted {len(ids)} run(s).", kind="info")
+
+    def _ask(self, text: str) -> bool:
+        answer = QMessageBox.question(self, "Delete runs", text)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def _ask_export_path(self, stem: str) -> str:
+        path, _ = QFileDialog.getSaveFileName(self, "Export runs", f"{stem}.csv", "CSV (*.csv);;JSON (*.json)")
+        return path
+
+
+class RunViewer(QWidget):
+    """One recorded run: the live dashboard's charts rebuilt from the database, plus its final statistics."""
+
+    def __init__(self, db: Database, run_id: int, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.db, self.run_id = db, run_id
+        self.banner = MessageBanner()
+        self.title = QLabel()
+        self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.dashboard = RunDashboard()
+        self.stats = QTableWidget(len(STAT_ROWS), 3)
+        self.stats.setHorizontalHeaderLabels(["Validation", "Test", "Val @ Youden"])
+        self.stats.setVerticalHeaderLabels([label for _, label in STAT_ROWS])
+        self.stats.setMaximumWidth(420)
+        self.stats.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        body = QHBoxLayout()
+        body.addWidget(self.dashboard, 1)
+        body.addWidget(self.stats)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.banner)
+        layout.addWidget(self.title)
+        layout.addLayout(body, 1)
+        self.history: RunHistory | None = None
+        self.full_loaded = False
+        self.load()
+
+    def load(self) -> None:
+        """Paint an overview at once; load every batch point in the background when the run is large."""
+        with self.db.begin() as session:
+            history = load_run_history(session, self.run_id, max_points=OVERVIEW_POINTS)
+        self._show(history)
+        if history.overview:
+            run_in_thread(
+                self,
+                self._load_full,
+                on_result=self._show,
+                on_error=lambda msg, details: self.banner.show_message(msg, details),
+            )
+        else:
+            self.full_loaded = True
+
+    def _load_full(self) -> RunHistory:
+        with self.db.begin() as session:
+            return load_run_history(session, self.run_id)
+
+    def _show(self, history: RunHistory) -> None:
+        self.history = history
+        self.full_loaded = not history.overview
+        run = history.run
+        self.title.setText(
+            f"<b>Run {run.id}</b> · {run.experiment_name} · {run.training_mode}/{run.role} · {run.status}"
+            + (f" · best epoch {run.best_epoch}" if run.best_epoch else "")
+        )
+        if run.error_message:
+            self.banner.show_message(f"This run failed: {run.error_message}")
+        self.dashboard.load_history(history)
+        stats = history.final_stats
+        youden = stats.get("youden") or {}
+        for row, (key, _) in enumerate(STAT_ROWS):
+            for col, source in enumerate((stats.get("val"), stats.get("test"), youden.get("val"))):
+                value = (source or {}).get(key)
+                text = "–" if value is None else (f"{int(value)}" if key.startswith("cm_") else f"{value:.4f}")
+                self.stats.setItem(row, col, QTableWidgetItem(text))
+        if youden:
+            self.stats.setHorizontalHeaderItem(2, QTableWidgetItem(f"Val @ Youden t={youden['threshold']:.3f}"))
+
+
+class CompareView(QWidget):
+    """One metric overlaid across several runs (e.g. val_recall of a centralized run vs a federated one)."""
+
+    def __init__(self, db: Database, run_ids: list[int], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.db, self.run_ids = db, list(run_ids)
+        self.metric = QComboBox()
+        self.metric.addItems(COMPARE_METRICS)
+        self.metric.currentTextChanged.connect(self.plot_metric)
+        self.plot = pg.PlotWidget()
+        self.plot.setBackground("w")
+        self.plot.setLabel("bottom", "epoch")
+        self.plot.addLegend()
+        bar = QHBoxLayout()
+        bar.addWidget(QLabel(f"Comparing runs {', '.join(map(str, self.run_ids))} on"))
+        bar.addWidget(self.metric)
+        bar.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.addLayout(bar)
+        layout.addWidget(self.plot, 1)
+        self.curves: dict[int, pg.PlotDataItem] = {}
+        self.plot_metric(self.metric.currentText())
+
+    def plot_metric(self, name: str) -> None:
+        """Draw ``name`` for every run."""
+        self.plot.clear()
+        self.plot.setTitle(name)
+        self.curves = {}
+        from core.persistence.repository import get_run
+
+        with self.db.begin() as session:
+            for i, run_id in enumerate(self.run_ids):
+                run = get_run(session, run_id)
+                steps, values = metric_series(session, run_id, name)
+                pen = pg.mkPen(PALETTE[i % len(PALETTE)], width=1)
+                label = f"Run {run_id} · {run.experiment_name} ({run.training_mode})"
+                self.curves[run_id] = self.plot.plot(
+                    steps, values, pen=pen, name=label, symbol="o", symbolSize=5, symbolBrush=PALETTE[i % len(PALETTE)]
+                )

@@ -1,0 +1,399 @@
+"""The Training page: choose data, check it, set the few settings that matter, Start/Stop, watch it live."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QThread, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.config import BACKBONES, MONITORS, RunConfig, demo_config
+from core.data import PreparedDataset
+from core.events import BatchMetrics, EpochEnd, Event, TrainingEnd, TrainingStart
+from core.training.recorded import prepare_data
+from core.training.runner import RunResult
+from desktop.bridge import QtEventBridge
+from desktop.charts.dashboard import RunDashboard
+from desktop.gui.widgets import MessageBanner
+from desktop.workers import TrainingWorker, run_in_thread, start_worker
+
+TOOLTIPS = {
+    "backbone": "Network architecture. resnet18 is a good default; larger ones need more time and memory.",
+    "epochs": "Passes over the training images. Early stopping may end the run sooner.",
+    "batch_size": "Images per training step. Lower it if the computer runs out of memory.",
+    "learning_rate": "Step size of the optimiser (AdamW, cosine schedule).",
+    "image_size": "Images are resized to this many pixels square. 224 for real X-rays; 64 is enough for the demo.",
+    "early_stopping_patience": "Stop after this many epochs without improvement of the monitored metric (0 = never).",
+    "monitor": "Metric that picks the best checkpoint and drives early stopping.",
+    "batch_metrics_every": "Record loss/accuracy over every N training batches.",
+    "gradient_every": "Record gradient norms every N optimiser steps.",
+}
+
+
+class TrainingPage(QWidget):
+    """Train a model from the GUI. Emits ``run_finished(run_id)`` when a run ends (any status)."""
+
+    run_finished = Signal(int)
+
+    def __init__(self, db_url: str | None, config: RunConfig | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.db_url = db_url
+        self.bridge = QtEventBridge(self)
+        self.bridge.event.connect(self._on_event)
+        self.worker: TrainingWorker | None = None
+        self.thread: QThread | None = None
+        self.prepared: PreparedDataset | None = None
+        self.last_result: RunResult | None = None
+        self.run_id: int | None = None
+        self._check_thread: QThread | None = None
+        self._started_at = 0.0
+        self._total_epochs = 0
+        self._steps_per_epoch = 0
+        self._build(config or demo_config())
+
+    # ------------------------------------------------------------------ layout
+    def _build(self, config: RunConfig) -> None:
+        self.banner = MessageBanner()
+        self.data_path = QLineEdit(config.data_path)
+        self.data_path.setPlaceholderText("Demo data (built in)")
+        self.data_path.setReadOnly(True)
+        self.use_demo = config.demo
+        browse_folder = QPushButton("Folder…")
+        browse_folder.setToolTip("A folder with NORMAL and PNEUMONIA sub-folders (optionally inside train/val/test).")
+        browse_csv = QPushButton("CSV…")
+        browse_csv.setToolTip("A CSV manifest with an image column and a label column.")
+        demo_button = QPushButton("Use demo data")
+        browse_folder.clicked.connect(self._choose_folder)
+        browse_csv.clicked.connect(self._choose_csv)
+        demo_button.clicked.connect(self.use_demo_data)
+        self.csv_image_column = QLineEdit(config.csv_image_column)
+        self.csv_label_column = QLineEdit(config.csv_label_column)
+        self.csv_box = QWidget()
+        csv_form = QFormLayout(self.csv_box)
+        csv_form.setContentsMargins(0, 0, 0, 0)
+        csv_form.addRow("Image column", self.csv_image_column)
+        csv_form.addRow("Label column", self.csv_label_column)
+        self.csv_box.setVisible(config.data_path.lower().endswith(".csv"))
+        self.check_button = QPushButton("Check dataset")
+        self.check_button.clicked.connect(self.check_dataset)
+        self.summary = QPlainTextEdit()
+        self.summary.setReadOnly(True)
+        self.summary.setPlaceholderText("The dataset summary and any problems appear here before training starts.")
+        self.summary.setMaximumHeight(130)
+        path_row = QHBoxLayout()
+        for w in (self.data_path, browse_folder, browse_csv, demo_button, self.check_button):
+            path_row.addWidget(w, 1 if w is self.data_path else 0)
+        data_box = QGroupBox("Data")
+        data_layout = QVBoxLayout(data_box)
+        data_layout.addLayout(path_row)
+        data_layout.addWidget(self.csv_box)
+        data_layout.addWidget(self.summary)
+
+        self.backbone = QComboBox()
+        self.backbone.addItems(BACKBONES)
+        self.epochs = _spin(1, 10_000)
+        self.batch_size = _spin(1, 4096)
+        self.learning_rate = QDoubleSpinBox()
+        self.learning_rate.setDecimals(6)
+        self.learning_rate.setRange(1e-6, 1.0)
+        self.learning_rate.setSingleStep(1e-4)
+        self.image_size = _spin(32, 1024)
+        self.patience = _spin(0, 1000)
+        self.monitor = QComboBox()
+        self.monitor.addItems(MONITORS)
+        self.batch_every = _spin(1, 100_000)
+        self.grad_every = _spin(1, 100_000)
+        form = QFormLayout()
+        self._fields = {
+            "backbone": self.backbone,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate,
+            "image_size": self.image_size,
+            "early_stopping_patience": self.patience,
+            "monitor": self.monitor,
+            "batch_metrics_every": self.batch_every,
+            "gradient_every": self.grad_every,
+        }
+        labels = {
+            "backbone": "Backbone",
+            "epochs": "Epochs",
+            "batch_size": "Batch size",
+            "learning_rate": "Learning rate",
+            "image_size": "Image size (px)",
+            "early_stopping_patience": "Early-stopping patience",
+            "monitor": "Monitor",
+            "batch_metrics_every": "Batch metrics every",
+            "gradient_every": "Gradients every",
+        }
+        for name, widget in self._fields.items():
+            widget.setToolTip(TOOLTIPS[name])
+            form.addRow(labels[name], widget)
+        self.set_config(config)
+        settings_box = QGroupBox("Settings")
+        settings_box.setLayout(form)
+
+        self.start_button = QPushButton("Start training")
+        self.start_button.setObjectName("primary")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setEnabled(False)
+        self.start_button.clicked.connect(self.start)
+        self.stop_button.clicked.connect(self.stop)
+        self.progress = QProgressBar()
+        self.progress.setFormat("Idle")
+        self.progress.setValue(0)
+        self.progress_label = QLabel("")
+        controls = QVBoxLayout()
+        controls.addWidget(settings_box)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.stop_button)
+        controls.addLayout(buttons)
+        controls.addWidget(self.progress)
+        controls.addWidget(self.progress_label)
+        controls.addStretch(1)
+        left = QWidget()
+        left.setLayout(controls)
+        left.setMaximumWidth(380)
+
+        self.dashboard = RunDashboard()
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(left)
+        splitter.addWidget(self.dashboard)
+        splitter.setStretchFactor(1, 1)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.banner)
+        layout.addWidget(data_box)
+        layout.addWidget(splitter, 1)
+
+    # ------------------------------------------------------------------ configuration
+    def set_config(self, config: RunConfig) -> None:
+        """Fill the form from ``config``."""
+        self.backbone.setCurrentText(config.backbone)
+        self.epochs.setValue(config.epochs)
+        self.batch_size.setValue(config.batch_size)
+        self.learning_rate.setValue(config.learning_rate)
+        self.image_size.setValue(config.image_size)
+        self.patience.setValue(config.early_stopping_patience)
+        self.monitor.setCurrentText(config.monitor)
+        self.batch_every.setValue(config.batch_metrics_every)
+        self.grad_every.setValue(config.gradient_every)
+        self._base = config
+
+    def config(self) -> RunConfig:
+        """The configuration the form describes (validated by the caller)."""
+        path = "" if self.use_demo else self.data_path.text()
+        return self._base.with_overrides(
+            demo=self.use_demo,
+            data_path=path,
+            csv_image_column=self.csv_image_column.text() or "image",
+            csv_label_column=self.csv_label_column.text() or "label",
+            backbone=self.backbone.currentText(),
+            epochs=self.epochs.value(),
+            batch_size=self.batch_size.value(),
+            learning_rate=self.learning_rate.value(),
+            image_size=self.image_size.value(),
+            early_stopping_patience=self.patience.value(),
+            monitor=self.monitor.currentText(),
+            monitor_mode="min" if self.monitor.currentText() == "val_loss" else "max",
+            batch_metrics_every=self.batch_every.value(),
+            gradient_every=self.grad_every.value(),
+            experiment_name="demo" if self.use_demo else Path(path).stem or "pneumonia",
+        )
+
+    def set_data_path(self, path: str) -> None:
+        """Use the dataset at ``path`` (folder or CSV)."""
+        self.use_demo = False
+        self.data_path.setText(path)
+        self.csv_box.setVisible(path.lower().endswith(".csv"))
+        self.prepared = None
+        self.summary.clear()
+
+    def use_demo_data(self) -> None:
+        """Switch to the built-in demo dataset."""
+        self.use_demo = True
+        self.data_path.clear()
+        self.csv_box.hide()
+        self.prepared = None
+        self.summary.clear()
+
+    def _choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose the X-ray folder")
+        if folder:
+            self.set_data_path(folder)
+
+    def _choose_csv(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose the CSV manifest", "", "CSV files (*.csv)")
+        if path:
+            self.set_data_path(path)
+
+    # ------------------------------------------------------------------ dataset check
+    def check_dataset(self, then_start: bool = False) -> None:
+        """Validate the dataset off the GUI thread and show its summary; optionally start when it is usable."""
+        try:
+            config = self.config().validate()
+        except Exception as exc:  # noqa: BLE001 - ConfigError: a sentence naming the field
+            self.banner.show_message(str(exc))
+            return
+        self.banner.hide()
+        self.summary.setPlainText("Checking the dataset…")
+        self.check_button.setEnabled(False)
+        self.start_button.setEnabled(False)
+
+        def done(prepared: PreparedDataset) -> None:
+            self.prepared = prepared
+            self.summary.setPlainText(prepared.summary.format())
+            if then_start:
+                self.start_prepared(config, prepared)
+
+        def failed(message: str, details: str) -> None:
+            self.summary.setPlainText(message)
+            self.banner.show_message("The dataset cannot be used for training. " + message.splitlines()[0], details)
+
+        def finished() -> None:
+            self.check_button.setEnabled(True)
+            if self.thread is None:
+                self.start_button.setEnabled(True)
+
+        self._check_thread = run_in_thread(self, prepare_data, config, on_result=done, on_error=failed)
+        self._check_thread.finished.connect(finished)
+
+    # ------------------------------------------------------------------ run control
+    @property
+    def running(self) -> bool:
+        """Whether a run is in progress."""
+        return self.thread is not None
+
+    def start(self) -> None:
+        """Check the data (if not yet) and start a run."""
+        if self.running:
+            return
+        self.check_dataset(then_start=True)
+
+    def start_prepared(self, config: RunConfig, prepared: PreparedDataset) -> None:
+        """Start a run on data already checked (the check's summary is on screen)."""
+        self.dashboard.clear()
+        self.last_result = None
+        self.run_id = None
+        self._started_at = time.monotonic()
+        self._total_epochs = config.epochs
+        self.worker = TrainingWorker(config, self.db_url, self.bridge, data=prepared)
+        self.worker.run_created.connect(self._on_run_created)
+        self.worker.errored.connect(self._on_worker_error)
+        self.worker.finished.connect(self._on_finished)
+        self.thread = start_worker(self.worker, self)
+        self.start_button.setEnabled(False)
+        self.stop_button.setEnabled(True)
+        self.progress.setRange(0, 100)
+        self.progress.setValue(0)
+        self.progress.setFormat("Starting…")
+
+    def stop(self) -> None:
+        """Ask the run to stop after the current batch (returns at once)."""
+        if self.worker is not None:
+            self.worker.cancel()
+            self.stop_button.setEnabled(False)
+            self.progress.setFormat("Stopping…")
+
+    def stop_and_wait(self, timeout_ms: int = 60_000) -> bool:
+        """Stop the run and block until its thread has finished and recorded it (used when the app closes)."""
+        if self.thread is None:
+            return True
+        self.stop()
+        finished = self.thread.wait(timeout_ms)
+        # The worker's `finished` signal is queued to this thread; deliver it now that the thread is done.
+        from PySide6.QtCore import QCoreApplication
+
+        QCoreApplication.processEvents()
+        return finished
+
+    def _on_worker_error(self, message: str, details: str) -> None:
+        self.banner.show_message(message, details)
+
+    def _on_run_created(self, run_id: int) -> None:
+        self.run_id = run_id
+        self.progress_label.setText(f"Run {run_id}")
+
+    def _on_finished(self, result: RunResult) -> None:
+        self.last_result = result
+        self.dashboard.refresh()
+        if self.thread is not None:
+            self.thread.wait()
+        self.thread = None
+        self.worker = None
+        self.start_button.setEnabled(True)
+        self.stop_button.setEnabled(False)
+        labels = {"completed": "Completed", "cancelled": "Stopped", "failed": "Failed"}
+        self.progress.setFormat(labels.get(result.status, result.status))
+        if result.status == "completed":
+            self.progress.setValue(100)
+            self.banner.show_message(
+                f"Run {result.run_id} completed: best epoch {result.best_epoch}, "
+                f"validation recall {result.best_val_recall:.3f}."
+                if result.best_val_recall is not None
+                else f"Run {result.run_id} completed.",
+                kind="info",
+            )
+        elif result.status == "cancelled":
+            self.banner.show_message(
+                f"Run {result.run_id} was stopped after {result.epochs_completed} epoch(s); it is saved as cancelled.",
+                kind="warning",
+            )
+        if result.run_id is not None:
+            self.run_finished.emit(result.run_id)
+
+    # ------------------------------------------------------------------ live events
+    def _on_event(self, event: Event) -> None:
+        self.dashboard.handle_event(event)
+        if isinstance(event, TrainingStart):
+            self._total_epochs = event.total_epochs
+            self._steps_per_epoch = event.steps_per_epoch
+        elif isinstance(event, (BatchMetrics, EpochEnd)):
+            self._update_progress(event)
+        elif isinstance(event, TrainingEnd):
+            self.progress_label.setText(f"Run {event.run_id} · {event.status} · {_clock(event.duration)}")
+
+    def _update_progress(self, event: BatchMetrics | EpochEnd) -> None:
+        total_steps = max(1, self._total_epochs * max(1, self._steps_per_epoch))
+        if isinstance(event, EpochEnd):
+            done, epoch, batch = event.epoch * self._steps_per_epoch, event.epoch, self._steps_per_epoch
+        else:
+            done, epoch = event.step, event.epoch
+            batch = event.step - (event.epoch - 1) * self._steps_per_epoch
+        elapsed = time.monotonic() - self._started_at
+        eta = elapsed / done * (total_steps - done) if done else 0.0
+        self.progress.setValue(int(100 * min(done, total_steps) / total_steps))
+        self.progress.setFormat(f"Epoch {epoch}/{self._total_epochs}")
+        self.progress_label.setText(
+            f"Run {self.run_id} · epoch {epoch}/{self._total_epochs} · batch {batch}/{self._steps_per_epoch}"
+            f" · elapsed {_clock(elapsed)} · ETA {_clock(eta)}"
+        )
+
+
+def _spin(low: int, high: int) -> QSpinBox:
+    box = QSpinBox()
+    box.setRange(low, high)
+    return box
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

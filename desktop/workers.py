@@ -1,0 +1,159 @@
+"""All threading for the desktop in one place: a QThread worker that runs the core training function.
+
+The worker only calls :func:`core.training.recorded.train_and_record`; stopping is cooperative through a
+``threading.Event`` set directly from the GUI thread (a queued slot would never run while ``fit()`` blocks
+the worker thread's loop).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+
+from core.config import RunConfig
+from core.data import PreparedDataset
+from core.errors import PneumoFLError
+from core.persistence import Database
+from core.training.recorded import train_and_record
+from core.training.runner import RunResult
+from desktop.bridge import QtEventBridge
+
+log = logging.getLogger(__name__)
+
+
+class TrainingWorker(QObject):
+    """Runs one recorded training in its own QThread.
+
+    Signals
+    -------
+    run_created(int)
+        The run id, before the first epoch.
+    finished(object)
+        The :class:`RunResult` (completed, cancelled or failed).
+    errored(str, str)
+        A message for the user and the technical details, when the run could not start or crashed.
+    """
+
+    run_created = Signal(int)
+    finished = Signal(object)
+    errored = Signal(str, str)
+
+    def __init__(
+        self, config: RunConfig, db_url: str | None, bridge: QtEventBridge, data: PreparedDataset | None = None
+    ) -> None:
+        super().__init__()
+        self.config, self.db_url, self.bridge, self.data = config, db_url, bridge, data
+        self.cancel_event = threading.Event()
+
+    def cancel(self) -> None:
+        """Ask the run to stop after the current batch. Thread-safe; returns at once."""
+        self.cancel_event.set()
+
+    def run(self) -> None:
+        """Body of the thread: open a database of its own, train, report."""
+        db: Database | None = None
+        try:
+            db = Database.open(self.db_url or None)
+            result = train_and_record(
+                self.config,
+                db,
+                sinks=[self.bridge.sink()],
+                data=self.data,
+                cancel=self.cancel_event,
+                on_run_created=self.run_created.emit,
+            )
+        except PneumoFLError as exc:
+            self.errored.emit(str(exc), traceback.format_exc())
+            self.finished.emit(RunResult(run_id=None, status="failed", error=str(exc)))
+            return
+        except Exception as exc:
+            log.exception("training worker crashed")
+            self.errored.emit(f"Training stopped unexpectedly: {exc}", traceback.format_exc())
+            self.finished.emit(RunResult(run_id=None, status="failed", error=str(exc)))
+            return
+        finally:
+            if db is not None:
+                db.close()
+        if result.status == "failed":
+            self.errored.emit(f"Training failed: {result.error}", result.error or "")
+        self.finished.emit(result)
+
+
+def start_worker(worker: TrainingWorker, parent: QObject) -> QThread:
+    """Move ``worker`` to a new QThread owned by ``parent`` and start it; the thread quits when the worker ends."""
+    thread = QThread(parent)
+    worker.moveToThread(thread)
+    thread.started.connect(worker.run)
+    # Direct: QThread.quit is thread-safe, and a queued quit could sit behind a GUI slot that waits on the thread.
+    worker.finished.connect(thread.quit, Qt.ConnectionType.DirectConnection)
+    thread.start()
+    return thread
+
+
+class FunctionWorker(QObject):
+    """Runs one plain function off the GUI thread (dataset checks, exports, history loads).
+
+    Signals ``returned(object)`` with the result or ``errored(str, str)`` with a user message and details,
+    then ``done()``.
+    """
+
+    returned = Signal(object)
+    errored = Signal(str, str)
+    done = Signal()
+
+    def __init__(self, fn, *args, **kwargs) -> None:
+        super().__init__()
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+
+    def run(self) -> None:
+        """Call the function and report its outcome."""
+        try:
+            result = self.fn(*self.args, **self.kwargs)
+        except PneumoFLError as exc:
+            self.errored.emit(str(exc), traceback.format_exc())
+        except Exception as exc:
+            log.exception("background task failed")
+            self.errored.emit(f"{type(exc).__name__}: {exc}", traceback.format_exc())
+        else:
+            self.returned.emit(result)
+        self.done.emit()
+
+
+class _Relay(QObject):
+    """Calls the callbacks on the GUI thread.
+
+    A bare function connected to a worker's signal would run on the worker's thread and touch widgets from it.
+    """
+
+    def __init__(self, parent: QObject, on_result, on_error) -> None:
+        super().__init__(parent)
+        self.on_result, self.on_error = on_result, on_error
+
+    @Slot(object)
+    def returned(self, value: object) -> None:
+        if self.on_result is not None:
+            self.on_result(value)
+
+    @Slot(str, str)
+    def errored(self, message: str, details: str) -> None:
+        if self.on_error is not None:
+            self.on_error(message, details)
+
+
+def run_in_thread(parent: QObject, fn, *args, on_result=None, on_error=None, **kwargs) -> QThread:
+    """Run ``fn(*args, **kwargs)`` in a QThread owned by ``parent``; the callbacks run on the GUI thread."""
+    worker = FunctionWorker(fn, *args, **kwargs)
+    relay = _Relay(parent, on_result, on_error)
+    thread = QThread(parent)
+    worker.moveToThread(thread)
+    thread.started.connect(worker.run)
+    worker.done.connect(thread.quit, Qt.ConnectionType.DirectConnection)
+    worker.returned.connect(relay.returned)
+    worker.errored.connect(relay.errored)
+    thread.finished.connect(relay.deleteLater)
+    thread._keep = (worker, relay)  # type: ignore[attr-defined]  # both live as long as the thread
+    thread.start()
+    return thread

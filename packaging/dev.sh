@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# One command to set up a fresh checkout and then either launch the app or run the whole gate.
+#   bash packaging/dev.sh run [ARGS...]   set up .venv, then start pneumofl (GUI on the demo data by default)
+#   bash packaging/dev.sh test [PYTEST ARGS...]   set up .venv, then lint + import contract + every test
+#   bash packaging/dev.sh setup           only set up .venv
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+VENV="$ROOT/.venv"
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+
+setup() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    echo "Creating $VENV with $($PY --version)..."
+    "$PY" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  fi
+  # Reinstall only when the dependency list changed: a no-op pip resolve of torch costs ~20 s.
+  local stamp="$VENV/.pneumofl-deps" want
+  want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "Installing PneumoFL and its dependencies into $VENV (torch is large; the first time takes a few minutes)..."
+    "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+    echo "$want" > "$stamp"
+  fi
+}
+
+gate() {
+  export QT_QPA_PLATFORM=${QT_QPA_PLATFORM:-offscreen}
+  export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1
+  echo "== ruff"; "$VENV/bin/ruff" check .
+  echo "== import contract"; "$VENV/bin/lint-imports" --no-cache
+  echo "== tests"; "$VENV/bin/pytest" "$@"
+}
+
+cmd=${1:-run}
+shift || true
+case "$cmd" in
+  setup) setup ;;
+  run) setup; exec "$VENV/bin/pneumofl" "$@" ;;
+  test) setup; gate "$@" ;;
+  *) echo "usage: bash packaging/dev.sh run|test|setup [ARGS...]" >&2; exit 2 ;;
+esac

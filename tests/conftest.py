@@ -1,0 +1,93 @@
+"""Fixtures shared by every test folder: a throwaway PostgreSQL server and a database on each backend.
+
+Persistence tests take ``db`` (or ``db_url``) and run once on SQLite and once on PostgreSQL. Without
+PostgreSQL binaries the PostgreSQL half is skipped, a loud banner says so at the end, and under ``CI`` the
+session fails: a CI run that silently tested one backend would be worse than a red one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core.persistence import Database
+from tests.pg import PostgresServer, find_pg_bindir
+
+PG_MISSING_REASON = "PostgreSQL binaries not found"
+_pg_problem: list[str] = []  # why PostgreSQL was not tested, if it was wanted
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server for the whole session, stopped (``-m immediate``) and deleted afterwards."""
+    bindir = find_pg_bindir()
+    if bindir is None:
+        why = (
+            f"{PG_MISSING_REASON} (looked at $PNEUMOFL_PG_BINDIR, pg_config --bindir, /usr/lib/postgresql/*/bin, "
+            "PATH). Install the PostgreSQL server package"
+        )
+        if why not in _pg_problem:
+            _pg_problem.append(why)
+        pytest.skip(PG_MISSING_REASON)
+    server = PostgresServer(bindir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """URL of a database on the session's PostgreSQL server (shared; create your own tables with care)."""
+    return postgres_server.create_database("pneumofl_session")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database URL: a SQLite file in ``tmp_path``, or a new database on the shared server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'pneumofl.db'}"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    url = server.create_database()
+    try:
+        yield url
+    finally:
+        server.drop_database(url.rsplit("/", 1)[1])
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    """``Database.open(db_url)``, migrated, closed after the test."""
+    database = Database.open(db_url)
+    try:
+        yield database
+    finally:
+        database.close()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under CI, a PostgreSQL that could not be tested fails the session."""
+    if _pg_problem and _in_ci() and session.exitstatus == 0:
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
+    """Print a banner nobody can miss when the PostgreSQL half of the tests did not run."""
+    if not _pg_problem:
+        return
+    consequence = (
+        "CI is set, so this session FAILS." if _in_ci() else "Only SQLite was tested; set CI=true to make this fatal."
+    )
+    line = "!" * 100
+    terminalreporter.write_line(line, red=True, bold=True)
+    terminalreporter.write_line(f"POSTGRESQL WAS NOT TESTED: {_pg_problem[0]}. {consequence}", red=True, bold=True)
+    terminalreporter.write_line(line, red=True, bold=True)

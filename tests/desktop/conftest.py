@@ -1,0 +1,40 @@
+import os
+import tempfile
+
+# Before any Qt import: no display here, and keep QSettings/user dirs out of the real home.
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+_home = tempfile.mkdtemp(prefix="pneumofl-qt-home-")
+for var in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME"):
+    os.environ[var] = os.path.join(_home, var.lower())
+
+import pytest  # noqa: E402
+
+from core.config import RunConfig  # noqa: E402
+from tests.imaging import write_folder_dataset  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def gui_dataset(tmp_path_factory):
+    return write_folder_dataset(tmp_path_factory.mktemp("gui-xrays"), per_class=16, size=32)
+
+
+@pytest.fixture
+def gui_config(gui_dataset):
+    return RunConfig(
+        experiment_name="gui",
+        data_path=str(gui_dataset),
+        image_size=32,
+        epochs=2,
+        batch_size=8,
+        batch_metrics_every=1,
+        gradient_every=1,
+        early_stopping_patience=0,
+        val_fraction=0.25,
+        test_fraction=0.25,
+        max_threads=1,
+    )
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    return f"sqlite:///{tmp_path / 'gui.db'}"

@@ -1,0 +1,106 @@
+"""The Training page with real widgets, a real QThread and a real SQLite database."""
+
+import numpy as np
+import pytest
+
+from core.persistence import Database
+from core.persistence.history import load_run_history
+from core.persistence.repository import get_run
+from desktop.gui.training_page import TrainingPage
+
+
+@pytest.fixture
+def page(qtbot, sqlite_url, gui_config):
+    widget = TrainingPage(sqlite_url, gui_config)
+    widget.set_data_path(gui_config.data_path)
+    qtbot.addWidget(widget)
+    widget.show()
+    yield widget
+    widget.stop_and_wait()
+    widget.dashboard.stop_timer()
+
+
+def wait_finished(qtbot, page, timeout=120_000):
+    qtbot.waitUntil(lambda: page.last_result is not None and not page.running, timeout=timeout)
+    return page.last_result
+
+
+def test_start_trains_and_charts_hold_exactly_what_the_database_recorded(qtbot, page, sqlite_url):
+    page.start()
+    result = wait_finished(qtbot, page)
+    assert result.status == "completed", result.error
+    page.dashboard.refresh()
+    db = Database.open(sqlite_url)
+    with db.begin() as session:
+        history = load_run_history(session, result.run_id)
+    db.close()
+    for name in ("train_loss", "val_loss", "val_recall", "val_specificity", "val_auroc", "train_f1"):
+        xs, ys = page.dashboard.curve_data(name)
+        np.testing.assert_array_equal(xs, history.epoch_series[name][0])
+        np.testing.assert_allclose(ys, history.epoch_series[name][1], rtol=1e-12)
+    xs, ys = page.dashboard.curve_data("batch/train_loss")
+    np.testing.assert_array_equal(xs, history.batch_series["train_loss"][0])
+    np.testing.assert_allclose(ys, history.batch_series["train_loss"][1], rtol=1e-12)
+    xs, ys = page.dashboard.curve_data("grad_norm")
+    np.testing.assert_allclose(ys, history.batch_series["grad_norm"][1], rtol=1e-12)
+    cm = page.dashboard.cm_view.values
+    last = {k: history.epoch_series[f"val_cm_{k}"][1][-1] for k in ("tp", "fp", "tn", "fn")}
+    assert cm == last
+    assert page.progress.format() == "Completed" and page.progress.value() == 100
+    assert "completed" in page.banner.text()
+
+
+def test_stop_mid_run_is_quick_and_recorded_as_cancelled(qtbot, page, sqlite_url, gui_config):
+    page.set_config(gui_config.with_overrides(epochs=50))
+    page.start()
+    qtbot.waitUntil(lambda: page.dashboard.store["val_recall"].last() is not None, timeout=120_000)
+    page.stop()
+    result = wait_finished(qtbot, page, timeout=10_000)
+    assert result.status == "cancelled"
+    db = Database.open(sqlite_url)
+    with db.begin() as session:
+        run = get_run(session, result.run_id)
+        history = load_run_history(session, result.run_id)
+    db.close()
+    assert run.status == "cancelled"
+    assert len(history.epoch_series["val_recall"][0]) == result.epochs_completed >= 1
+    assert "stopped" in page.banner.text()
+
+
+def test_bad_dataset_shows_a_sentence_and_nothing_starts(qtbot, page, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    page.set_data_path(str(empty))
+    page.start()
+    qtbot.waitUntil(lambda: page.banner.isVisible(), timeout=30_000)
+    assert "cannot be used" in page.banner.text() and str(empty) in page.summary.toPlainText()
+    assert not page.running and page.start_button.isEnabled()
+    assert "Traceback" not in page.banner.text()
+
+
+def test_invalid_setting_is_named(qtbot, page):
+    page.use_demo = False
+    page.data_path.setText("")
+    page.start()
+    assert "data_path" in page.banner.text()
+    assert not page.running
+
+
+def test_a_crash_inside_training_is_shown_and_recorded_as_failed(qtbot, page, sqlite_url, gui_config, tmp_path):
+    from core.training.recorded import prepare_data
+    from tests.imaging import write_folder_dataset
+
+    root = write_folder_dataset(tmp_path / "fragile", per_class=8, size=32)
+    config = gui_config.with_overrides(data_path=str(root), cache_images=False)
+    prepared = prepare_data(config)
+    for image in root.rglob("*.png"):  # the images vanish between the check and the first batch
+        image.unlink()
+    page.start_prepared(config, prepared)
+    result = wait_finished(qtbot, page)
+    assert result.status == "failed"
+    assert "Training failed" in page.banner.text() and "Traceback" not in page.banner.text()
+    db = Database.open(sqlite_url)
+    with db.begin() as session:
+        run = get_run(session, result.run_id)
+    db.close()
+    assert run.status == "failed" and ".png" in (run.error_message or "")

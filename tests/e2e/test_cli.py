@@ -1,0 +1,157 @@
+"""The headless CLI as the site's IT person runs it: real processes, real SQLite files, exit codes and messages."""
+
+import csv
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from core.persistence import Database
+from core.persistence.repository import get_run
+from tests.imaging import write_folder_dataset
+
+TINY = ["--image-size", "32", "--batch-size", "8", "--threads", "1", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_folder_dataset(tmp_path_factory.mktemp("cli-xrays"), per_class=16, size=32)
+
+
+@pytest.fixture
+def env(tmp_path):
+    """Keep the user data, cache and log dirs of the child inside the test's folder."""
+    return os.environ | {
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+        "PNEUMOFL_DB_URL": f"sqlite:///{tmp_path / 'runs.db'}",
+    }
+
+
+def pneumofl(*args, env, timeout=240, check=None):
+    proc = subprocess.run(
+        [sys.executable, "-m", "desktop", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=Path(__file__).parents[2],
+    )
+    if check is not None:
+        assert proc.returncode == check, proc.stdout + proc.stderr
+    return proc
+
+
+def test_train_list_show_export(dataset, env, tmp_path):
+    proc = pneumofl("train", "--data", dataset, "--epochs", "2", "--name", "cli-run", *TINY, env=env, check=0)
+    assert "Sensitivity (recall)" in proc.stdout and "Run 1: completed" in proc.stdout
+    assert "NORMAL 16, PNEUMONIA 16" in proc.stderr  # the dataset summary came first
+
+    listed = json.loads(pneumofl("runs", "list", "--format", "json", env=env, check=0).stdout)
+    assert [(r["id"], r["experiment_name"], r["status"], r["best_epoch"] is not None) for r in listed] == [
+        (1, "cli-run", "completed", True)
+    ]
+    table = pneumofl("runs", "list", env=env, check=0).stdout
+    assert "cli-run" in table and "completed" in table and "1 of 1 run(s) shown." in table
+
+    shown = pneumofl("runs", "show", "1", env=env, check=0).stdout
+    assert "val_recall" in shown and "Specificity" in shown
+
+    out_csv, out_json = tmp_path / "run.csv", tmp_path / "all.json"
+    pneumofl("runs", "export", "1", "--format", "csv", "-o", out_csv, env=env, check=0)
+    rows = list(csv.DictReader(out_csv.open()))
+    assert list(rows[0]) == ["run", "name", "value", "step", "dataset_type", "context", "client", "round"]
+    epoch_recalls = [r for r in rows if r["name"] == "val_recall" and r["context"] == "epoch_end"]
+    assert [r["step"] for r in epoch_recalls] == ["1", "2"]
+    pneumofl("runs", "export", "--all", "--format", "json", "-o", out_json, env=env, check=0)
+    exported = json.loads(out_json.read_text())
+    assert exported["runs"][0]["run"]["id"] == 1 and exported["runs"][0]["final_stats"]["val"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--data", "/no/such/folder"], "/no/such/folder"),
+        (["train"], "--data PATH"),
+        (["train", "--demo", "--epochs", "0"], "'epochs'"),
+        (["runs", "show", "99"], "Run 99 does not exist"),
+        (["runs", "list", "--sort", "colour"], "colour"),
+    ],
+)
+def test_bad_input_gets_one_line_and_exit_code_2(args, message, env):
+    proc = pneumofl(*args, env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_single_class_dataset_is_refused_before_training(tmp_path, env):
+    root = write_folder_dataset(tmp_path / "one", per_class=4, size=32)
+    for f in (root / "NORMAL").iterdir():
+        f.unlink()
+    (root / "NORMAL").rmdir()
+    proc = pneumofl("train", "--data", root, *TINY, env=env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "NORMAL" in proc.stderr
+    db_path = Path(env["PNEUMOFL_DB_URL"].removeprefix("sqlite:///"))
+    if db_path.exists():  # nothing was recorded for a run that never started
+        with sqlite3.connect(db_path) as conn:
+            assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 0
+
+
+def test_unreachable_database_is_one_sentence(env, tmp_path):
+    proc = pneumofl("runs", "list", "--db", "postgresql+psycopg://pneumo:secret@127.0.0.1:9/none", env=env)
+    assert proc.returncode == 2
+    assert "127.0.0.1" in proc.stderr and "secret" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_kill_9_during_a_run_keeps_completed_epochs_and_marks_it_interrupted(dataset, env, tmp_path):
+    db_path = Path(env["PNEUMOFL_DB_URL"].removeprefix("sqlite:///"))
+    child = subprocess.Popen(
+        [sys.executable, "-m", "desktop", "train", "--data", str(dataset), "--epochs", "200", "--patience", "0", *TINY],
+        env=env,
+        cwd=Path(__file__).parents[2],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        epochs: list[int] = []
+        while time.monotonic() < deadline and len(epochs) < 2:
+            time.sleep(0.2)
+            epochs = _recorded_epochs(db_path)
+        assert len(epochs) >= 2, "the run never recorded two epochs"
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    survived = _recorded_epochs(db_path)
+    assert survived[:2] == [1, 2] and survived == list(range(1, len(survived) + 1))
+    db = Database.open(env["PNEUMOFL_DB_URL"])  # the next start marks the dead run
+    try:
+        with db.begin() as session:
+            assert get_run(session, 1).status == "interrupted"
+    finally:
+        db.close()
+
+
+def _recorded_epochs(db_path: Path) -> list[int]:
+    if not db_path.exists():
+        return []
+    try:
+        with sqlite3.connect(db_path, timeout=5) as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT step FROM run_metrics WHERE metric_name='val_recall' AND context='epoch_end' "
+                "ORDER BY step"
+            ).fetchall()
+    except sqlite3.OperationalError:  # schema not created yet
+        return []
+    return [r[0] for r in rows]
