@@ -13,12 +13,14 @@ from core.persistence.engine import (
     url_for_display,
 )
 from core.persistence.export import export_runs
+from core.persistence.file_sink import FileSink
 from core.persistence.repository import MetricRow, RunRecord
 from core.persistence.sink import DatabaseSink
 
 __all__ = [
     "Database",
     "DatabaseSink",
+    "FileSink",
     "MetricRow",
     "RunRecord",
     "create_db_engine",

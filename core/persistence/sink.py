@@ -13,22 +13,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import Connection, insert
 from sqlalchemy.orm import Session
 
 from core.errors import DatabaseError
 from core.events import (
-    BatchMetrics,
     ClientUpdate,
-    EarlyStopping,
     EpochEnd,
     Event,
-    GradientStats,
-    LrUpdate,
     RoundMetrics,
     RoundStart,
     RunError,
@@ -37,25 +32,11 @@ from core.events import (
 from core.persistence.engine import Database, describe_failure, iter_chunks
 from core.persistence.models import RUN_STATUSES, metrics_table
 from core.persistence.repository import finish_run, record_round, set_run_error, upsert_client
+from core.persistence.rows import COLUMNS, CONTEXT_INDEX, Row, event_rows
 from core.sinks import EventSink
 
 log = logging.getLogger(__name__)
-
-# Rows are tuples in COLUMNS order: cheaper to build on the training thread than dicts, and SQLite takes them
-# straight into executemany.
-COLUMNS = ("run_id", "metric_name", "metric_value", "step", "dataset_type", "context", "client_id", "round_id")
-Row = tuple[Any, ...]
-_CONTEXT = COLUMNS.index("context")
 Op = Callable[[Session], None]
-_PREFIXES = (("train_", "train"), ("val_", "validation"), ("test_", "test"))
-
-
-def dataset_type_of(name: str) -> str:
-    """``train_*`` -> train, ``val_*`` -> validation, ``test_*`` -> test, anything else -> other."""
-    for prefix, kind in _PREFIXES:
-        if name.startswith(prefix):
-            return kind
-    return "other"
 
 
 def _utc(timestamp: float | None) -> datetime | None:
@@ -133,61 +114,33 @@ class DatabaseSink(EventSink):
         """Buffer ``event``'s rows; raise once if the writer failed or rows were dropped since the last call."""
         if self._closed:
             return
-        if isinstance(event, BatchMetrics):
-            self._add(self._rows(event.metrics, event.step, "batch", event, dataset_type="train"))
-        elif isinstance(event, GradientStats):
-            metrics = {"grad_norm": event.global_norm} | {f"grad_norm/{k}": v for k, v in event.layer_norms.items()}
-            self._add(self._rows(metrics, event.step, "batch", event, dataset_type="other"))
-        elif isinstance(event, LrUpdate):
-            self._add(self._rows({"lr": event.lr}, event.step, "batch", event, dataset_type="other"))
-        elif isinstance(event, EpochEnd):
+        rows = event_rows(event, self.run_id)
+        if isinstance(event, EpochEnd):
             # At most one epoch in flight: a kill -9 during the next epoch loses nothing already completed.
             self._wait_idle(self.epoch_wait_s)
-            self._add(self._rows(event.metrics, event.epoch, "epoch_end", event), flush=True)
-        elif isinstance(event, EarlyStopping):
-            self._add(self._rows({"early_stopping": event.best_value}, event.epoch, "epoch_end", event, "other"))
+            self._add(rows, flush=True)
         elif isinstance(event, RunError):
             if event.fatal:
                 message = event.message
                 self._add([], ops=[lambda s: set_run_error(s, self.run_id, message)])
         elif isinstance(event, TrainingEnd):
-            self._training_end(event)
-        else:
-            self._handle_federated(event)
-        self._raise_problems()
-
-    def _handle_federated(self, event: Event) -> None:
-        if isinstance(event, RoundStart) and event.round_number is not None:
+            self._training_end(event, rows)
+        elif isinstance(event, RoundStart) and event.round_number is not None:
             self._round_starts[event.round_number] = event.timestamp
         elif isinstance(event, ClientUpdate):
             client = event.client_id or "unknown"
-            step = event.round_number or 0
-            ops: list[Op] = [lambda s: upsert_client(s, self.run_id, client, client)]
-            self._add(self._rows(event.metrics, step, "aggregated", event), ops=ops)
+            self._add(rows, ops=[lambda s: upsert_client(s, self.run_id, client, client)])
         elif isinstance(event, RoundMetrics):
             number = event.round_number or 0
-            rows = self._rows(event.aggregated_client_metrics, number, "aggregated", event, client_id=None)
-            rows += self._rows(event.server_metrics, number, "server_eval", event, "validation", client_id=None)
             server, aggregated = dict(event.server_metrics), dict(event.aggregated_client_metrics)
             start, end = _utc(self._round_starts.pop(number, None)), _utc(event.timestamp)
             op: Op = lambda s: record_round(s, self.run_id, number, server, aggregated, start, end)  # noqa: E731
             self._add(rows, ops=[op], flush=True)
+        elif rows:
+            self._add(rows)
+        self._raise_problems()
 
-    def _training_end(self, event: TrainingEnd) -> None:
-        step = event.best_epoch or 0
-        final = event.final_stats or {}
-        rows: list[Row] = []
-        for split in ("val", "test"):
-            metrics = _numbers(final.get(split))
-            rows += self._rows({f"{split}_{k}": v for k, v in metrics.items()}, step, "final_epoch", event)
-        youden = final.get("youden") or {}
-        if isinstance(youden, Mapping):
-            if _is_number(youden.get("threshold")):
-                rows += self._rows({"youden_threshold": youden["threshold"]}, step, "final_epoch", event, "other")
-            metrics = _numbers(youden.get("val"))
-            rows += self._rows(
-                {f"youden_val_{k}": v for k, v in metrics.items()}, step, "final_epoch", event, "validation"
-            )
+    def _training_end(self, event: TrainingEnd, rows: list[Row]) -> None:
         status = event.status if event.status in RUN_STATUSES else "failed"
         args = {
             "status": status,
@@ -200,34 +153,6 @@ class DatabaseSink(EventSink):
         self.flush(wait=True)
         if status != event.status:
             raise ValueError(f"unknown run status {event.status!r}; recorded the run as failed")
-
-    def _rows(
-        self,
-        metrics: Mapping[str, Any],
-        step: int,
-        context: str,
-        event: Event,
-        dataset_type: str | None = None,
-        client_id: str | bool | None = True,
-    ) -> list[Row]:
-        run_id, round_id = self.run_id, event.round_number
-        client = event.client_id if client_id is True else client_id
-        step = int(step)
-        # float(): numpy/torch scalars would not bind in sqlite3. Names are cut to the column's 255 characters:
-        # one over-long name would otherwise fail every retry of the whole backlog on PostgreSQL.
-        return [
-            (
-                run_id,
-                name if len(name) <= 255 else name[:255],
-                float(value),
-                step,
-                dataset_type or dataset_type_of(name),
-                context,
-                client,
-                round_id,
-            )
-            for name, value in metrics.items()
-        ]
 
     def _add(self, rows: list[Row], *, ops: list[Op] | None = None, flush: bool = False) -> None:
         with self._cond:
@@ -250,7 +175,7 @@ class DatabaseSink(EventSink):
         kept: list[Row] = []
         dropped = 0
         for row in self._pending:
-            if dropped < excess and row[_CONTEXT] == "batch":
+            if dropped < excess and row[CONTEXT_INDEX] == "batch":
                 dropped += 1
             else:
                 kept.append(row)
@@ -397,15 +322,3 @@ class DatabaseSink(EventSink):
             log.warning("database sink: writing %d rows failed: %s", len(rows), exc)
             return exc
         return None
-
-
-def _is_number(value: Any) -> bool:
-    # __float__ also admits numpy and 0-d torch scalars.
-    return hasattr(value, "__float__") and not isinstance(value, (str, bytes))
-
-
-def _numbers(metrics: Any) -> dict[str, float]:
-    """The numeric entries of a mapping (confusion-matrix lists and the like are skipped)."""
-    if not isinstance(metrics, Mapping):
-        return {}
-    return {str(k): float(v) for k, v in metrics.items() if _is_number(v)}

@@ -15,10 +15,12 @@ import argparse
 import signal
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
 
 from core.config import BACKBONES, MONITORS, RunConfig, demo_config, load_config
-from core.sinks import ConsoleSink
+from core.persistence import FileSink
+from core.sinks import ConsoleSink, EventSink
 from core.training.recorded import prepare_data, train_and_record
 from desktop.cli.common import CommandError, add_db_option, format_duration, open_db
 from desktop.cli.stats import format_final_stats
@@ -83,6 +85,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: all)")
     p.add_argument("--workers", type=int, help="dataloader worker processes (default 0)")
     p.add_argument("--accelerator", choices=("auto", "cpu", "gpu", "mps"))
+    p.add_argument("--export-dir", metavar="DIR", help="also write the run as CSV and JSON files into DIR")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     add_db_option(p)
     p.set_defaults(func=run)
@@ -114,13 +117,16 @@ def run(args: argparse.Namespace) -> int:
     data = prepare_data(config)
     print(data.summary.format(), file=sys.stderr)
     db = open_db(args)
+    sinks: list[EventSink] = [ConsoleSink()]
+    if args.export_dir:
+        sinks.append(FileSink(args.export_dir))
     cancel = threading.Event()
     previous = signal.signal(signal.SIGINT, _stop_on_interrupt(cancel))
     try:
         result = train_and_record(
             config,
             db,
-            sinks=[ConsoleSink()],
+            sinks=sinks,
             data=data,
             cancel=cancel,
             progress_bar=not args.no_progress,
@@ -137,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"Run {result.run_id}: {result.status} in {format_duration(result.duration)}; best {best}, val recall {recall}."
     )
+    if args.export_dir:
+        print(f"Run files written to {Path(args.export_dir).expanduser()}.")
     if result.status == "failed":
         raise CommandError(f"Run {result.run_id} failed: {result.error}", EXIT_CODES["failed"])
     return EXIT_CODES[result.status]

@@ -101,7 +101,7 @@ def bare_fit(config, data) -> float:
 def full_run(config, data, tmp: Path, index: int) -> tuple[float, list[float]]:
     db = Database.open(f"sqlite:///{tmp}/overhead-{index}.db")
     rss = EpochRss()
-    from core.file_sink import FileSink
+    from core.persistence.file_sink import FileSink
 
     files = FileSink(tmp / f"export-{index}")
     started = time.perf_counter()
