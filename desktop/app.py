@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
@@ -14,8 +16,13 @@ from desktop.settings import load_settings
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 
 
-def run_app(db_url: str | None = None, argv: list[str] | None = None) -> int:
-    """Open the main window and run until it closes; returns the exit code."""
+def run_app(
+    db_url: str | None = None, argv: list[str] | None = None, on_window: Callable[[Any], None] | None = None
+) -> int:
+    """Open the main window and run until it closes; returns the exit code.
+
+    ``on_window`` is called with the shown main window (embedding and end-to-end tests drive it from there).
+    """
     import qasync
 
     from desktop.gui.main_window import MainWindow
@@ -38,6 +45,8 @@ def run_app(db_url: str | None = None, argv: list[str] | None = None) -> int:
     app.aboutToQuit.connect(closed.set)
     window = MainWindow(settings, warning)
     window.show()
+    if on_window is not None:
+        on_window(window)
     with loop:
         loop.run_until_complete(closed.wait())
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -200,7 +201,10 @@ class TrainingPage(QWidget):
     def config(self) -> RunConfig:
         """The configuration the form describes (validated by the caller)."""
         path = "" if self.use_demo else self.data_path.text()
+        # torch's thread count is process-wide: leave one core to the GUI so it never stutters.
+        threads = self._base.max_threads or max(1, (os.cpu_count() or 2) - 1)
         return self._base.with_overrides(
+            max_threads=threads,
             demo=self.use_demo,
             data_path=path,
             csv_image_column=self.csv_image_column.text() or "image",

@@ -1,0 +1,131 @@
+"""The Runs page, run viewer and comparison with real widgets over runs really trained into SQLite."""
+
+import json
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+
+from core.persistence import Database
+from core.persistence.history import load_run_history
+from core.persistence.repository import count_runs, epoch_table
+from core.training.recorded import train_and_record
+from desktop.gui.runs_page import CompareView, RunsPage, RunViewer
+
+
+@pytest.fixture(scope="module")
+def trained_db(tmp_path_factory, gui_dataset):
+    from core.config import RunConfig
+
+    folder = tmp_path_factory.mktemp("runs-db")
+    db = Database.open(f"sqlite:///{folder / 'runs.db'}")
+    base = RunConfig(
+        data_path=str(gui_dataset),
+        image_size=32,
+        epochs=2,
+        batch_size=8,
+        batch_metrics_every=1,
+        gradient_every=1,
+        early_stopping_patience=0,
+        val_fraction=0.25,
+        test_fraction=0.25,
+        max_threads=1,
+    )
+    ids = []
+    for name, lr in (("baseline", 1e-3), ("fast-lr", 5e-3)):
+        result = train_and_record(
+            base.with_overrides(experiment_name=name, learning_rate=lr), db, work_dir=folder / name
+        )
+        assert result.status == "completed", result.error
+        ids.append(result.run_id)
+    yield db, ids
+    db.close()
+
+
+def test_table_lists_filters_and_sorts_runs(qtbot, trained_db):
+    db, ids = trained_db
+    page = RunsPage(db)
+    qtbot.addWidget(page)
+    assert page.model.rowCount() == 2 and "2 run(s)" in page.count_label.text()
+    page.name_filter.setText("fast")
+    page.apply_filters()
+    assert [r.experiment_name for r in page.model.rows] == ["fast-lr"]
+    page.name_filter.setText("")
+    page.model.sort(0, Qt.SortOrder.AscendingOrder)
+    assert [r.id for r in page.model.rows] == sorted(ids)
+
+
+def test_open_a_past_run_rebuilds_the_charts_from_the_database(qtbot, trained_db):
+    db, ids = trained_db
+    viewer = RunViewer(db, ids[0])
+    qtbot.addWidget(viewer)
+    with db.begin() as session:
+        table = epoch_table(session, ids[0])
+        history = load_run_history(session, ids[0])
+    xs, ys = viewer.dashboard.curve_data("val_recall")
+    np.testing.assert_array_equal(xs, [row["epoch"] for row in table])
+    np.testing.assert_allclose(ys, [row["val_recall"] for row in table])
+    xs, ys = viewer.dashboard.curve_data("batch/train_loss")
+    np.testing.assert_allclose(ys, history.batch_series["train_loss"][1])
+    assert viewer.stats.item(0, 0).text() == f"{history.final_stats['val']['recall']:.4f}"
+    assert viewer.dashboard.cm_view.values["tp"] == history.final_stats["val"]["cm_tp"]
+    assert history.roc and viewer.dashboard.roc_curve.getData()[0] is not None
+    assert f"Run {ids[0]}" in viewer.title.text()
+
+
+def test_overlay_two_runs(qtbot, trained_db):
+    db, ids = trained_db
+    view = CompareView(db, ids)
+    qtbot.addWidget(view)
+    view.metric.setCurrentText("train_loss")
+    with db.begin() as session:
+        expected = {i: [row["train_loss"] for row in epoch_table(session, i)] for i in ids}
+    assert set(view.curves) == set(ids)
+    for run_id, curve in view.curves.items():
+        np.testing.assert_allclose(curve.getData()[1], expected[run_id])
+
+
+def test_page_buttons_open_compare_export_and_delete(qtbot, trained_db, tmp_path):
+    db, ids = trained_db
+    page = RunsPage(db)
+    qtbot.addWidget(page)
+    page.select_ids(ids)
+    assert page.selected_ids() == [r.id for r in page.model.rows]
+    with qtbot.waitSignal(page.compare_requested) as compared:
+        page.buttons["Compare"].click()
+    assert sorted(compared.args[0]) == sorted(ids)
+    with qtbot.waitSignal(page.open_requested):
+        page.buttons["Open"].click()
+
+    out = tmp_path / "export.json"
+    page.choose_export_path = lambda stem: str(out)
+    page.buttons["Export…"].click()
+    qtbot.waitUntil(lambda: out.exists(), timeout=20_000)
+    assert sorted(r["run"]["id"] for r in json.loads(out.read_text())["runs"]) == sorted(ids)
+
+    page.select_ids([ids[1]])
+    page.confirm = lambda text: False  # the user says no: nothing goes
+    page.buttons["Delete…"].click()
+    with db.begin() as session:
+        assert count_runs(session) == 2
+    page.confirm = lambda text: True
+    page.buttons["Delete…"].click()
+    with db.begin() as session:
+        assert count_runs(session) == 1
+    assert [r.id for r in page.model.rows] == [ids[0]]
+
+
+def test_thousands_of_runs_load_page_by_page(qtbot, tmp_path):
+    from core.persistence.repository import create_run
+
+    db = Database.open(f"sqlite:///{tmp_path / 'many.db'}")
+    with db.begin() as session:
+        for i in range(1200):
+            create_run(session, experiment_name=f"run-{i}", config={})
+    page = RunsPage(db)
+    qtbot.addWidget(page)
+    assert page.model.total == 1200 and page.model.rowCount() == 200
+    while page.model.canFetchMore():
+        page.model.fetchMore()
+    assert page.model.rowCount() == 1200
+    db.close()
