@@ -153,12 +153,12 @@ def demo_config(**overrides: Any) -> RunConfig:
         experiment_name="demo",
         demo=True,
         image_size=64,
-        epochs=6,
+        epochs=12,
         batch_size=32,
         learning_rate=2e-3,
         batch_metrics_every=5,
         gradient_every=10,
-        early_stopping_patience=3,
+        early_stopping_patience=4,
         # AUROC, not recall: an early all-positive epoch has perfect recall and would win the checkpoint.
         monitor="val_auroc",
     )

@@ -1,8 +1,8 @@
-"""A recorded run as chart-ready numpy series, read with a handful of Core queries (never ORM metric rows).
+"""A recorded run as chart-ready numpy series (never ORM metric rows).
 
-Batch-level series can hold millions of points. ``max_points`` asks the database for a peak-preserving overview
-instead (the min and the max of each of ``max_points / 2`` step buckets), so a viewer can paint at once and load the
-full resolution afterwards.
+Epoch metrics and final statistics are a few small queries, so a viewer can paint at once. Batch-level series can
+hold millions of points: :func:`load_batch_series` reads them one series at a time through the driver's own cursor
+straight into numpy (about a second per million points on SQLite), meant for a background thread.
 """
 
 from __future__ import annotations
@@ -11,13 +11,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, func, select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from core.persistence.models import metrics_table as m
 from core.persistence.repository import RunRecord, final_stats, get_run
 
 Arrays = tuple[np.ndarray, np.ndarray]
+
+# A loose index scan: one index probe per distinct name instead of reading every row of the run.
+_NAMES_SQL = text(
+    """
+    WITH RECURSIVE names(name) AS (
+        SELECT MIN(metric_name) FROM run_metrics WHERE run_id = :run_id
+        UNION ALL
+        SELECT (SELECT MIN(metric_name) FROM run_metrics WHERE run_id = :run_id AND metric_name > names.name)
+        FROM names WHERE names.name IS NOT NULL
+    )
+    SELECT name FROM names WHERE name IS NOT NULL
+    """
+)
+_SERIES_SQL = (
+    "SELECT step, metric_value FROM run_metrics WHERE run_id = {p} AND metric_name = {p} AND context = {p} "
+    "AND client_id IS NULL ORDER BY step"
+)
 
 
 @dataclass
@@ -30,10 +47,10 @@ class RunHistory:
     final_stats: dict[str, Any] = field(default_factory=dict)
     early_stopping_epoch: int | None = None
     roc: dict[str, list[float]] | None = None
-    overview: bool = False  # batch series are min/max overviews, not every point
+    batch_loaded: bool = False
 
 
-def load_run_history(session: Session, run_id: int, *, max_points: int | None = None) -> RunHistory:
+def load_run_history(session: Session, run_id: int, *, include_batch: bool = True) -> RunHistory:
     """Load a run for display.
 
     Parameters
@@ -42,8 +59,8 @@ def load_run_history(session: Session, run_id: int, *, max_points: int | None = 
         Caller-owned session.
     run_id
         The run.
-    max_points
-        If given, batch series longer than this come back as a min/max-per-bucket overview.
+    include_batch
+        Also load every batch-level series (see :func:`load_batch_series`); leave it off to paint at once.
 
     Raises
     ------
@@ -61,7 +78,6 @@ def load_run_history(session: Session, run_id: int, *, max_points: int | None = 
             history.early_stopping_epoch = int(steps[-1])
         else:
             history.epoch_series[name] = (steps, values)
-    history.batch_series, history.overview = _batch_series(session, run_id, max_points)
     history.final_stats = final_stats(session, run_id)
     curve = session.execute(
         select(m.c.metric_name, m.c.step, m.c.metric_value)
@@ -71,53 +87,34 @@ def load_run_history(session: Session, run_id: int, *, max_points: int | None = 
     points = {name: values.tolist() for name, _, values in _group(curve)}
     if "roc_fpr" in points and "roc_tpr" in points:
         history.roc = {"fpr": points["roc_fpr"], "tpr": points["roc_tpr"]}
+    if include_batch:
+        history.batch_series = load_batch_series(session, run_id)
+        history.batch_loaded = True
     return history
 
 
-def _batch_series(session: Session, run_id: int, max_points: int | None) -> tuple[dict[str, Arrays], bool]:
-    base = and_(m.c.run_id == run_id, m.c.context == "batch", m.c.client_id.is_(None))
-    counts = dict(session.execute(select(m.c.metric_name, func.count()).where(base).group_by(m.c.metric_name)).all())
+def metric_names(session: Session, run_id: int) -> list[str]:
+    """Every distinct metric name of a run, in name order, without scanning its rows."""
+    return [row[0] for row in session.execute(_NAMES_SQL, {"run_id": run_id})]
+
+
+def load_batch_series(session: Session, run_id: int, names: list[str] | None = None) -> dict[str, Arrays]:
+    """Every batch-context series of a run (or only ``names``) as ``{name: (steps, values)}``."""
+    connection = session.connection()
+    placeholder = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    sql = _SERIES_SQL.format(p=placeholder)
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     series: dict[str, Arrays] = {}
-    full = [n for n, c in counts.items() if max_points is None or c <= max_points]
-    if full:
-        rows = session.execute(
-            select(m.c.metric_name, m.c.step, m.c.metric_value)
-            .where(base, m.c.metric_name.in_(full))
-            .order_by(m.c.metric_name, m.c.step)
-        ).all()
-        series.update({name: (steps, values) for name, steps, values in _group(rows)})
-    big = [n for n in counts if n not in full]
-    for name in big:
-        series[name] = _overview(session, run_id, name, max_points or 1)
-    return series, bool(big)
-
-
-def _overview(session: Session, run_id: int, name: str, max_points: int) -> Arrays:
-    """Min and max of each step bucket, in step order: peaks survive, the point count is bounded."""
-    where = and_(m.c.run_id == run_id, m.c.context == "batch", m.c.metric_name == name, m.c.client_id.is_(None))
-    lo, hi = session.execute(select(func.min(m.c.step), func.max(m.c.step)).where(where)).one()
-    width = max(1, -(-(hi - lo + 1) // max(1, max_points // 2)))
-    bucket = ((m.c.step - lo) / width).label("bucket")
-    if session.get_bind().dialect.name == "postgresql":  # integer division there too
-        bucket = func.floor((m.c.step - lo) / width).label("bucket")
-    rows = session.execute(
-        select(
-            bucket,
-            func.min(m.c.step),
-            func.max(m.c.step),
-            func.min(m.c.metric_value),
-            func.max(m.c.metric_value),
-        )
-        .where(where)
-        .group_by(bucket)
-        .order_by(bucket)
-    ).all()
-    xs = np.empty(2 * len(rows))
-    ys = np.empty(2 * len(rows))
-    for i, (_, first, last, low, high) in enumerate(rows):
-        xs[2 * i], xs[2 * i + 1] = first, last
-        ys[2 * i], ys[2 * i + 1] = low, high
-    return xs, ys
+    try:
+        for name in names if names is not None else metric_names(session, run_id):
+            cursor.execute(sql, (run_id, name, "batch"))
+            rows = cursor.fetchall()
+            if rows:
+                data = np.array(rows, dtype=np.float64)  # NULL (a stored NaN) becomes nan
+                series[name] = (data[:, 0], data[:, 1])
+    finally:
+        cursor.close()
+    return series
 
 
 def _group(rows: list[Any]) -> list[tuple[str, np.ndarray, np.ndarray]]:

@@ -107,6 +107,9 @@ class RunMetric(Base):
     __table_args__ = (
         Index("ix_run_metrics_run_name_step", "run_id", "metric_name", "step"),
         Index("ix_run_metrics_run_round", "run_id", "round_id"),
+        # Opening a run reads its epoch, final and curve rows by context: without this index that scans every
+        # batch row of the run (millions on a long one).
+        Index("ix_run_metrics_run_context_name_step", "run_id", "context", "metric_name", "step"),
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.persistence import Database, export_runs
-from core.persistence.history import RunHistory, load_run_history
+from core.persistence.history import RunHistory, load_batch_series, load_run_history
 from core.persistence.repository import delete_run, metric_series
 from desktop.charts.dashboard import RunDashboard
 from desktop.gui.runs_model import RunsTableModel
@@ -45,7 +45,6 @@ COMPARE_METRICS = (
     "train_recall",
     "train_accuracy",
 )
-OVERVIEW_POINTS = 20_000
 STAT_ROWS = (
     ("recall", "Sensitivity (recall)"),
     ("specificity", "Specificity"),
@@ -250,27 +249,30 @@ class RunViewer(QWidget):
         self.load()
 
     def load(self) -> None:
-        """Paint an overview at once; load every batch point in the background when the run is large."""
+        """Paint the epoch charts and final statistics at once; load the batch series in the background."""
         with self.db.begin() as session:
-            history = load_run_history(session, self.run_id, max_points=OVERVIEW_POINTS)
+            history = load_run_history(session, self.run_id, include_batch=False)
         self._show(history)
-        if history.overview:
-            run_in_thread(
-                self,
-                self._load_full,
-                on_result=self._show,
-                on_error=lambda msg, details: self.banner.show_message(msg, details),
-            )
-        else:
-            self.full_loaded = True
+        run_in_thread(
+            self,
+            self._load_batches,
+            on_result=self._show_batches,
+            on_error=lambda msg, details: self.banner.show_message(msg, details),
+        )
 
-    def _load_full(self) -> RunHistory:
+    def _load_batches(self) -> dict:
         with self.db.begin() as session:
-            return load_run_history(session, self.run_id)
+            return load_batch_series(session, self.run_id)
+
+    def _show_batches(self, series: dict) -> None:
+        self.dashboard.set_batch_series(series)
+        if self.history is not None:
+            self.history.batch_series, self.history.batch_loaded = series, True
+        self.full_loaded = True
+        self.dashboard.refresh()
 
     def _show(self, history: RunHistory) -> None:
         self.history = history
-        self.full_loaded = not history.overview
         run = history.run
         self.title.setText(
             f"<b>Run {run.id}</b> · {run.experiment_name} · {run.training_mode}/{run.role} · {run.status}"

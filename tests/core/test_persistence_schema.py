@@ -11,10 +11,12 @@ from datetime import UTC, datetime
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import insert, inspect, select
 
 from core.errors import DatabaseError
 from core.persistence import Database, default_database_url, url_for_display
+from core.persistence.engine import MIGRATIONS_DIR
 from core.persistence.models import Base, runs_table
 from core.persistence.repository import create_run, get_run
 
@@ -23,7 +25,7 @@ def test_migrations_match_models(db: Database) -> None:
     with db.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
-        assert context.get_current_revision() == "0001"
+        assert context.get_current_revision() == ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
     assert set(inspect(db.engine).get_table_names()) >= {"runs", "run_metrics", "clients", "rounds"}
 
 

@@ -59,6 +59,7 @@ def test_open_a_past_run_rebuilds_the_charts_from_the_database(qtbot, trained_db
     db, ids = trained_db
     viewer = RunViewer(db, ids[0])
     qtbot.addWidget(viewer)
+    qtbot.waitUntil(lambda: viewer.full_loaded, timeout=20_000)  # batch series arrive from a background thread
     with db.begin() as session:
         table = epoch_table(session, ids[0])
         history = load_run_history(session, ids[0])
