@@ -32,6 +32,19 @@ LAYER_COLOURS = ("#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
 TOP_LAYERS = 5
 
 
+class EpochAxis(pg.AxisItem):
+    """A bottom axis that only labels whole epochs (1, 2, 3 … never 2.5)."""
+
+    def tickValues(self, minVal: float, maxVal: float, size: float) -> list:
+        """Pyqtgraph's ticks with the fractional ones dropped."""
+        ticks = []
+        for spacing, values in super().tickValues(minVal, maxVal, size):
+            whole = [v for v in values if float(v).is_integer()]
+            if whole:
+                ticks.append((max(1.0, spacing), whole))
+        return ticks
+
+
 def _curve(plot: pg.PlotItem, pen: Any, name: str | None = None, symbol: str | None = None) -> pg.PlotDataItem:
     item = plot.plot(
         [], [], pen=pen, name=name, symbol=symbol, symbolSize=5, symbolBrush=pen.color() if symbol else None
@@ -93,7 +106,7 @@ class RunDashboard(QWidget):
         self.curves: dict[str, pg.PlotDataItem] = {}
         self.markers: dict[str, list[pg.InfiniteLine]] = {"best": [], "stop": []}
         for i, (metric, title) in enumerate(EPOCH_METRICS):
-            plot = self.plots.addPlot(row=i // 3, col=i % 3, title=title)
+            plot = self.plots.addPlot(row=i // 3, col=i % 3, title=title, axisItems={"bottom": EpochAxis("bottom")})
             plot.addLegend(offset=(-5, 5)) if i == 0 else None
             plot.setLabel("bottom", "epoch")
             self.epoch_plots[metric] = plot

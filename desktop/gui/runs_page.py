@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
 from core.persistence import Database, export_runs
 from core.persistence.history import RunHistory, load_batch_series, load_run_history
 from core.persistence.repository import delete_run, metric_series
-from desktop.charts.dashboard import RunDashboard
+from desktop.charts.dashboard import EpochAxis, RunDashboard
 from desktop.gui.runs_model import RunsTableModel
 from desktop.gui.widgets import MessageBanner
 from desktop.workers import run_in_thread
@@ -75,8 +75,9 @@ class RunsPage(QWidget):
         self.table.setSortingEnabled(True)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        self.table.horizontalHeader().setStretchLastSection(True)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)  # the experiment name takes the slack
         self.table.verticalHeader().setVisible(False)
         self.table.doubleClicked.connect(lambda index: self.open_requested.emit(self.model.run_at(index.row()).id))
 
@@ -301,7 +302,7 @@ class CompareView(QWidget):
         self.metric = QComboBox()
         self.metric.addItems(COMPARE_METRICS)
         self.metric.currentTextChanged.connect(self.plot_metric)
-        self.plot = pg.PlotWidget()
+        self.plot = pg.PlotWidget(axisItems={"bottom": EpochAxis("bottom")})
         self.plot.setBackground("w")
         self.plot.setLabel("bottom", "epoch")
         self.plot.addLegend()

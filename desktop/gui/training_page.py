@@ -97,7 +97,7 @@ class TrainingPage(QWidget):
         self.summary = QPlainTextEdit()
         self.summary.setReadOnly(True)
         self.summary.setPlaceholderText("The dataset summary and any problems appear here before training starts.")
-        self.summary.setMaximumHeight(130)
+        self.summary.setMaximumHeight(96)
         path_row = QHBoxLayout()
         for w in (self.data_path, browse_folder, browse_csv, demo_button, self.check_button):
             path_row.addWidget(w, 1 if w is self.data_path else 0)
@@ -161,6 +161,7 @@ class TrainingPage(QWidget):
         self.progress.setFormat("Idle")
         self.progress.setValue(0)
         self.progress_label = QLabel("")
+        self.progress_label.setWordWrap(True)
         controls = QVBoxLayout()
         controls.addWidget(settings_box)
         buttons = QHBoxLayout()
