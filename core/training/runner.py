@@ -47,6 +47,7 @@ class RunResult:
     best_epoch: int | None = None
     best_val_recall: float | None = None
     duration: float = 0.0
+    fit_seconds: float = 0.0  # Trainer.fit alone (no data preparation or final evaluation)
     epochs_completed: int = 0
     final_stats: dict[str, Any] = field(default_factory=dict)
     checkpoint_path: str | None = None
@@ -140,8 +141,14 @@ def run_training(
                 pos_weight=positive_weight(data) if config.class_weighting else None,
                 threshold=config.threshold,
             )
+            # Weights only: the optimiser's moments would triple every save, and only the weights are reused.
             checkpoint = ModelCheckpoint(
-                dirpath=folder, filename="best", monitor=config.monitor, mode=config.monitor_mode, save_top_k=1
+                dirpath=folder,
+                filename="best",
+                monitor=config.monitor,
+                mode=config.monitor_mode,
+                save_top_k=1,
+                save_weights_only=True,
             )
             callbacks: list[pl.Callback] = [
                 CancelOnRequest(cancel),
@@ -178,7 +185,11 @@ def run_training(
                     config=config.to_dict(),
                 )
             )
-            trainer.fit(model, loaders.train, loaders.val)
+            fit_started = time.monotonic()
+            try:
+                trainer.fit(model, loaders.train, loaders.val)
+            finally:
+                result.fit_seconds = time.monotonic() - fit_started
             result.status = "completed"
             result.final_stats = _best_checkpoint_stats(model, checkpoint, loaders, config.threshold, cancel)
         except RunCancelled:

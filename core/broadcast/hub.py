@@ -1,0 +1,465 @@
+"""The broadcast hub: one websockets server in the caller's asyncio loop (qasync in the desktop, plain in the CLI).
+
+- Viewers (``/``) authenticate with the installation token (``Authorization: Bearer`` or ``?token=``), are
+  read-only, and get a replay of a run followed by its live events with per-run sequence numbers.
+- Producers (``/producer``, loopback peers only, ``X-PneumoFL-Secret`` header) push events from other processes
+  (the Flower apps); they are re-broadcast like local ones.
+
+Every viewer has its own bounded outbox and sender task, and events are sent in batches gathered over
+``batch_window`` seconds, so a slow viewer never slows training or the other viewers: when its outbox overflows,
+batch-level samples are dropped for it (it is told how many), and if that is not enough it is disconnected with a
+reason. Ingest costs the producer thread one ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from core.broadcast.protocol import (
+    HIGH_RATE_TYPES,
+    PROTOCOL_VERSION,
+    ProtocolError,
+    Subscribe,
+    dumps,
+    envelope,
+    events_message,
+    parse_viewer_message,
+)
+from core.broadcast.tokens import tokens_match
+from core.events import Event, TrainingEnd, TrainingStart, event_from_json
+from core.sinks import EventSink
+
+log = logging.getLogger(__name__)
+PRODUCER_PATH = "/producer"
+SECRET_HEADER = "X-PneumoFL-Secret"
+REPLAY_CHUNK = 500
+
+
+@dataclass
+class RunChannel:
+    """One run's history (bounded ring of envelopes) and its subscribers."""
+
+    run_id: int
+    max_history: int
+    experiment_name: str = ""
+    status: str = "in_progress"
+    next_seq: int = 1
+    history: deque[str] = field(default_factory=deque)
+    subscribers: set[Viewer] = field(default_factory=set)
+
+    @property
+    def first_seq(self) -> int:
+        """Sequence number of the oldest envelope still held."""
+        return self.next_seq - len(self.history)
+
+    def summary(self) -> dict[str, Any]:
+        """The run as listed in ``hello``."""
+        return {
+            "run_id": self.run_id,
+            "experiment_name": self.experiment_name,
+            "status": self.status,
+            "first_seq": self.first_seq,
+            "last_seq": self.next_seq - 1,
+        }
+
+
+class Viewer:
+    """One connected viewer: its outbox (control messages, replays and live envelopes) and its state."""
+
+    def __init__(self, ws: ServerConnection, max_queue: int) -> None:
+        self.ws = ws
+        self.max_queue = max_queue
+        self.outbox: deque[tuple[Any, ...]] = deque()
+        self.live = 0  # live envelopes waiting in the outbox
+        self.wake = asyncio.Event()
+        self.channel: RunChannel | None = None
+        self.wants_current = False
+        self.bad_messages = 0
+        self.dropped = 0
+        self.closing = False
+
+    def put(self, item: tuple[Any, ...]) -> None:
+        """Queue a control message, a replay or a live envelope and wake the sender."""
+        self.outbox.append(item)
+        if item[0] == "event":
+            self.live += 1
+        self.wake.set()
+
+
+class BroadcastHub:
+    """Serves viewers and producers from the running asyncio loop.
+
+    Parameters
+    ----------
+    host, port
+        Where to listen (127.0.0.1 unless told otherwise; port 0 picks a free one, see :attr:`port`).
+    token
+        The viewer token, or a callable returning the current one (so a rotation takes effect at once).
+    ssl_context
+        Serve ``wss://`` with this context (see :func:`server_ssl_context`).
+    producer_secret
+        Enables ``/producer`` for loopback peers presenting this secret.
+    max_history
+        Envelopes kept per run for replay (the oldest go first).
+    max_queue
+        Live envelopes a viewer may have waiting before it is coalesced, then disconnected.
+    batch_window
+        Seconds to gather events into one frame (20-50 ms keeps latency low and frames few).
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8765,
+        token: str | Callable[[], str] = "",
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        producer_secret: str | None = None,
+        max_history: int = 200_000,
+        max_queue: int = 5_000,
+        batch_window: float = 0.025,
+        max_message: int = 1 << 20,
+    ) -> None:
+        self.host, self.port = host, port
+        self._token = token
+        self.ssl_context = ssl_context
+        self.producer_secret = producer_secret
+        self.max_history, self.max_queue, self.batch_window = max_history, max_queue, batch_window
+        self.max_message = max_message
+        self.channels: dict[int, RunChannel] = {}
+        self.current: RunChannel | None = None
+        self.viewers: set[Viewer] = set()
+        self._failures: dict[str, tuple[int, float]] = {}
+        self._server: Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.listeners: list[Callable[[Event], None]] = []  # in-process listeners (e.g. the desktop's live view)
+        self.coalesced_events = 0  # batch-level samples dropped for slow viewers
+        self.slow_disconnects = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def token(self) -> str:
+        """The token viewers must present now."""
+        return self._token() if callable(self._token) else self._token
+
+    def set_token(self, token: str | Callable[[], str]) -> None:
+        """Use a new token from now on (existing viewers stay connected)."""
+        self._token = token
+
+    @property
+    def url(self) -> str:
+        """``ws://host:port`` (``wss://`` with TLS)."""
+        scheme = "wss" if self.ssl_context else "ws"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        """Whether the server is listening."""
+        return self._server is not None
+
+    async def start(self) -> None:
+        """Bind and start serving in the running loop.
+
+        Raises
+        ------
+        OSError
+            If the address cannot be bound (in use, not local, no permission).
+        """
+        self._loop = asyncio.get_running_loop()
+        self._server = await serve(
+            self._handle,
+            self.host,
+            self.port,
+            process_request=self._authorize,
+            ssl=self.ssl_context,
+            max_size=self.max_message,
+            ping_interval=20,
+            close_timeout=2,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("broadcast hub listening on %s", self.url)
+
+    async def stop(self) -> None:
+        """Close every connection and stop listening."""
+        if self._server is None:
+            return
+        self._server.close()
+        await self._server.wait_closed()
+        self._server = None
+
+    # ------------------------------------------------------------------ ingest
+    def publish_threadsafe(self, event: Event) -> None:
+        """Publish from any thread (the training thread); returns at once."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is shutting down
+            loop.call_soon_threadsafe(self.publish, event)
+
+    def publish(self, event: Event) -> None:
+        """Record ``event`` in its run's history and queue it for that run's viewers (loop thread only)."""
+        run_id = event.run_id or 0
+        channel = self.channels.get(run_id)
+        if channel is None:
+            channel = self.channels[run_id] = RunChannel(run_id, self.max_history)
+            self.current = channel
+        if isinstance(event, TrainingStart):
+            channel.experiment_name, channel.status = event.experiment_name, "in_progress"
+            self.current = channel
+        elif isinstance(event, TrainingEnd):
+            channel.status = event.status
+        seq = channel.next_seq
+        channel.next_seq += 1
+        text = envelope(event, seq)
+        channel.history.append(text)
+        if len(channel.history) > self.max_history:
+            channel.history.popleft()
+        for listener in self.listeners:
+            listener(event)
+        for viewer in list(channel.subscribers):
+            if viewer.channel is channel and not viewer.closing:
+                viewer.put(("event", run_id, seq, event.TYPE, text))
+                if viewer.live > viewer.max_queue:
+                    self._relieve(viewer)
+        if self.current is channel:
+            # Viewers following "current" move to a new run; their replay already holds this event.
+            for viewer in [v for v in self.viewers if v.wants_current and v.channel is not channel]:
+                self._detach(viewer)
+                self._attach(viewer, channel, 1)
+
+    def _relieve(self, viewer: Viewer) -> None:
+        """A viewer fell behind: drop its queued batch-level samples, or disconnect it if that is not enough."""
+        kept: deque[tuple[Any, ...]] = deque()
+        dropped = 0
+        for item in viewer.outbox:
+            if item[0] == "event" and item[3] in HIGH_RATE_TYPES:
+                dropped += 1
+            else:
+                kept.append(item)
+        viewer.outbox, viewer.live = kept, viewer.live - dropped
+        if dropped:
+            viewer.dropped += dropped
+            self.coalesced_events += dropped
+            run_id = viewer.channel.run_id if viewer.channel else 0
+            viewer.put(("control", dumps({"type": "coalesced", "run_id": run_id, "dropped": dropped})))
+        if viewer.live > viewer.max_queue * 0.9 or not dropped:
+            viewer.closing = True
+            viewer.outbox.clear()
+            viewer.live = 0
+            self.slow_disconnects += 1
+            reason = f"viewer too slow: more than {viewer.max_queue} events behind"
+            asyncio.get_running_loop().create_task(self._close(viewer, 1013, reason))
+
+    # ------------------------------------------------------------------ connections
+    async def _authorize(self, connection: ServerConnection, request: Request) -> Response | None:
+        parts = urlsplit(request.path)
+        peer = str(connection.remote_address[0]) if connection.remote_address else ""
+        if parts.path == PRODUCER_PATH:
+            if not _is_loopback(peer):
+                return connection.respond(HTTPStatus.FORBIDDEN, "The producer path only accepts local processes.\n")
+            if not self.producer_secret or not tokens_match(request.headers.get(SECRET_HEADER), self.producer_secret):
+                return await self._refuse(connection, peer, "Missing or wrong producer secret.\n")
+            return None
+        if parts.path not in ("/", "/viewer"):
+            return connection.respond(HTTPStatus.NOT_FOUND, "Unknown path; viewers connect to /.\n")
+        if tokens_match(_presented_token(request.headers, parts.query), self.token):
+            self._failures.pop(peer, None)
+            return None
+        return await self._refuse(connection, peer, "Missing or wrong viewer token.\n")
+
+    async def _refuse(self, connection: ServerConnection, peer: str, text: str) -> Response:
+        """401, slowed down exponentially after repeated failures from one address (forgotten after 10 min)."""
+        count, last = self._failures.get(peer, (0, 0.0))
+        count = count + 1 if time.monotonic() - last < 600 else 1
+        self._failures[peer] = (count, time.monotonic())
+        if count > 3:
+            await asyncio.sleep(min(0.25 * 2 ** (count - 4), 8.0))
+        return connection.respond(HTTPStatus.UNAUTHORIZED, text)
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        if urlsplit(ws.request.path).path == PRODUCER_PATH:
+            await self._serve_producer(ws)
+            return
+        viewer = Viewer(ws, self.max_queue)
+        self.viewers.add(viewer)
+        viewer.put(("control", dumps(self._hello())))
+        sender = asyncio.get_running_loop().create_task(self._send_loop(viewer))
+        try:
+            async for raw in ws:
+                await self._on_viewer_message(viewer, raw)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._detach(viewer)
+            self.viewers.discard(viewer)
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+
+    def _hello(self) -> dict[str, Any]:
+        return {
+            "type": "hello",
+            "protocol": PROTOCOL_VERSION,
+            "runs": [c.summary() for c in self.channels.values()],
+            "current_run": self.current.run_id if self.current else None,
+        }
+
+    async def _on_viewer_message(self, viewer: Viewer, raw: str | bytes) -> None:
+        try:
+            message = parse_viewer_message(raw)
+        except ProtocolError as exc:
+            viewer.bad_messages += 1
+            if isinstance(raw, bytes):
+                await self._close(viewer, 1003, "binary frames are not accepted")
+            elif viewer.bad_messages >= 5:
+                await self._close(viewer, 1008, f"too many invalid messages (last: {exc})")
+            else:
+                viewer.put(("control", dumps({"type": "error", "message": str(exc)})))
+            return
+        if message == "ping":
+            viewer.put(("control", dumps({"type": "pong"})))
+            return
+        assert isinstance(message, Subscribe)
+        channel = self.current if message.run_id is None else self.channels.get(message.run_id)
+        self._detach(viewer)
+        if channel is None and message.run_id is None:
+            viewer.wants_current = True  # attached when the next run starts
+            viewer.put(("control", dumps({"type": "waiting", "message": "No run yet; waiting for the next one."})))
+        elif channel is None:
+            known = sorted(self.channels)
+            viewer.put(("control", dumps({"type": "error", "message": f"unknown run {message.run_id}; runs: {known}"})))
+        else:
+            viewer.wants_current = message.run_id is None
+            self._attach(viewer, channel, message.since)
+
+    def _attach(self, viewer: Viewer, channel: RunChannel, since: int) -> None:
+        """Snapshot the replay and join the live stream in one step of the loop: no gap, no duplicate."""
+        start = max(since, channel.first_seq)
+        replay = list(channel.history)[start - channel.first_seq :]
+        viewer.outbox = deque(item for item in viewer.outbox if item[0] == "control")
+        viewer.live = 0
+        viewer.channel = channel
+        channel.subscribers.add(viewer)
+        viewer.put(
+            (
+                "control",
+                dumps(
+                    {
+                        "type": "subscribed",
+                        "run_id": channel.run_id,
+                        "from_seq": start,
+                        "replay_to": channel.next_seq - 1,
+                    }
+                ),
+            )
+        )
+        if replay:
+            viewer.put(("replay", channel.run_id, replay))
+
+    def _detach(self, viewer: Viewer) -> None:
+        if viewer.channel is not None:
+            viewer.channel.subscribers.discard(viewer)
+            viewer.channel = None
+
+    async def _send_loop(self, viewer: Viewer) -> None:
+        ws = viewer.ws
+        try:
+            while True:
+                await viewer.wake.wait()
+                viewer.wake.clear()
+                await asyncio.sleep(self.batch_window)  # gather a batch
+                while viewer.outbox:
+                    item = viewer.outbox.popleft()
+                    if item[0] == "control":
+                        await ws.send(item[1])
+                    elif item[0] == "replay":
+                        for i in range(0, len(item[2]), REPLAY_CHUNK):
+                            await ws.send(events_message(item[1], item[2][i : i + REPLAY_CHUNK]))
+                    else:
+                        run_id, batch = item[1], [item[4]]
+                        viewer.live -= 1
+                        while viewer.outbox and viewer.outbox[0][0] == "event" and len(batch) < REPLAY_CHUNK:
+                            batch.append(viewer.outbox.popleft()[4])
+                            viewer.live -= 1
+                        await ws.send(events_message(run_id, batch))
+        except ConnectionClosed:
+            pass
+
+    async def _close(self, viewer: Viewer, code: int, reason: str) -> None:
+        viewer.closing = True
+        log.info("closing viewer %s: %s", viewer.ws.remote_address, reason)
+        with contextlib.suppress(Exception):
+            await viewer.ws.close(code, reason)
+
+    async def _serve_producer(self, ws: ServerConnection) -> None:
+        bad = 0
+        try:
+            async for raw in ws:
+                if isinstance(raw, bytes):
+                    await ws.close(1003, "producers send JSON text events")
+                    return
+                try:
+                    event = event_from_json(raw)
+                except ValueError as exc:
+                    bad += 1
+                    log.warning("producer sent an invalid event: %s", exc)
+                    if bad >= 20:
+                        await ws.close(1008, "too many invalid events")
+                        return
+                    continue
+                self.publish(event)
+        except ConnectionClosed:
+            pass
+
+
+class HubSink(EventSink):
+    """Sends events to a hub running in another thread's loop (the training thread -> the GUI or CLI loop)."""
+
+    name = "live broadcast"
+
+    def __init__(self, hub: BroadcastHub) -> None:
+        self.hub = hub
+
+    def handle(self, event: Event) -> None:
+        """Hand the event to the hub's loop."""
+        self.hub.publish_threadsafe(event)
+
+
+def server_ssl_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    """A TLS server context from PEM certificate and key files (for ``wss://``)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+def _presented_token(headers: Headers, query: str) -> str | None:
+    auth = headers.get("Authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    values = parse_qs(query).get("token")
+    return values[0] if values else None
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
