@@ -50,3 +50,18 @@ def run_app(
     with loop:
         loop.run_until_complete(closed.wait())
     return 0
+
+
+def run_remote_viewer(url: str, token: str, run: int | str = "current") -> int:
+    """A window with only the remote dashboard (``pneumofl view``)."""
+    from desktop.gui.remote_viewer import RemoteViewer
+
+    app = QApplication.instance() or QApplication(sys.argv)
+    app.setApplicationName("PneumoFL viewer")
+    viewer = RemoteViewer(url, token, run)
+    viewer.setWindowTitle(f"PneumoFL — {url}")
+    viewer.resize(1400, 900)
+    viewer.show()
+    code = app.exec()
+    viewer.disconnect_from_hub()
+    return code

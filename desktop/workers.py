@@ -17,6 +17,7 @@ from core.config import RunConfig
 from core.data import PreparedDataset
 from core.errors import PneumoFLError
 from core.persistence import Database
+from core.sinks import EventSink
 from core.training.recorded import train_and_record
 from core.training.runner import RunResult
 from desktop.bridge import QtEventBridge
@@ -42,10 +43,16 @@ class TrainingWorker(QObject):
     errored = Signal(str, str)
 
     def __init__(
-        self, config: RunConfig, db_url: str | None, bridge: QtEventBridge, data: PreparedDataset | None = None
+        self,
+        config: RunConfig,
+        db_url: str | None,
+        bridge: QtEventBridge,
+        data: PreparedDataset | None = None,
+        sinks: list[EventSink] | None = None,
     ) -> None:
         super().__init__()
         self.config, self.db_url, self.bridge, self.data = config, db_url, bridge, data
+        self.sinks = sinks or []
         self.cancel_event = threading.Event()
 
     def cancel(self) -> None:
@@ -60,7 +67,7 @@ class TrainingWorker(QObject):
             result = train_and_record(
                 self.config,
                 db,
-                sinks=[self.bridge.sink()],
+                sinks=[self.bridge.sink(), *self.sinks],
                 data=self.data,
                 cancel=self.cancel_event,
                 on_run_created=self.run_created.emit,

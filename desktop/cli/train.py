@@ -18,11 +18,12 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from core.broadcast import HubSink
 from core.config import BACKBONES, MONITORS, RunConfig, demo_config, load_config
 from core.persistence import FileSink
 from core.sinks import ConsoleSink, EventSink
-from core.training.recorded import prepare_data, train_and_record
 from desktop.cli.common import CommandError, add_db_option, format_duration, open_db
+from desktop.cli.serving import add_serve_options, hub_from_args, run_serving
 from desktop.cli.stats import format_final_stats
 
 EXIT_CODES = {"completed": 0, "failed": 1, "cancelled": 130}
@@ -85,6 +86,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: all)")
     p.add_argument("--workers", type=int, help="dataloader worker processes (default 0)")
     p.add_argument("--accelerator", choices=("auto", "cpu", "gpu", "mps"))
+    add_serve_options(p)
     p.add_argument("--export-dir", metavar="DIR", help="also write the run as CSV and JSON files into DIR")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     add_db_option(p)
@@ -112,25 +114,33 @@ def build_config(args: argparse.Namespace) -> RunConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Prepare the data, train with a progress bar, print the final stats and the run id."""
+    from core.training.recorded import prepare_data, train_and_record  # torch loads only for commands that train
+
     config = build_config(args)
     print("Checking the dataset...", file=sys.stderr)
     data = prepare_data(config)
     print(data.summary.format(), file=sys.stderr)
+    hub = hub_from_args(args)
     db = open_db(args)
     sinks: list[EventSink] = [ConsoleSink()]
     if args.export_dir:
         sinks.append(FileSink(args.export_dir))
+    if hub is not None:
+        sinks.append(HubSink(hub))
     cancel = threading.Event()
     previous = signal.signal(signal.SIGINT, _stop_on_interrupt(cancel))
     try:
-        result = train_and_record(
-            config,
-            db,
-            sinks=sinks,
-            data=data,
-            cancel=cancel,
-            progress_bar=not args.no_progress,
-            on_run_created=lambda rid: print(f"Run {rid} started ({db.url_for_display}).", file=sys.stderr),
+        result = run_serving(
+            hub,
+            lambda: train_and_record(
+                config,
+                db,
+                sinks=sinks,
+                data=data,
+                cancel=cancel,
+                progress_bar=not args.no_progress,
+                on_run_created=lambda rid: print(f"Run {rid} started ({db.url_for_display}).", file=sys.stderr),
+            ),
         )
     finally:
         signal.signal(signal.SIGINT, previous)

@@ -8,10 +8,13 @@ from PySide6.QtCore import QSettings
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget, QVBoxLayout, QWidget
 
+from core.broadcast import BroadcastHub, HubSink
 from core.errors import PneumoFLError
 from core.persistence import Database
 from desktop.gui.preferences import PreferencesDialog
+from desktop.gui.remote_viewer import RemoteViewer
 from desktop.gui.runs_page import CompareView, RunsPage, RunViewer
+from desktop.gui.share_dialog import ConnectDialog, ShareDialog
 from desktop.gui.training_page import TrainingPage
 from desktop.gui.widgets import MessageBanner
 from desktop.settings import FORM_FIELDS, Settings, save_settings
@@ -33,7 +36,10 @@ class MainWindow(QMainWindow):
         self.tabs.setTabsClosable(True)
         self.tabs.tabCloseRequested.connect(self._close_tab)
         self.db_label = QLabel()
+        self.share_label = QLabel()
+        self.statusBar().addPermanentWidget(self.share_label)
         self.statusBar().addPermanentWidget(self.db_label)
+        self.hub: BroadcastHub | None = None
 
         self._open_database()
         self.training_page = TrainingPage(self.db_url, settings.run_config())
@@ -84,8 +90,38 @@ class MainWindow(QMainWindow):
         quit_action = QAction("&Quit", self)
         quit_action.setShortcut(QKeySequence.StandardKey.Quit)
         quit_action.triggered.connect(self.close)
-        for action in (prefs, save_defaults, quit_action):
+        connect = QAction("&Connect to remote node…", self)
+        connect.triggered.connect(self.ask_connect_remote)
+        for action in (prefs, save_defaults, connect, quit_action):
             file_menu.addAction(action)
+        share_menu = self.menuBar().addMenu("&Share")
+        share = QAction("Share &live view…", self)
+        share.triggered.connect(self.edit_sharing)
+        share_menu.addAction(share)
+
+    def edit_sharing(self) -> None:
+        """Start/stop serving the live view; runs trained while sharing are streamed to viewers."""
+        dialog = ShareDialog(self.hub, self)
+        dialog.finished.connect(lambda _code: self._sharing_changed(dialog.hub))
+        dialog.open()
+
+    def _sharing_changed(self, hub: BroadcastHub | None) -> None:
+        self.hub = hub
+        running = hub is not None and hub.running
+        self.training_page.extra_sinks = [HubSink(hub)] if running and hub else []
+        self.share_label.setText(f"Sharing at {hub.url}" if running and hub else "")
+
+    def ask_connect_remote(self) -> None:
+        """Ask for an address and token, then open the remote dashboard in a tab."""
+        dialog = ConnectDialog(self)
+        if dialog.exec():
+            self.connect_remote(dialog.url.text().strip(), dialog.token.text().strip())
+
+    def connect_remote(self, url: str, token: str) -> RemoteViewer:
+        """Open a tab following the current run at ``url``."""
+        viewer = RemoteViewer(url, token)
+        self.tabs.setCurrentIndex(self.tabs.addTab(viewer, f"Remote {url}"))
+        return viewer
 
     def edit_preferences(self) -> None:
         """Show the preferences; a new database is opened at once."""
@@ -133,6 +169,8 @@ class MainWindow(QMainWindow):
         if index >= 2:
             widget = self.tabs.widget(index)
             self.tabs.removeTab(index)
+            if isinstance(widget, RemoteViewer):
+                widget.disconnect_from_hub()
             widget.deleteLater()
 
     def closeEvent(self, event: QCloseEvent) -> None:
@@ -140,6 +178,10 @@ class MainWindow(QMainWindow):
         if self.training_page.running:
             self.statusBar().showMessage("Stopping the training run…")
             self.training_page.stop_and_wait()
+        for i in range(self.tabs.count()):
+            widget = self.tabs.widget(i)
+            if isinstance(widget, RemoteViewer):
+                widget.disconnect_from_hub()
         QSettings("PneumoFL", "PneumoFL").setValue("geometry", self.saveGeometry())
         if self.db is not None:
             self.db.close()

@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 from core.config import BACKBONES, MONITORS, RunConfig, demo_config
 from core.data import PreparedDataset
 from core.events import BatchMetrics, EpochEnd, Event, TrainingEnd, TrainingStart
+from core.sinks import EventSink
 from core.training.recorded import prepare_data
 from core.training.runner import RunResult
 from desktop.bridge import QtEventBridge
@@ -62,6 +63,7 @@ class TrainingPage(QWidget):
         self.thread: QThread | None = None
         self.prepared: PreparedDataset | None = None
         self.last_result: RunResult | None = None
+        self.extra_sinks: list[EventSink] = []  # e.g. the broadcast hub while sharing
         self.run_id: int | None = None
         self._check_thread: QThread | None = None
         self._started_at = 0.0
@@ -299,7 +301,7 @@ class TrainingPage(QWidget):
         self.run_id = None
         self._started_at = time.monotonic()
         self._total_epochs = config.epochs
-        self.worker = TrainingWorker(config, self.db_url, self.bridge, data=prepared)
+        self.worker = TrainingWorker(config, self.db_url, self.bridge, data=prepared, sinks=list(self.extra_sinks))
         self.worker.run_created.connect(self._on_run_created)
         self.worker.errored.connect(self._on_worker_error)
         self.worker.finished.connect(self._on_finished)
