@@ -106,6 +106,7 @@ def test_train_serves_live_events_to_viewers(tmp_path):
         trainer.send_signal(2)  # Ctrl-C: the run stops, is recorded, viewers get training_end
         out, err = trainer.communicate(timeout=120)
         assert trainer.returncode == 130, err
+        assert "cancelled" in out
         viewed, viewer_err = viewer.communicate(timeout=60)
         assert viewer.returncode == 0, viewer_err
         assert "epoch 1:" in viewed and "cancelled" in viewed  # replayed from the start, then the end
@@ -140,7 +141,7 @@ def test_view_with_a_wrong_token_says_so(tmp_path):
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
             )
-            out, err = await asyncio.wait_for(proc.communicate(), 60)
+            _, err = await asyncio.wait_for(proc.communicate(), 60)
             return proc.returncode, err.decode()
         finally:
             await hub.stop()
@@ -151,14 +152,17 @@ def test_view_with_a_wrong_token_says_so(tmp_path):
 
 def test_token_rotate_changes_the_token(tmp_path):
     env = os.environ | {"XDG_CONFIG_HOME": str(tmp_path / "cfg")}
-    show = lambda: subprocess.run(
-        [sys.executable, "-m", "desktop", "token", "show"],
-        cwd=ROOT,
-        env=env,  # noqa: E731
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+
+    def show():
+        return subprocess.run(
+            [sys.executable, "-m", "desktop", "token", "show"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
     first = show()
     rotated = subprocess.run(
         [sys.executable, "-m", "desktop", "token", "rotate"],
