@@ -5,10 +5,13 @@
 - Producers (``/producer``, loopback peers only, ``X-PneumoFL-Secret`` header) push events from other processes
   (the Flower apps); they are re-broadcast like local ones.
 
-Every viewer has its own bounded outbox and sender task, and events are sent in batches gathered over
-``batch_window`` seconds, so a slow viewer never slows training or the other viewers: when its outbox overflows,
-batch-level samples are dropped for it (it is told how many), and if that is not enough it is disconnected with a
-reason. Ingest costs the producer thread one ``call_soon_threadsafe``.
+A run's events are encoded once into the run's history; every viewer only holds a cursor into it and has its own
+sender task, which sends everything past its cursor in one frame per ``batch_window`` (frames are shared between
+viewers at the same position). Replay and live are therefore the same read of the same history: no gap, no
+duplicate. A slow viewer never slows training or the other viewers: once it lags more than ``max_queue`` events while its
+socket is full, it is sent only the low-rate events (it is told how many batch-level samples it lost), and a viewer that lags past
+``max_lag`` is disconnected with a reason. Memory does not grow with viewers or their lag. Ingest costs the
+producer thread one ``call_soon_threadsafe``.
 """
 
 from __future__ import annotations
@@ -53,20 +56,32 @@ REPLAY_CHUNK = 500
 
 @dataclass
 class RunChannel:
-    """One run's history (bounded ring of envelopes) and its subscribers."""
+    """One run's history (``(type, envelope)`` pairs, the oldest dropped past ``max_history``) and its viewers."""
 
     run_id: int
     max_history: int
     experiment_name: str = ""
     status: str = "in_progress"
-    next_seq: int = 1
-    history: deque[str] = field(default_factory=deque)
+    first_seq: int = 1  # sequence number of history[0]
+    history: list[tuple[str, str]] = field(default_factory=list)
     subscribers: set[Viewer] = field(default_factory=set)
 
     @property
-    def first_seq(self) -> int:
-        """Sequence number of the oldest envelope still held."""
-        return self.next_seq - len(self.history)
+    def next_seq(self) -> int:
+        """Sequence number the next event will get."""
+        return self.first_seq + len(self.history)
+
+    def append(self, kind: str, text: str) -> None:
+        """Add an envelope; trim the oldest in blocks so trimming stays amortised O(1)."""
+        self.history.append((kind, text))
+        excess = len(self.history) - self.max_history
+        if excess > max(1, self.max_history // 10):
+            del self.history[:excess]
+            self.first_seq += excess
+
+    def entries(self, start: int, end: int) -> list[tuple[str, str]]:
+        """Envelopes with ``start <= seq < end`` (both within the history)."""
+        return self.history[start - self.first_seq : end - self.first_seq]
 
     def summary(self) -> dict[str, Any]:
         """The run as listed in ``hello``."""
@@ -80,25 +95,24 @@ class RunChannel:
 
 
 class Viewer:
-    """One connected viewer: its outbox (control messages, replays and live envelopes) and its state."""
+    """One connected viewer: pending control messages, the run it follows and its cursor in that run."""
 
-    def __init__(self, ws: ServerConnection, max_queue: int) -> None:
+    def __init__(self, ws: ServerConnection) -> None:
         self.ws = ws
-        self.max_queue = max_queue
-        self.outbox: deque[tuple[Any, ...]] = deque()
-        self.live = 0  # live envelopes waiting in the outbox
+        self.control: deque[str] = deque()
         self.wake = asyncio.Event()
         self.channel: RunChannel | None = None
+        self.cursor = 1  # next sequence number to send
+        self.generation = 0  # bumped on every (re)subscription, so a send in flight cannot move a new cursor
         self.wants_current = False
         self.bad_messages = 0
         self.dropped = 0
         self.closing = False
+        self.congested = False  # its last frame waited on a full socket: the viewer, not a burst, is behind
 
-    def put(self, item: tuple[Any, ...]) -> None:
-        """Queue a control message, a replay or a live envelope and wake the sender."""
-        self.outbox.append(item)
-        if item[0] == "event":
-            self.live += 1
+    def say(self, message: dict[str, Any]) -> None:
+        """Queue a control message and wake the sender."""
+        self.control.append(dumps(message))
         self.wake.set()
 
 
@@ -118,7 +132,9 @@ class BroadcastHub:
     max_history
         Envelopes kept per run for replay (the oldest go first).
     max_queue
-        Live envelopes a viewer may have waiting before it is coalesced, then disconnected.
+        Lag (events) past which a viewer gets only low-rate events until it catches up.
+    max_lag
+        Lag past which a viewer is disconnected as too slow.
     batch_window
         Seconds to gather events into one frame (20-50 ms keeps latency low and frames few).
     """
@@ -133,6 +149,7 @@ class BroadcastHub:
         producer_secret: str | None = None,
         max_history: int = 200_000,
         max_queue: int = 5_000,
+        max_lag: int = 50_000,
         batch_window: float = 0.025,
         max_message: int = 1 << 20,
     ) -> None:
@@ -140,7 +157,9 @@ class BroadcastHub:
         self._token = token
         self.ssl_context = ssl_context
         self.producer_secret = producer_secret
-        self.max_history, self.max_queue, self.batch_window = max_history, max_queue, batch_window
+        self.max_history, self.max_queue, self.max_lag = max_history, max_queue, max_lag
+        self.batch_window = batch_window
+        self._frames: dict[tuple[int, int, int, bool], tuple[str, int]] = {}  # shared between viewers
         self.max_message = max_message
         self.channels: dict[int, RunChannel] = {}
         self.current: RunChannel | None = None
@@ -226,46 +245,25 @@ class BroadcastHub:
         elif isinstance(event, TrainingEnd):
             channel.status = event.status
         seq = channel.next_seq
-        channel.next_seq += 1
-        text = envelope(event, seq)
-        channel.history.append(text)
-        if len(channel.history) > self.max_history:
-            channel.history.popleft()
+        channel.append(event.TYPE, envelope(event, seq))
         for listener in self.listeners:
             listener(event)
         for viewer in list(channel.subscribers):
-            if viewer.channel is channel and not viewer.closing:
-                viewer.put(("event", run_id, seq, event.TYPE, text))
-                if viewer.live > viewer.max_queue:
-                    self._relieve(viewer)
+            if not viewer.wake.is_set():
+                viewer.wake.set()
+            if seq - viewer.cursor > self.max_lag and not viewer.closing:
+                self._disconnect_slow(viewer)
         if self.current is channel:
-            # Viewers following "current" move to a new run; their replay already holds this event.
+            # Viewers following "current" move to a new run; their cursor starts at its first event.
             for viewer in [v for v in self.viewers if v.wants_current and v.channel is not channel]:
                 self._detach(viewer)
                 self._attach(viewer, channel, 1)
 
-    def _relieve(self, viewer: Viewer) -> None:
-        """A viewer fell behind: drop its queued batch-level samples, or disconnect it if that is not enough."""
-        kept: deque[tuple[Any, ...]] = deque()
-        dropped = 0
-        for item in viewer.outbox:
-            if item[0] == "event" and item[3] in HIGH_RATE_TYPES:
-                dropped += 1
-            else:
-                kept.append(item)
-        viewer.outbox, viewer.live = kept, viewer.live - dropped
-        if dropped:
-            viewer.dropped += dropped
-            self.coalesced_events += dropped
-            run_id = viewer.channel.run_id if viewer.channel else 0
-            viewer.put(("control", dumps({"type": "coalesced", "run_id": run_id, "dropped": dropped})))
-        if viewer.live > viewer.max_queue * 0.9 or not dropped:
-            viewer.closing = True
-            viewer.outbox.clear()
-            viewer.live = 0
-            self.slow_disconnects += 1
-            reason = f"viewer too slow: more than {viewer.max_queue} events behind"
-            asyncio.get_running_loop().create_task(self._close(viewer, 1013, reason))
+    def _disconnect_slow(self, viewer: Viewer) -> None:
+        viewer.closing = True
+        self.slow_disconnects += 1
+        reason = f"viewer too slow: more than {self.max_lag} events behind"
+        asyncio.get_running_loop().create_task(self._close(viewer, 1013, reason))
 
     # ------------------------------------------------------------------ connections
     async def _authorize(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -297,9 +295,9 @@ class BroadcastHub:
         if urlsplit(ws.request.path).path == PRODUCER_PATH:
             await self._serve_producer(ws)
             return
-        viewer = Viewer(ws, self.max_queue)
+        viewer = Viewer(ws)
         self.viewers.add(viewer)
-        viewer.put(("control", dumps(self._hello())))
+        viewer.say(self._hello())
         sender = asyncio.get_running_loop().create_task(self._send_loop(viewer))
         try:
             async for raw in ws:
@@ -331,47 +329,33 @@ class BroadcastHub:
             elif viewer.bad_messages >= 5:
                 await self._close(viewer, 1008, f"too many invalid messages (last: {exc})")
             else:
-                viewer.put(("control", dumps({"type": "error", "message": str(exc)})))
+                viewer.say({"type": "error", "message": str(exc)})
             return
         if message == "ping":
-            viewer.put(("control", dumps({"type": "pong"})))
+            viewer.say({"type": "pong"})
             return
         assert isinstance(message, Subscribe)
         channel = self.current if message.run_id is None else self.channels.get(message.run_id)
         self._detach(viewer)
         if channel is None and message.run_id is None:
             viewer.wants_current = True  # attached when the next run starts
-            viewer.put(("control", dumps({"type": "waiting", "message": "No run yet; waiting for the next one."})))
+            viewer.say({"type": "waiting", "message": "No run yet; waiting for the next one."})
         elif channel is None:
             known = sorted(self.channels)
-            viewer.put(("control", dumps({"type": "error", "message": f"unknown run {message.run_id}; runs: {known}"})))
+            viewer.say({"type": "error", "message": f"unknown run {message.run_id}; runs: {known}"})
         else:
             viewer.wants_current = message.run_id is None
             self._attach(viewer, channel, message.since)
 
     def _attach(self, viewer: Viewer, channel: RunChannel, since: int) -> None:
-        """Snapshot the replay and join the live stream in one step of the loop: no gap, no duplicate."""
-        start = max(since, channel.first_seq)
-        replay = list(channel.history)[start - channel.first_seq :]
-        viewer.outbox = deque(item for item in viewer.outbox if item[0] == "control")
-        viewer.live = 0
-        viewer.channel = channel
+        """Point the viewer's cursor into the run: its replay and its live events are one read of the history."""
+        start = min(max(since, channel.first_seq), channel.next_seq)
+        viewer.channel, viewer.cursor = channel, start
+        viewer.generation += 1
         channel.subscribers.add(viewer)
-        viewer.put(
-            (
-                "control",
-                dumps(
-                    {
-                        "type": "subscribed",
-                        "run_id": channel.run_id,
-                        "from_seq": start,
-                        "replay_to": channel.next_seq - 1,
-                    }
-                ),
-            )
+        viewer.say(
+            {"type": "subscribed", "run_id": channel.run_id, "from_seq": start, "replay_to": channel.next_seq - 1}
         )
-        if replay:
-            viewer.put(("replay", channel.run_id, replay))
 
     def _detach(self, viewer: Viewer) -> None:
         if viewer.channel is not None:
@@ -385,22 +369,51 @@ class BroadcastHub:
                 await viewer.wake.wait()
                 viewer.wake.clear()
                 await asyncio.sleep(self.batch_window)  # gather a batch
-                while viewer.outbox:
-                    item = viewer.outbox.popleft()
-                    if item[0] == "control":
-                        await ws.send(item[1])
-                    elif item[0] == "replay":
-                        for i in range(0, len(item[2]), REPLAY_CHUNK):
-                            await ws.send(events_message(item[1], item[2][i : i + REPLAY_CHUNK]))
-                    else:
-                        run_id, batch = item[1], [item[4]]
-                        viewer.live -= 1
-                        while viewer.outbox and viewer.outbox[0][0] == "event" and len(batch) < REPLAY_CHUNK:
-                            batch.append(viewer.outbox.popleft()[4])
-                            viewer.live -= 1
-                        await ws.send(events_message(run_id, batch))
+                while viewer.control:
+                    await ws.send(viewer.control.popleft())
+                channel, generation = viewer.channel, viewer.generation
+                while channel is not None and viewer.generation == generation and viewer.cursor < channel.next_seq:
+                    if viewer.control:
+                        break  # a new subscription or a pong goes first
+                    if viewer.cursor < channel.first_seq:  # the history moved past this viewer
+                        lost = channel.first_seq - viewer.cursor
+                        viewer.cursor = channel.first_seq
+                        self._count_dropped(viewer, lost)
+                        await ws.send(dumps({"type": "coalesced", "run_id": channel.run_id, "dropped": lost}))
+                    start = viewer.cursor
+                    end = min(channel.next_seq, start + REPLAY_CHUNK)
+                    lagging = viewer.congested and channel.next_seq - start > self.max_queue
+                    frame, dropped = self._frame(channel, start, end, lagging)
+                    if dropped:
+                        self._count_dropped(viewer, dropped)
+                        await ws.send(dumps({"type": "coalesced", "run_id": channel.run_id, "dropped": dropped}))
+                    if frame:
+                        sent_at = time.monotonic()
+                        await ws.send(frame)
+                        viewer.congested = time.monotonic() - sent_at > 2 * self.batch_window
+                    if viewer.generation == generation:
+                        viewer.cursor = end
+                if viewer.control or (viewer.channel is not None and viewer.cursor < viewer.channel.next_seq):
+                    viewer.wake.set()
         except ConnectionClosed:
             pass
+
+    def _frame(self, channel: RunChannel, start: int, end: int, lagging: bool) -> tuple[str, int]:
+        """The ``events`` frame for ``[start, end)`` (low-rate events only when lagging), shared between viewers."""
+        key = (channel.run_id, start, end, lagging)
+        cached = self._frames.get(key)
+        if cached is None:
+            entries = channel.entries(start, end)
+            texts = [text for kind, text in entries if not (lagging and kind in HIGH_RATE_TYPES)]
+            cached = (events_message(channel.run_id, texts) if texts else "", len(entries) - len(texts))
+            if len(self._frames) > 64:  # enough for viewers moving in step; bounded memory
+                self._frames.clear()
+            self._frames[key] = cached
+        return cached
+
+    def _count_dropped(self, viewer: Viewer, count: int) -> None:
+        viewer.dropped += count
+        self.coalesced_events += count
 
     async def _close(self, viewer: Viewer, code: int, reason: str) -> None:
         viewer.closing = True

@@ -21,7 +21,6 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -32,6 +31,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np
+
+from tests.stalled_viewer import stalled_viewer
 
 TOKEN = "bench-token"
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -114,27 +115,6 @@ def feed(hub, rate: float, seconds: float, phase: int, run_id: int) -> int:
     return sent
 
 
-def stalled_viewer(port: int) -> socket.socket:
-    """A viewer that completes the handshake, subscribes, and then never reads again."""
-    import base64
-
-    sock = socket.create_connection(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
-        ).encode()
-    )
-    payload = json.dumps({"type": "subscribe", "run_id": "current"}).encode()
-    mask = os.urandom(4)
-    frame = bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    time.sleep(0.2)
-    sock.sendall(frame)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    return sock
-
-
 def train_once(db_dir: str, hub, index: int, epochs: int) -> float:
     from core.broadcast import HubSink
     from core.config import demo_config
@@ -196,11 +176,17 @@ def main() -> None:
         }
     print(f"fan-out: {fanout}")
 
-    # Phase 2: training with 100 viewers vs none.
+    server.stop()
+
+    # Phase 2: training with 100 viewers vs none, each on a fresh hub (no earlier history to replay).
     times: dict[str, list[float]] = {"none": [], "viewers": []}
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(2):
-            times["none"].append(train_once(tmp, hub, rep * 2, args.epochs))
+            server = HubThread()
+            times["none"].append(train_once(tmp, server.hub, rep * 2, args.epochs))
+            server.stop()
+            server = HubThread()
+            hub = server.hub
             ready, stop, results = ctx.Queue(), ctx.Event(), ctx.Queue()
             proc = ctx.Process(target=viewers_main, args=(hub.url, args.viewers, ready, stop, results))
             proc.start()
@@ -210,18 +196,21 @@ def main() -> None:
             stop.set()
             results.get(timeout=60)
             proc.join(30)
+            server.stop()
             print(f"training fit: none {times['none'][-1]:.2f}s, {args.viewers} viewers {times['viewers'][-1]:.2f}s")
     ratio = statistics.median(times["viewers"]) / statistics.median(times["none"])
 
     # Phase 3: one stalled viewer for --stall-s seconds at 200 events/s.
+    server = HubThread()
+    hub = server.hub
     hub.publish_threadsafe(TrainingStart(run_id=99, experiment_name="stall"))
-    sock = stalled_viewer(hub.port)
+    sock = stalled_viewer(hub.port, TOKEN)
     samples = []
     started = time.perf_counter()
     while time.perf_counter() - started < args.stall_s:
         feed(hub, 200.0, 1.0, 3, run_id=99)
         samples.append(rss_mb())
-    queued = server.call(lambda: max((v.live for v in hub.viewers), default=0))
+    lag = server.call(lambda: max((v.channel.next_seq - v.cursor for v in hub.viewers if v.channel), default=0))
     sock.close()
     server.stop()
     half = len(samples) // 2
@@ -236,7 +225,7 @@ def main() -> None:
         "stall_s": args.stall_s,
         "stall_rss_mb_first_half_max": round(max(samples[:half]), 1),
         "stall_rss_mb_second_half_max": round(max(samples[half:]), 1),
-        "stalled_viewer_queue_at_end": queued,
+        "stalled_viewer_lag_at_end": lag,
         "slow_viewer_coalesced_events": hub.coalesced_events,
         "slow_viewer_disconnects": hub.slow_disconnects,
     }

@@ -16,6 +16,7 @@ from core.events import BatchMetrics, EpochEnd, TrainingEnd, TrainingStart
 from core.sinks import ListSink, SinkSet
 from core.training.recorded import prepare_data
 from core.training.runner import run_training
+from tests.stalled_viewer import stalled_viewer
 
 TOKEN = "s3cret-token"
 
@@ -149,12 +150,10 @@ def test_viewer_joining_at_epoch_3_gets_every_event_in_order_without_duplicates(
 
 def test_a_stalled_viewer_is_coalesced_or_dropped_and_never_slows_the_others():
     async def scenario():
-        hub = await started_hub(max_queue=500, batch_window=0.01)
+        hub = await started_hub(max_queue=500, max_lag=5_000, batch_window=0.01)
         try:
             # The stalled viewer subscribes, then never reads again: its socket buffers fill up.
-            stalled = await connect(hub.url, additional_headers=auth(), max_queue=1)
-            await recv_json(stalled)
-            await stalled.send(json.dumps({"type": "subscribe", "run_id": "current"}))
+            stalled = await asyncio.to_thread(stalled_viewer, hub.port, TOKEN)
             async with connect(hub.url, additional_headers=auth()) as fast:
                 await recv_json(fast)
                 hub.publish(TrainingStart(run_id=1, experiment_name="load"))
@@ -167,7 +166,7 @@ def test_a_stalled_viewer_is_coalesced_or_dropped_and_never_slows_the_others():
                         await asyncio.sleep(0.001)  # let the senders run, as a live loop would
                 hub.publish(TrainingEnd(run_id=1, status="completed"))
                 received = await collect_until(fast, lambda e: e["type"] == "training_end", 120)
-            await stalled.close()
+            stalled.close()
         finally:
             await hub.stop()
         return received, hub

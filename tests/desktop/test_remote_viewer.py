@@ -63,7 +63,7 @@ def test_remote_dashboard_follows_a_run_and_resumes_after_the_hub_restarts(qtbot
         assert viewer.dashboard.cm_view.values["tp"] == 5.0
 
         # The hub goes away and comes back on the same port with the run's history (as after a network blip):
-        port, history = hub.hub.port, list(hub.hub.channels[5].history)
+        port, history = hub.hub.port, [text for _, text in hub.hub.channels[5].history]
         hub.stop()
         qtbot.waitUntil(lambda: "reconnecting" in viewer.state.text(), timeout=10_000)
         restarted = HubThread(port)
