@@ -18,11 +18,11 @@ def gui_dataset(tmp_path_factory):
     return write_folder_dataset(tmp_path_factory.mktemp("gui-xrays"), per_class=16, size=32)
 
 
-@pytest.fixture
-def gui_config(gui_dataset):
+def tiny_gui_config(data_path) -> RunConfig:
+    """Two epochs of 32 px images on one thread: a GUI run that takes seconds."""
     return RunConfig(
         experiment_name="gui",
-        data_path=str(gui_dataset),
+        data_path=str(data_path),
         image_size=32,
         epochs=2,
         batch_size=8,
@@ -33,6 +33,11 @@ def gui_config(gui_dataset):
         test_fraction=0.25,
         max_threads=1,
     )
+
+
+@pytest.fixture
+def gui_config(gui_dataset):
+    return tiny_gui_config(gui_dataset)
 
 
 @pytest.fixture

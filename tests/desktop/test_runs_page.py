@@ -11,26 +11,14 @@ from core.persistence.history import load_run_history
 from core.persistence.repository import count_runs, epoch_table
 from core.training.recorded import train_and_record
 from desktop.gui.runs_page import CompareView, RunsPage, RunViewer
+from tests.desktop.conftest import tiny_gui_config
 
 
 @pytest.fixture(scope="module")
 def trained_db(tmp_path_factory, gui_dataset):
-    from core.config import RunConfig
-
     folder = tmp_path_factory.mktemp("runs-db")
     db = Database.open(f"sqlite:///{folder / 'runs.db'}")
-    base = RunConfig(
-        data_path=str(gui_dataset),
-        image_size=32,
-        epochs=2,
-        batch_size=8,
-        batch_metrics_every=1,
-        gradient_every=1,
-        early_stopping_patience=0,
-        val_fraction=0.25,
-        test_fraction=0.25,
-        max_threads=1,
-    )
+    base = tiny_gui_config(gui_dataset)
     ids = []
     for name, lr in (("baseline", 1e-3), ("fast-lr", 5e-3)):
         result = train_and_record(

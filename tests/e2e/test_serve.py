@@ -153,23 +153,10 @@ def test_view_with_a_wrong_token_says_so(tmp_path):
 def test_token_rotate_changes_the_token(tmp_path):
     env = os.environ | {"XDG_CONFIG_HOME": str(tmp_path / "cfg")}
 
-    def show():
-        return subprocess.run(
-            [sys.executable, "-m", "desktop", "token", "show"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+    def token(command):
+        args = [sys.executable, "-m", "desktop", "token", command]
+        return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
 
-    first = show()
-    rotated = subprocess.run(
-        [sys.executable, "-m", "desktop", "token", "rotate"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()[0]
-    assert rotated != first and show() == rotated and len(rotated) >= 40
+    first = token("show").strip()
+    rotated = token("rotate").splitlines()[0]
+    assert rotated != first and token("show").strip() == rotated and len(rotated) >= 40
