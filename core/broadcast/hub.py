@@ -223,6 +223,10 @@ class BroadcastHub:
         await self._server.wait_closed()
         self._server = None
 
+    def delivered(self) -> bool:
+        """Whether every viewer has been sent everything of the run it follows (nothing waiting)."""
+        return not any(v.control or (v.channel is not None and v.cursor < v.channel.next_seq) for v in self.viewers)
+
     # ------------------------------------------------------------------ ingest
     def publish_threadsafe(self, event: Event) -> None:
         """Publish from any thread (the training thread); returns at once."""

@@ -74,5 +74,5 @@ async def _let_viewers_catch_up(hub: BroadcastHub, timeout: float = 3.0) -> None
     """Give connected viewers a moment to receive the last events (training_end) before closing."""
     deadline = asyncio.get_running_loop().time() + timeout
     await asyncio.sleep(hub.batch_window * 2)
-    while any(v.outbox for v in hub.viewers) and asyncio.get_running_loop().time() < deadline:
+    while not hub.delivered() and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.05)

@@ -58,6 +58,7 @@ def test_share_dialog_serves_viewers_from_the_qt_loop_and_rotates_the_token(qtbo
         if dialog.hub is not None and dialog.hub.running:
             loop.run_until_complete(dialog.hub.stop())
         asyncio.set_event_loop(None)
+        loop.close()  # now, while the QApplication it signals through still exists
 
 
 def test_connect_dialog_checks_its_fields(qtbot):
