@@ -5,7 +5,9 @@ how late each tick is. Phase 1 measures an idle window; phase 2 starts the defau
 from the page itself and measures until the run ends.
 
 Usage: QT_QPA_PLATFORM=offscreen .venv/bin/python tests/bench/gui_latency.py [--idle-s 5] [--epochs 2]
-Last line: JSON with p50/p99/max lateness in ms for both phases. Target: p99 <= 16 ms during training.
+Then it starts another run and presses Stop mid-epoch: the time until the run is recorded as cancelled.
+Last line: JSON with p50/p99/max lateness in ms for both phases and the stop time. Targets: p99 <= 16 ms during
+training; Stop under 2 s.
 """
 
 from __future__ import annotations
@@ -67,6 +69,22 @@ def summary(samples: list[float]) -> dict[str, float]:
     }
 
 
+def measure_stop(app: QApplication, page: TrainingPage) -> float:
+    """Start another run, press Stop in the middle of its second epoch, time until it is recorded as cancelled."""
+    page.last_result = None
+    page.set_config(demo_config(epochs=50))
+    page.start()
+    while not (page.running and len(page.dashboard.store["batch/train_loss"]) >= 5):
+        app.processEvents()
+        time.sleep(0.001)
+    pressed = time.perf_counter()
+    page.stop()
+    while page.last_result is None or page.running:
+        app.processEvents()
+        time.sleep(0.001)
+    return time.perf_counter() - pressed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--idle-s", type=float, default=5.0)
@@ -104,6 +122,8 @@ def main() -> None:
         app.exec()
         elapsed = time.perf_counter() - started[0]
         print(f"training ({elapsed:.1f}s, {page.last_result.status}): {summary(results['training'])}", flush=True)
+        stop_s = measure_stop(app, page)
+        print(f"Stop pressed mid-epoch: run recorded as {page.last_result.status} after {stop_s:.2f}s", flush=True)
         page.dashboard.stop_timer()
     print(
         json.dumps(
@@ -112,6 +132,7 @@ def main() -> None:
                 "idle": summary(results["idle"]),
                 "training": summary(results["training"]),
                 "training_s": round(elapsed, 1),
+                "stop_to_recorded_s": round(stop_s, 2),
                 "dashboard_repaints": page.dashboard.repaints,
             }
         )
