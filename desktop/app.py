@@ -16,6 +16,18 @@ from desktop.settings import load_settings
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 
 
+def collect_garbage_on_gui_thread() -> Any:
+    """Run Python's cyclic garbage collector only from the GUI thread, on a timer.
+
+    Left automatic, a collection can start in the training thread and destroy Qt objects there, which deadlocks or
+    crashes Qt. pyqtgraph's GarbageCollector disables automatic collection and collects from a QTimer instead.
+    Keep the returned object alive as long as the application.
+    """
+    from pyqtgraph.util.garbage_collector import GarbageCollector
+
+    return GarbageCollector(interval=0.5)
+
+
 def run_app(
     db_url: str | None = None, argv: list[str] | None = None, on_window: Callable[[Any], None] | None = None
 ) -> int:
@@ -28,6 +40,7 @@ def run_app(
     from desktop.gui.main_window import MainWindow
 
     app = QApplication.instance() or QApplication(argv or sys.argv)
+    gc_guard = collect_garbage_on_gui_thread()  # noqa: F841 - must live as long as the app
     app.setApplicationName("PneumoFL")
     app.setOrganizationName("PneumoFL")
     icon = RESOURCES / "icons" / "pneumofl.svg"
@@ -57,6 +70,7 @@ def run_remote_viewer(url: str, token: str, run: int | str = "current") -> int:
     from desktop.gui.remote_viewer import RemoteViewer
 
     app = QApplication.instance() or QApplication(sys.argv)
+    gc_guard = collect_garbage_on_gui_thread()  # noqa: F841 - must live as long as the app
     app.setApplicationName("PneumoFL viewer")
     viewer = RemoteViewer(url, token, run)
     viewer.setWindowTitle(f"PneumoFL — {url}")

@@ -25,6 +25,7 @@ if not os.environ.get("DISPLAY"):
 from PySide6.QtCore import QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
+from desktop.app import collect_garbage_on_gui_thread  # noqa: E402
 from desktop.gui.main_window import MainWindow  # noqa: E402
 from desktop.settings import Settings  # noqa: E402
 
@@ -33,6 +34,7 @@ def main() -> None:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "packaging" / "screenshots")
     out.mkdir(parents=True, exist_ok=True)
     app = QApplication(sys.argv)
+    gc_guard = collect_garbage_on_gui_thread()  # as the app does  # noqa: F841
     style = ROOT / "resources" / "style.qss"
     app.setStyleSheet(style.read_text(encoding="utf-8"))
     tmp = tempfile.mkdtemp(prefix="pneumofl-shots-")

@@ -28,6 +28,7 @@ from PySide6.QtWidgets import QApplication
 
 from core.persistence import Database
 from core.persistence.repository import create_run, finish_run
+from desktop.app import collect_garbage_on_gui_thread
 from desktop.gui.runs_page import RunViewer
 
 BATCH_CURVES = ("train_loss", "grad_norm", "lr")
@@ -70,6 +71,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=200)
     args = parser.parse_args()
     app = QApplication.instance() or QApplication(sys.argv)
+    gc_guard = collect_garbage_on_gui_thread()  # as the app does  # noqa: F841
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "scale.db"
         started = time.perf_counter()

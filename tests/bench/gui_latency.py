@@ -28,6 +28,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication
 
 from core.config import demo_config
+from desktop.app import collect_garbage_on_gui_thread
 from desktop.gui.training_page import TrainingPage
 
 INTERVAL_MS = 5
@@ -91,6 +92,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     args = parser.parse_args()
     app = QApplication.instance() or QApplication(sys.argv)
+    gc_guard = collect_garbage_on_gui_thread()  # as the app does  # noqa: F841
     results: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         page = TrainingPage(f"sqlite:///{tmp}/latency.db", demo_config(epochs=args.epochs))

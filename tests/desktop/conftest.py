@@ -13,6 +13,20 @@ from core.config import RunConfig  # noqa: E402
 from tests.imaging import write_folder_dataset  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def gc_on_gui_thread(qapp):
+    """As in the app: Python's cyclic GC only runs on the GUI thread (a collection in a training or viewer thread
+    can destroy Qt objects there and deadlock Qt)."""
+    import gc
+
+    from desktop.app import collect_garbage_on_gui_thread
+
+    guard = collect_garbage_on_gui_thread()
+    yield guard
+    guard.timer.stop()
+    gc.enable()
+
+
 @pytest.fixture(scope="session")
 def gui_dataset(tmp_path_factory):
     return write_folder_dataset(tmp_path_factory.mktemp("gui-xrays"), per_class=16, size=32)
