@@ -447,16 +447,22 @@ class BroadcastHub:
 
 
 class HubSink(EventSink):
-    """Sends events to a hub running in another thread's loop (the training thread -> the GUI or CLI loop)."""
+    """Sends events to a hub running in another thread's loop (the training thread -> the GUI or CLI loop).
+
+    ``hub`` may be a callable returning the hub of the moment (or ``None``), so sharing can start or stop while a
+    run is already training.
+    """
 
     name = "live broadcast"
 
-    def __init__(self, hub: BroadcastHub) -> None:
-        self.hub = hub
+    def __init__(self, hub: BroadcastHub | Callable[[], BroadcastHub | None]) -> None:
+        self._hub = hub
 
     def handle(self, event: Event) -> None:
-        """Hand the event to the hub's loop."""
-        self.hub.publish_threadsafe(event)
+        """Hand the event to the hub's loop (dropped while nothing is shared)."""
+        hub = self._hub() if callable(self._hub) else self._hub
+        if hub is not None and hub.running:
+            hub.publish_threadsafe(event)
 
 
 def server_ssl_context(cert_file: str, key_file: str) -> ssl.SSLContext:

@@ -43,6 +43,8 @@ class MainWindow(QMainWindow):
 
         self._open_database()
         self.training_page = TrainingPage(self.db_url, settings.run_config())
+        # Bound late: sharing started (or stopped) in the middle of a run applies from that moment.
+        self.training_page.extra_sinks = [HubSink(lambda: self.hub)]
         self.runs_page = RunsPage(self.db)
         self.training_page.run_finished.connect(lambda _id: self.runs_page.refresh())
         self.runs_page.open_requested.connect(self.open_run)
@@ -102,13 +104,12 @@ class MainWindow(QMainWindow):
     def edit_sharing(self) -> None:
         """Start/stop serving the live view; runs trained while sharing are streamed to viewers."""
         dialog = ShareDialog(self.hub, self)
-        dialog.finished.connect(lambda _code: self._sharing_changed(dialog.hub))
+        dialog.sharing_changed.connect(self._sharing_changed)
         dialog.open()
 
     def _sharing_changed(self, hub: BroadcastHub | None) -> None:
         self.hub = hub
         running = hub is not None and hub.running
-        self.training_page.extra_sinks = [HubSink(hub)] if running and hub else []
         self.share_label.setText(f"Sharing at {hub.url}" if running and hub else "")
 
     def ask_connect_remote(self) -> None:

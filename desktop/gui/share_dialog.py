@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 
+from PySide6.QtCore import Signal
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QDialog,
@@ -23,7 +24,12 @@ from core.broadcast.hub import server_ssl_context
 
 
 class ShareDialog(QDialog):
-    """Start or stop the hub, and show the address and token viewers need (copyable, rotatable)."""
+    """Start or stop the hub, and show the address and token viewers need (copyable, rotatable).
+
+    Emits ``sharing_changed(hub or None)`` whenever the hub starts or stops.
+    """
+
+    sharing_changed = Signal(object)
 
     def __init__(self, hub: BroadcastHub | None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -99,12 +105,14 @@ class ShareDialog(QDialog):
         else:
             self.status.setText("Sharing. Viewers connect with the address and token above.")
         self._refresh()
+        self.sharing_changed.emit(self.hub)
 
     async def _stop(self) -> None:
         assert self.hub is not None
         await self.hub.stop()
         self.status.setText("Sharing stopped.")
         self._refresh()
+        self.sharing_changed.emit(None)
 
     def rotate(self) -> None:
         """New token; viewers holding the old one are refused from now on."""

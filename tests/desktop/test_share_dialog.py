@@ -24,10 +24,12 @@ def test_share_dialog_serves_viewers_from_the_qt_loop_and_rotates_the_token(qtbo
     qtbot.addWidget(dialog)
     port = free_port()
     dialog.port.setValue(port)
+    changes = []
+    dialog.sharing_changed.connect(changes.append)
     try:
         dialog.toggle_sharing()
         loop.run_until_complete(asyncio.sleep(0.3))
-        assert dialog.hub is not None and dialog.hub.running
+        assert dialog.hub is not None and dialog.hub.running and changes == [dialog.hub]
         assert dialog.url.text() == f"ws://127.0.0.1:{port}" and dialog.toggle.text() == "Stop sharing"
         token = dialog.token.text()
         assert token == load_or_create_token()
@@ -53,7 +55,7 @@ def test_share_dialog_serves_viewers_from_the_qt_loop_and_rotates_the_token(qtbo
 
         dialog.toggle_sharing()
         loop.run_until_complete(asyncio.sleep(0.3))
-        assert not dialog.hub.running and dialog.toggle.text() == "Start sharing"
+        assert not dialog.hub.running and dialog.toggle.text() == "Start sharing" and changes[-1] is None
     finally:
         if dialog.hub is not None and dialog.hub.running:
             loop.run_until_complete(dialog.hub.stop())
