@@ -167,7 +167,6 @@ class BroadcastHub:
         self._failures: dict[str, tuple[int, float]] = {}
         self._server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.listeners: list[Callable[[Event], None]] = []  # in-process listeners (e.g. the desktop's live view)
         self.coalesced_events = 0  # batch-level samples dropped for slow viewers
         self.slow_disconnects = 0
 
@@ -250,8 +249,6 @@ class BroadcastHub:
             channel.status = event.status
         seq = channel.next_seq
         channel.append(event.TYPE, envelope(event, seq))
-        for listener in self.listeners:
-            listener(event)
         for viewer in list(channel.subscribers):
             if not viewer.wake.is_set():
                 viewer.wake.set()

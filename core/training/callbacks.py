@@ -72,7 +72,7 @@ class BatchMetricsSampler(_Publishing):
     def _reset(self) -> None:
         self._probs: list[torch.Tensor] = []
         self._targets: list[torch.Tensor] = []
-        self._loss_sum = 0.0
+        self._loss_sum: torch.Tensor | float = 0.0  # a tensor on the model's device: no sync per batch
         self._count = 0
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -88,7 +88,7 @@ class BatchMetricsSampler(_Publishing):
         targets = outputs["targets"]
         self._probs.append(outputs["probs"])
         self._targets.append(targets)
-        self._loss_sum += float(outputs["loss"]) * targets.numel()
+        self._loss_sum = self._loss_sum + outputs["loss"].detach() * targets.numel()
         self._count += targets.numel()
         last_batch = batch_idx + 1 >= trainer.num_training_batches
         if len(self._probs) >= self.every or last_batch:
@@ -97,7 +97,7 @@ class BatchMetricsSampler(_Publishing):
     def _emit(self, trainer: pl.Trainer) -> None:
         probs, targets = torch.cat(self._probs), torch.cat(self._targets).int()
         metrics = {
-            "train_loss": self._loss_sum / max(1, self._count),
+            "train_loss": float(self._loss_sum) / max(1, self._count),
             "train_accuracy": float(binary_accuracy(probs, targets, threshold=self.threshold)),
             "train_f1": float(binary_f1_score(probs, targets, threshold=self.threshold)),
         }

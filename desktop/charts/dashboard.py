@@ -96,6 +96,8 @@ class RunDashboard(QWidget):
         self.stop_epoch: int | None = None
         self.final_stats: dict[str, Any] = {}
         self._roc: tuple[np.ndarray, np.ndarray] | None = None
+        self._roc_drawn: tuple[np.ndarray, np.ndarray] | None = None
+        self._legend_layers: list[str] | None = None
         self._drawn: dict[str, int] = {}
         self._dirty = False
         self._latest_layer_norms: dict[str, float] = {}
@@ -255,23 +257,28 @@ class RunDashboard(QWidget):
         for plot, names in self.step_plots.items():
             if changed.intersection(names):
                 self._fit_y(plot, names + ([f"grad_norm/{layer}" for layer in top] if plot is self.grad_plot else []))
-        for curve, layer in zip(self.layer_curves, top + [None] * TOP_LAYERS):
-            if layer is None:
-                curve.setData([], [])
-                continue
-            series = self.store[f"grad_norm/{layer}"]
-            curve.setData(series.x, series.y)
-            curve.opts["name"] = layer
-        self._update_grad_legend(top)
+        for i, (curve, layer) in enumerate(zip(self.layer_curves, top + [None] * TOP_LAYERS)):
+            series = self.store[f"grad_norm/{layer}"] if layer is not None else None
+            drawn = (layer, series.version if series is not None else None)
+            if self._drawn.get(f"layer {i}") != drawn:  # repaint a layer curve only when it or its data changed
+                if series is None:
+                    curve.setData([], [])
+                else:
+                    curve.setData(series.x, series.y)
+                self._drawn[f"layer {i}"] = drawn
+        if top != self._legend_layers:
+            self._update_grad_legend(top)
         for key, epoch in (("best", self.best_epoch), ("stop", self.stop_epoch)):
             for line in self.markers[key]:
                 line.setVisible(epoch is not None)
                 if epoch is not None:
                     line.setValue(epoch)
-        if self._roc is not None:
-            self.roc_curve.setData(*self._roc)
-        else:
-            self.roc_curve.setData([], [])
+        if self._roc is not self._roc_drawn:
+            if self._roc is None:
+                self.roc_curve.setData([], [])
+            else:
+                self.roc_curve.setData(*self._roc)
+            self._roc_drawn = self._roc
         self.repaints += 1
 
     def _fit_y(self, plot: pg.PlotItem, names: list[str]) -> None:
@@ -287,6 +294,7 @@ class RunDashboard(QWidget):
             plot.setYRange(lo, hi if hi > lo else lo + 1e-9, padding=0.05)
 
     def _update_grad_legend(self, top: list[str]) -> None:
+        self._legend_layers = top
         legend = self.grad_plot.legend
         if legend is None:
             return

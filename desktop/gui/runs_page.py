@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 
 from core.persistence import Database, export_runs
 from core.persistence.history import RunHistory, load_batch_series, load_run_history
-from core.persistence.repository import delete_run, metric_series
+from core.persistence.repository import delete_run, get_run, metric_series
 from desktop.charts.dashboard import EpochAxis, RunDashboard
 from desktop.gui.runs_model import RunsTableModel
 from desktop.gui.widgets import MessageBanner
@@ -321,8 +321,6 @@ class CompareView(QWidget):
         self.plot.clear()
         self.plot.setTitle(name)
         self.curves = {}
-        from core.persistence.repository import get_run
-
         with self.db.begin() as session:
             for i, run_id in enumerate(self.run_ids):
                 run = get_run(session, run_id)

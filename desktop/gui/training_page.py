@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QThread, Signal
+from PySide6.QtCore import QCoreApplication, Qt, QThread, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -326,8 +326,6 @@ class TrainingPage(QWidget):
         self.stop()
         finished = self.thread.wait(timeout_ms)
         # The worker's `finished` signal is queued to this thread; deliver it now that the thread is done.
-        from PySide6.QtCore import QCoreApplication
-
         QCoreApplication.processEvents()
         return finished
 
