@@ -12,7 +12,7 @@ from core.errors import ConfigError
 
 CONFIG_VERSION = 1
 
-BACKBONES = ("resnet18", "resnet50", "densenet121", "efficientnet_b0", "mobilenet_v3_small")
+BACKBONES = ("resnet18", "resnet50", "densenet121", "efficientnet_b0", "mobilenet_v3_small", "small_cnn")
 MONITORS = (
     "val_recall",
     "val_auroc",

@@ -128,6 +128,7 @@ class ClientUpdate(Event):
 
     TYPE: ClassVar[str] = "client_update"
     num_examples: int
+    client_name: str = ""  # the site's display name (client_id is Flower's node id)
     metrics: MetricDict = field(default_factory=dict)
     phase: str = "train"
     failed: bool = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -82,3 +83,9 @@ class ProducerSink(EventSink):
     def _send(self, ws: ClientConnection, text: str) -> None:
         ws.send(text)
         self.sent += 1
+
+
+def producer_from_env() -> ProducerSink | None:
+    """A producer for the hub named in ``PNEUMOFL_HUB_URL``/``PNEUMOFL_HUB_SECRET``, or None when unset."""
+    url, secret = os.environ.get(HUB_URL_ENV, ""), os.environ.get(HUB_SECRET_ENV, "")
+    return ProducerSink(url, secret) if url and secret else None

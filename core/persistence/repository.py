@@ -94,8 +94,13 @@ def create_run(
     source_path: str = "",
     federation_run_id: str | None = None,
     server_address: str | None = None,
+    owner_pid: int | None = None,
 ) -> int:
-    """Insert a run ``in_progress`` owned by this process (host and pid) and return its id."""
+    """Insert a run ``in_progress`` owned by this process (host and pid) and return its id.
+
+    ``owner_pid`` names a longer-lived owner: a Flower app process lives for one round, the node that
+    launched it for the whole federation (a run is marked interrupted once its owner is gone).
+    """
     result = session.execute(
         insert(runs_table)
         .values(
@@ -109,7 +114,7 @@ def create_run(
             federation_run_id=federation_run_id,
             server_address=server_address,
             host=socket.gethostname(),
-            pid=os.getpid(),
+            pid=owner_pid or os.getpid(),
         )
         .returning(runs_table.c.id)
     )
@@ -420,3 +425,26 @@ def list_rounds(session: Session, run_id: int) -> list[dict[str, Any]]:
 
 def _finite_or_none(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
+
+
+def find_federated_run(session: Session, federation_run_id: str, role: str, experiment_name: str) -> int | None:
+    """The id of this node's run in Flower run ``federation_run_id`` (a site's rounds all land in one run)."""
+    return session.execute(
+        select(runs_table.c.id)
+        .where(
+            runs_table.c.federation_run_id == federation_run_id,
+            runs_table.c.role == role,
+            runs_table.c.experiment_name == experiment_name,
+        )
+        .order_by(runs_table.c.id)
+    ).scalar()
+
+
+def federated_runs(session: Session, federation_run_id: str) -> list[RunRecord]:
+    """Every run (server and sites) recorded for Flower run ``federation_run_id``, server first."""
+    rows = session.execute(
+        select(runs_table)
+        .where(runs_table.c.federation_run_id == federation_run_id)
+        .order_by(runs_table.c.role.desc(), runs_table.c.id)
+    ).mappings()
+    return [RunRecord(**dict(r)) for r in rows]

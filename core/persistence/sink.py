@@ -129,7 +129,8 @@ class DatabaseSink(EventSink):
             self._round_starts[event.round_number] = event.timestamp
         elif isinstance(event, ClientUpdate):
             client = event.client_id or "unknown"
-            self._add(rows, ops=[lambda s: upsert_client(s, self.run_id, client, client)])
+            name = event.client_name or client
+            self._add(rows, ops=[lambda s: upsert_client(s, self.run_id, client, name)])
         elif isinstance(event, RoundMetrics):
             number = event.round_number or 0
             server, aggregated = dict(event.server_metrics), dict(event.aggregated_client_metrics)

@@ -9,7 +9,7 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from core.training.callbacks import (
 from core.training.evaluation import final_stats, predict
 
 log = logging.getLogger(__name__)
+LOCAL_STATE_PREFIXES = ("criterion.",)
 
 
 @dataclass
@@ -52,6 +53,7 @@ class RunResult:
     final_stats: dict[str, Any] = field(default_factory=dict)
     checkpoint_path: str | None = None
     error: str | None = None
+    weights: dict[str, torch.Tensor] | None = None  # the last epoch's weights, when asked for (federated rounds)
 
 
 @dataclass
@@ -74,7 +76,14 @@ def build_loaders(config: RunConfig, data: PreparedDataset) -> Loaders:
         return XrayDataset(samples, config.image_size, train=train, cache=config.cache_images)
 
     return Loaders(
-        train=DataLoader(dataset(data.train, True), shuffle=True, generator=generator, drop_last=False, **common),
+        # A last batch of one sample breaks BatchNorm in training: drop it (it is reshuffled next epoch).
+        train=DataLoader(
+            dataset(data.train, True),
+            shuffle=True,
+            generator=generator,
+            drop_last=len(data.train) % config.batch_size == 1,
+            **common,
+        ),
         val=DataLoader(dataset(data.val, False), shuffle=False, **common),
         test=DataLoader(dataset(data.test, False), shuffle=False, **common) if data.test else None,
     )
@@ -87,6 +96,22 @@ def positive_weight(data: PreparedDataset) -> float | None:
     return negatives / positives if positives and negatives else None
 
 
+def shared_weights(model: PneumoniaClassifier) -> dict[str, torch.Tensor]:
+    """The model's weights without the loss's buffers (a site's class balance is its own, not the model's)."""
+    return {k: v.detach().cpu() for k, v in model.state_dict().items() if not k.startswith(LOCAL_STATE_PREFIXES)}
+
+
+def load_shared_weights(model: PneumoniaClassifier, weights: Mapping[str, torch.Tensor]) -> None:
+    """Load weights from :func:`shared_weights`; anything else missing or unexpected is an error."""
+    missing, unexpected = model.load_state_dict(dict(weights), strict=False)
+    missing = [k for k in missing if not k.startswith(LOCAL_STATE_PREFIXES)]
+    if missing or unexpected:
+        raise PneumoFLError(
+            f"The received weights do not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]}); "
+            "every node must use the same backbone."
+        )
+
+
 def run_training(
     config: RunConfig,
     data: PreparedDataset,
@@ -96,6 +121,8 @@ def run_training(
     cancel: threading.Event | None = None,
     work_dir: str | Path | None = None,
     progress_bar: bool = False,
+    initial_weights: Mapping[str, torch.Tensor] | None = None,
+    keep_last_weights: bool = False,
 ) -> RunResult:
     """Train one model and publish every step of it as events to ``sink``.
 
@@ -115,6 +142,11 @@ def run_training(
         Where the best checkpoint is kept (a temporary folder when omitted).
     progress_bar
         Show Lightning's console progress bar (epoch, batch, loss, ETA).
+    initial_weights
+        Start from this state dict (a federated round starts from the global model).
+    keep_last_weights
+        Evaluate and return the last epoch's weights instead of the best checkpoint's (what a federated
+        client sends back: FedAvg averages where each site ended, not where it peaked).
 
     Returns
     -------
@@ -141,23 +173,26 @@ def run_training(
                 pos_weight=positive_weight(data) if config.class_weighting else None,
                 threshold=config.threshold,
             )
-            # Weights only: the optimiser's moments would triple every save, and only the weights are reused.
-            checkpoint = ModelCheckpoint(
-                dirpath=folder,
-                filename="best",
-                monitor=config.monitor,
-                mode=config.monitor_mode,
-                save_top_k=1,
-                save_weights_only=True,
-            )
+            if initial_weights is not None:
+                load_shared_weights(model, initial_weights)
             callbacks: list[pl.Callback] = [
                 CancelOnRequest(cancel),
                 LearningRateMonitor(sink, run_id),
                 BatchMetricsSampler(sink, run_id, config.batch_metrics_every, config.threshold),
                 GradientMonitor(sink, run_id, config.gradient_every),
                 collector,
-                checkpoint,
             ]
+            if not keep_last_weights:
+                # Weights only: the optimiser's moments would triple every save, and only the weights are reused.
+                checkpoint = ModelCheckpoint(
+                    dirpath=folder,
+                    filename="best",
+                    monitor=config.monitor,
+                    mode=config.monitor_mode,
+                    save_top_k=1,
+                    save_weights_only=True,
+                )
+                callbacks.append(checkpoint)
             if config.early_stopping_patience:
                 callbacks.append(
                     EventEarlyStopping(
@@ -191,6 +226,8 @@ def run_training(
             finally:
                 result.fit_seconds = time.monotonic() - fit_started
             result.status = "completed"
+            if keep_last_weights:
+                result.weights = shared_weights(model)
             result.final_stats = _best_checkpoint_stats(model, checkpoint, loaders, config.threshold, cancel)
         except RunCancelled:
             result.status = "cancelled"
@@ -229,13 +266,13 @@ def run_training(
 
 def _best_checkpoint_stats(
     model: PneumoniaClassifier,
-    checkpoint: ModelCheckpoint,
+    checkpoint: ModelCheckpoint | None,
     loaders: Loaders,
     threshold: float,
     cancel: threading.Event,
 ) -> dict[str, Any]:
-    """Reload the best checkpoint's weights and evaluate them on validation and test."""
-    if checkpoint.best_model_path:
+    """Reload the best checkpoint's weights (if any) and evaluate them on validation and test."""
+    if checkpoint is not None and checkpoint.best_model_path:
         state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["state_dict"])
     device = next(model.parameters()).device

@@ -1,0 +1,1 @@
+"""Flower federation: ServerApp/ClientApp, the strategy, and SuperLink/SuperNode process control."""

@@ -1,0 +1,119 @@
+"""A whole federation on this machine: one SuperLink and N SuperNodes on 127.0.0.1, each on its own partition.
+
+For trying federated training out (and for tests): the real deployment engine, insecure on loopback only.
+Every node records into the one database, so the Runs page shows the server's run and each site's run.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from core.data.demo import ensure_demo_dataset
+from core.errors import ConfigError
+from core.federated.control import RunStatus
+from core.federated.nodes import FederationOutcome, ServerNode, SiteNode
+from core.federated.settings import PARTITION_SCHEMES, FederationConfig, ServerSettings, SiteSettings
+
+
+class LocalFederation:
+    """Starts, runs and stops a one-machine federation.
+
+    Parameters
+    ----------
+    db_url
+        Where the server and every site record.
+    work_dir
+        Logs and Flower state.
+    sites
+        Number of sites (SuperNodes), 2 or more.
+    partition
+        ``iid`` or ``label-skew`` (flwr-datasets' IID and Dirichlet partitioners).
+    data_path
+        A dataset with train/val(/test) splits; None uses the built-in demo dataset. Sites partition its train
+        split; the server evaluates on its validation split, which no site trains on.
+    extra_env
+        For every Flower process (the local hub's URL and secret).
+    """
+
+    def __init__(
+        self,
+        db_url: str,
+        work_dir: Path,
+        *,
+        sites: int = 3,
+        partition: str = "iid",
+        data_path: str | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        if sites < 2:
+            raise ConfigError("A local federation needs at least 2 sites (--sites).")
+        if partition not in PARTITION_SCHEMES:
+            raise ConfigError(f"Unknown partition {partition!r}; choose one of {', '.join(PARTITION_SCHEMES)}.")
+        self.db_url, self.work_dir = db_url, work_dir
+        self.num_sites, self.partition = sites, partition
+        self.data_path = data_path
+        self.extra_env = dict(extra_env or {})
+        self.server: ServerNode | None = None
+        self.sites: list[SiteNode] = []
+
+    def start(self) -> None:
+        """Start the SuperLink, then one SuperNode per site."""
+        root = self.data_path or str(ensure_demo_dataset())
+        settings = ServerSettings(
+            db_url=self.db_url, eval_data=root, eval_split="val", address="127.0.0.1 (local federation)"
+        )
+        self.server = ServerNode(settings, self.work_dir / "server", extra_env=self.extra_env)
+        try:
+            self.server.start()
+            threads = max(1, (os.cpu_count() or 2) // self.num_sites)
+            for i in range(self.num_sites):
+                site = SiteSettings(
+                    site_name=f"site-{i + 1}",
+                    data_path=root,
+                    db_url=self.db_url,
+                    server_address=self.server.fleet_address,
+                    partition_id=i,
+                    num_partitions=self.num_sites,
+                    partition=self.partition,
+                    max_threads=threads,
+                )
+                node = SiteNode(
+                    site, self.server.fleet_address, self.work_dir / site.site_name, extra_env=self.extra_env
+                )
+                node.start()
+                self.sites.append(node)
+        except BaseException:
+            self.stop()
+            raise
+
+    def run(
+        self,
+        plan: FederationConfig,
+        *,
+        cancel: threading.Event | None = None,
+        on_submitted: Callable[[int], None] | None = None,
+        on_status: Callable[[RunStatus], None] | None = None,
+    ) -> FederationOutcome:
+        """Submit ``plan`` and wait for it to end (``cancel`` stops it)."""
+        assert self.server is not None, "start() first"
+        run_id = self.server.submit(plan)
+        if on_submitted is not None:
+            on_submitted(run_id)
+        return self.server.follow(run_id, cancel=cancel, on_status=on_status)
+
+    def stop(self) -> None:
+        """Stop every site, then the server (idempotent)."""
+        for node in self.sites:
+            node.stop()
+        if self.server is not None:
+            self.server.stop()
+
+    def __enter__(self) -> LocalFederation:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()

@@ -1,0 +1,314 @@
+"""The two node roles as process owners: a server node (SuperLink, fleet front, runs) and a site node (SuperNode)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.federated.control import FlowerControl, RunStatus
+from core.federated.processes import FlowerProcessError, ManagedProcess, flower_environment, free_port, wait_for_port
+from core.federated.settings import SERVER_SETTINGS_ENV, FederationConfig, ServerSettings, SiteSettings
+from core.persistence import Database
+from core.persistence.repository import federated_runs, finish_run
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Security:
+    """TLS and node authentication material (from ``pneumofl certs init``); ``None`` fields mean insecure."""
+
+    ca_cert: Path | None = None
+    server_cert: Path | None = None
+    server_key: Path | None = None
+
+    @property
+    def tls(self) -> bool:
+        """Whether TLS is on."""
+        return self.ca_cert is not None
+
+    @classmethod
+    def from_dir(cls, folder: Path) -> Security:
+        """The server's material in a ``certs init`` folder."""
+        return cls(folder / "ca.pem", folder / "server.pem", folder / "server.key")
+
+
+@dataclass
+class FederationOutcome:
+    """How a federation run ended, with the runs it recorded."""
+
+    flower_run_id: int
+    status: str  # completed, failed, cancelled
+    message: str = ""
+    server_run_id: int | None = None
+    site_run_ids: list[int] = field(default_factory=list)
+    inbound_bytes: int = 0
+    outbound_bytes: int = 0
+    seconds: float = 0.0
+
+
+class ServerNode:
+    """Owns the SuperLink (loopback only) and, when a public address is given, the TLS fleet front.
+
+    Parameters
+    ----------
+    settings
+        What the ServerApp reads (database, evaluation data).
+    work_dir
+        Logs, the SuperLink state and ``FLWR_HOME`` go here.
+    security
+        TLS material; with it, node authentication is on and sites must be enrolled.
+    public_host, public_port
+        Where sites connect (through the fleet front). Empty: loopback only (the local federation).
+    extra_env
+        Passed to the Flower processes (the hub URL and secret).
+    """
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        work_dir: Path,
+        *,
+        security: Security | None = None,
+        public_host: str = "",
+        public_port: int = 9092,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.settings, self.work_dir = settings, work_dir
+        self.security = security or Security()
+        self.public_host, self.public_port = public_host, public_port
+        if public_host and not self.security.tls:
+            raise FlowerProcessError(
+                f"Serving sites on {public_host} needs TLS: run `pneumofl certs init` and pass --certs "
+                "(--insecure is only for 127.0.0.1)."
+            )
+        self.port = 0
+        self.superlink: ManagedProcess | None = None
+        self.front = None
+        self.control: FlowerControl | None = None
+        self._extra_env = dict(extra_env or {})
+
+    @property
+    def fleet_address(self) -> str:
+        """``host:port`` sites connect to."""
+        if self.front is not None:
+            return f"{self.public_host}:{self.front.port}"
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the SuperLink (and the fleet front) and wait until they listen."""
+        home = self.work_dir / "flwr-home"
+        settings_file = self.settings.save(self.work_dir / "server-settings.json")
+        env = flower_environment(home, self._extra_env | {SERVER_SETTINGS_ENV: str(settings_file)})
+        self.port = free_port()
+        command = [
+            "flower-superlink",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--database",
+            str(self.work_dir / "superlink-state.db"),
+            "--disable-runtime-dependency-installation",
+        ]
+        sec = self.security
+        if sec.tls:
+            command += ["--ssl-certfile", str(sec.server_cert), "--ssl-keyfile", str(sec.server_key)]
+            command += ["--ssl-ca-certfile", str(sec.ca_cert), "--enable-supernode-auth"]
+        else:
+            command += ["--insecure"]
+        self.superlink = ManagedProcess("SuperLink", command, env, self.work_dir / "logs" / "superlink.log")
+        wait_for_port("127.0.0.1", self.port, self.superlink, timeout)
+        self.control = FlowerControl(home, self.port, env, sec.ca_cert)
+        if self.public_host:
+            from core.federated.fleet_front import FleetFront  # only a public server needs uvicorn/httpx here
+
+            self.front = FleetFront(
+                self.public_host,
+                self.public_port,
+                f"https://127.0.0.1:{self.port}",
+                sec.server_cert,
+                sec.server_key,
+                upstream_ca=sec.ca_cert,
+            )
+            self.front.start()
+
+    def alive(self) -> bool:
+        """Whether the SuperLink is running."""
+        return self.superlink is not None and self.superlink.alive()
+
+    def submit(self, plan: FederationConfig) -> int:
+        """Submit a federation run; return Flower's run id."""
+        if self.control is None:
+            raise FlowerProcessError("Start the server before submitting a run.")
+        return self.control.submit(plan.validate().run_config(), self.work_dir)
+
+    def follow(
+        self,
+        flower_run_id: int,
+        *,
+        cancel: threading.Event | None = None,
+        on_status: Callable[[RunStatus], None] | None = None,
+        poll: float = 1.0,
+        status_every: float = 5.0,
+    ) -> FederationOutcome:
+        """Wait for the run to end; stop it if ``cancel`` is set; record how it ended.
+
+        The SuperLink dying fails the run; stopping it cancels the run. The database runs (server and, in a
+        local federation, the sites) left ``in_progress`` are closed with the outcome.
+        """
+        assert self.control is not None and self.superlink is not None
+        cancel = cancel or threading.Event()
+        started = time.monotonic()
+        last_check = 0.0
+        stop_sent = False
+        status = RunStatus(flower_run_id, "pending")
+        while True:
+            time.sleep(poll)
+            if not self.superlink.alive():
+                message = f"The SuperLink stopped unexpectedly (exit code {self.superlink.popen.returncode})."
+                return self._close(flower_run_id, "failed", message, status, started)
+            if cancel.is_set() and not stop_sent:
+                with contextlib.suppress(FlowerProcessError):
+                    self.control.stop(flower_run_id)
+                stop_sent = True
+            if time.monotonic() - last_check < (poll if stop_sent else status_every):
+                continue
+            last_check = time.monotonic()
+            try:
+                status = self.control.status(flower_run_id)
+            except FlowerProcessError as exc:
+                log.warning("cannot read the run status: %s", exc)
+                continue
+            if on_status is not None:
+                on_status(status)
+            if status.finished:
+                outcome = {"completed": "completed", "stopped": "cancelled"}.get(status.outcome, "failed")
+                if stop_sent:
+                    outcome = "cancelled"
+                message = "Stopped by the user." if outcome == "cancelled" else status.details
+                return self._close(flower_run_id, outcome, message, status, started)
+
+    def _close(
+        self, flower_run_id: int, status: str, message: str, last: RunStatus, started: float
+    ) -> FederationOutcome:
+        outcome = FederationOutcome(
+            flower_run_id,
+            status,
+            message if message not in ("", "N/A") else "",
+            inbound_bytes=last.inbound_bytes,
+            outbound_bytes=last.outbound_bytes,
+            seconds=time.monotonic() - started,
+        )
+        db = Database.open(self.settings.db_url)
+        try:
+            with db.begin() as session:
+                runs = federated_runs(session, str(flower_run_id))
+                for run in runs:
+                    if run.role == "server":
+                        outcome.server_run_id = run.id
+                        if run.status != "in_progress" and status == "completed":
+                            outcome.status = run.status  # e.g. the ServerApp recorded a failed round
+                            outcome.message = run.error_message or outcome.message
+                    else:
+                        outcome.site_run_ids.append(run.id)
+                for run in runs:
+                    if run.status == "in_progress":
+                        finish_run(session, run.id, status=outcome.status, error_message=outcome.message or None)
+        finally:
+            db.close()
+        return outcome
+
+    def stop(self) -> None:
+        """Stop the fleet front and the SuperLink with everything it started."""
+        if self.front is not None:
+            self.front.stop()
+            self.front = None
+        if self.superlink is not None:
+            self.superlink.stop()
+
+
+class SiteNode:
+    """Owns one SuperNode: a site connected to a SuperLink, training with PneumoFL's ClientApp.
+
+    Parameters
+    ----------
+    site
+        The site's own settings (its node config).
+    superlink
+        The fleet address, ``host:port``.
+    work_dir
+        Logs and ``FLWR_HOME``.
+    root_certificates
+        The federation CA (TLS); None connects insecurely (loopback only).
+    private_key
+        The site's node key (node authentication).
+    extra_env
+        Passed to the SuperNode (the hub URL and secret).
+    """
+
+    def __init__(
+        self,
+        site: SiteSettings,
+        superlink: str,
+        work_dir: Path,
+        *,
+        root_certificates: Path | None = None,
+        private_key: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        host = superlink.rsplit(":", 1)[0].strip("[]")
+        if root_certificates is None and host not in ("127.0.0.1", "localhost", "::1"):
+            raise FlowerProcessError(
+                f"Connecting to {superlink} needs TLS: pass the federation's CA certificate (--ca). "
+                "--insecure is only for 127.0.0.1."
+            )
+        self.site, self.superlink_address, self.work_dir = site, superlink, work_dir
+        self.root_certificates, self.private_key = root_certificates, private_key
+        self._extra_env = dict(extra_env or {})
+        self.process: ManagedProcess | None = None
+
+    def start(self) -> None:
+        """Start the SuperNode (it keeps retrying until the SuperLink answers)."""
+        env = flower_environment(self.work_dir / "flwr-home", self._extra_env)
+        command = [
+            "flower-supernode",
+            "--superlink",
+            self.superlink_address,
+            "--port",
+            str(free_port()),
+            "--node-config",
+            self.site.node_config(),
+        ]
+        if self.root_certificates is not None:
+            command += ["--root-certificates", str(self.root_certificates)]
+        else:
+            command += ["--insecure"]
+        if self.private_key is not None:
+            command += ["--auth-supernode-private-key", str(self.private_key)]
+        name = f"SuperNode {self.site.site_name}"
+        self.process = ManagedProcess(
+            name, command, env, self.work_dir / "logs" / f"supernode-{self.site.site_name}.log"
+        )
+
+    def alive(self) -> bool:
+        """Whether the SuperNode is running."""
+        return self.process is not None and self.process.alive()
+
+    def stop(self) -> None:
+        """Stop the SuperNode and any ClientApp it is running."""
+        if self.process is not None:
+            self.process.stop()
+
+    def kill(self) -> None:
+        """Kill the SuperNode and its ClientApp at once, as a crash or power cut would (fault tests)."""
+        if self.process is not None:
+            for proc in self.process.descendants():
+                with contextlib.suppress(Exception):
+                    proc.kill()
+            self.process.kill()
