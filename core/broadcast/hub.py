@@ -167,6 +167,7 @@ class BroadcastHub:
         self._failures: dict[str, tuple[int, float]] = {}
         self._server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.listeners: list[Callable[[Event], None]] = []  # in-process consumers (the console, the GUI)
         self.coalesced_events = 0  # batch-level samples dropped for slow viewers
         self.slow_disconnects = 0
 
@@ -247,6 +248,11 @@ class BroadcastHub:
             self.current = channel
         elif isinstance(event, TrainingEnd):
             channel.status = event.status
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("hub listener failed on %s", event.TYPE)
         seq = channel.next_seq
         channel.append(event.TYPE, envelope(event, seq))
         for viewer in list(channel.subscribers):

@@ -71,9 +71,7 @@ class FlowerControl:
     def _flwr(self, *args: str, timeout: float = 120.0) -> dict[str, Any]:
         command = ["flwr", *args, "--format", "json"]
         try:
-            done = subprocess.run(
-                command, env=self.env, capture_output=True, text=True, timeout=timeout, check=False
-            )
+            done = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=timeout, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise FlowerProcessError(f"`flwr {args[0]}` did not complete: {exc}") from exc
         try:

@@ -17,7 +17,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -61,6 +61,9 @@ class FleetFront:
         Server certificate and key; both None serves plain HTTP, allowed on loopback only (tests).
     upstream_ca : Path or None
         CA that signed the SuperLink's certificate, when ``upstream_url`` is https.
+    tap : callable or None
+        Called as ``tap(path, request_body, response_body)`` for every forwarded exchange, on the front's
+        thread: what crosses the site boundary, for traffic accounting and audits. Must be quick.
     """
 
     def __init__(
@@ -71,7 +74,9 @@ class FleetFront:
         certfile: Path | None,
         keyfile: Path | None,
         upstream_ca: Path | None = None,
+        tap: Callable[[str, bytes, bytes], None] | None = None,
     ) -> None:
+        self.tap = tap
         if (certfile is None) != (keyfile is None):
             raise ValueError("Give both a certificate and a key file for the fleet front, or neither.")
         if certfile is None and not _is_loopback(listen_host):
@@ -181,9 +186,10 @@ class FleetFront:
     async def _forward(self, request: Request) -> Response:
         assert self._client is not None  # set by the lifespan before the first request
         headers = _without(request.headers.raw, _DROP_REQUEST, request.headers.get("connection", ""))
+        content = await request.body()
         try:
             upstream_request = self._client.build_request(
-                "POST", self._upstream + request.scope["path"], headers=headers, content=await request.body()
+                "POST", self._upstream + request.scope["path"], headers=headers, content=content
             )
             upstream = await self._client.send(upstream_request, stream=True)
             try:
@@ -196,6 +202,11 @@ class FleetFront:
         except httpx.HTTPError as exc:
             logger.warning("Fleet front could not reach the SuperLink at %s: %s", self._upstream, exc)
             return PlainTextResponse("SuperLink unavailable\n", status_code=502)
+        if self.tap is not None:
+            try:
+                self.tap(request.scope["path"], content, body)
+            except Exception:
+                logger.exception("fleet front tap failed")
         response = Response(body, status_code=upstream.status_code)
         response.raw_headers.extend(
             _without(upstream.headers.raw, _DROP_RESPONSE, upstream.headers.get("connection", ""))

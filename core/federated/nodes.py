@@ -65,6 +65,8 @@ class ServerNode:
         TLS material; with it, node authentication is on and sites must be enrolled.
     public_host, public_port
         Where sites connect (through the fleet front). Empty: loopback only (the local federation).
+    port
+        The SuperLink's loopback port (0 picks a free one).
     extra_env
         Passed to the Flower processes (the hub URL and secret).
     """
@@ -77,9 +79,12 @@ class ServerNode:
         security: Security | None = None,
         public_host: str = "",
         public_port: int = 9092,
+        port: int = 0,
         extra_env: dict[str, str] | None = None,
+        tap: Callable[[str, bytes, bytes], None] | None = None,
     ) -> None:
         self.settings, self.work_dir = settings, work_dir
+        self.tap = tap
         self.security = security or Security()
         self.public_host, self.public_port = public_host, public_port
         if public_host and not self.security.tls:
@@ -87,7 +92,7 @@ class ServerNode:
                 f"Serving sites on {public_host} needs TLS: run `pneumofl certs init` and pass --certs "
                 "(--insecure is only for 127.0.0.1)."
             )
-        self.port = 0
+        self.port = port
         self.superlink: ManagedProcess | None = None
         self.front = None
         self.control: FlowerControl | None = None
@@ -105,7 +110,7 @@ class ServerNode:
         home = self.work_dir / "flwr-home"
         settings_file = self.settings.save(self.work_dir / "server-settings.json")
         env = flower_environment(home, self._extra_env | {SERVER_SETTINGS_ENV: str(settings_file)})
-        self.port = free_port()
+        self.port = self.port or free_port()
         command = [
             "flower-superlink",
             "--host",
@@ -135,6 +140,7 @@ class ServerNode:
                 sec.server_cert,
                 sec.server_key,
                 upstream_ca=sec.ca_cert,
+                tap=self.tap,
             )
             self.front.start()
 

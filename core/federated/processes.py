@@ -8,6 +8,7 @@ collected with psutil before anything is signalled.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -23,6 +25,7 @@ import psutil
 from core.errors import PneumoFLError
 
 LOG_TAIL_CHARS = 4000
+_LIVE: weakref.WeakSet[ManagedProcess] = weakref.WeakSet()
 
 
 class FlowerProcessError(PneumoFLError):
@@ -80,6 +83,7 @@ class ManagedProcess:
             except OSError as exc:
                 raise FlowerProcessError(f"Cannot start the {name} ({argv[0]}): {exc}.") from exc
         self._tree: set[int] = {self.popen.pid}
+        _LIVE.add(self)
 
     @property
     def pid(self) -> int:
@@ -158,3 +162,11 @@ def wait_for_port(host: str, port: int, process: ManagedProcess, timeout: float 
         f"The {process.name} did not listen on {host}:{port} within {timeout:.0f} s. "
         f"Its log ({process.log_path}) ends with:\n{process.log_tail()}"
     )
+
+
+@atexit.register
+def stop_all() -> None:
+    """Stop every child still running: however this process ends normally, it leaves no Flower process behind."""
+    for process in list(_LIVE):
+        with contextlib.suppress(Exception):
+            process.stop(timeout=3.0)

@@ -1,0 +1,110 @@
+"""Join a federation as a site: validate the local images, start the SuperNode, train when the server asks.
+
+Examples
+--------
+  pneumofl client join --server fl.hospital.example:9092 --data ~/xrays --ca ca.pem --key north.key --name north
+  pneumofl client join --server 127.0.0.1:9092 --data ~/xrays --insecure          # one-machine trials only
+
+Only the model's weights and aggregate numbers leave this machine: never an image, a path or a patient
+identifier. Every round is recorded in this site's database (one run linked to the federation). Ctrl-C leaves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+from core.config import RunConfig
+from core.federated.console import FederationConsole
+from core.federated.settings import SiteSettings
+from core.persistence import default_database_url
+from desktop.cli.common import CommandError, add_db_option, open_db
+from desktop.cli.federate import stop_on_interrupt
+from desktop.cli.live import run_with_live_events
+from desktop.cli.serving import add_serve_options, parse_address
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add ``client join``."""
+    client = commands.add_parser("client", help="take part in a federation as a site")
+    actions = client.add_subparsers(dest="client_command", metavar="ACTION", required=True)
+    p = actions.add_parser(
+        "join",
+        help="join a federation server",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--server", metavar="HOST:PORT", required=True, help="the federation server's address")
+    p.add_argument("--data", metavar="PATH", required=True, help="this site's labelled images (folder or CSV)")
+    p.add_argument("--name", default=socket.gethostname(), help="this site's name as the server shows it")
+    sec = p.add_mutually_exclusive_group()
+    sec.add_argument("--ca", metavar="CA.pem", help="the federation's CA certificate (from the server's admin)")
+    sec.add_argument("--insecure", action="store_true", help="no TLS: only for a server on 127.0.0.1")
+    p.add_argument("--key", metavar="NODE_KEY", help="this site's private node key (nodes/<site>.key)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for training (default: all)")
+    p.add_argument("--work-dir", metavar="DIR", help="logs and Flower state (default: a folder in the user data dir)")
+    add_serve_options(p)
+    add_db_option(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate, start the SuperNode and stay until Ctrl-C (or until the SuperNode stops)."""
+    from core.federated.nodes import SiteNode
+    from core.training.recorded import prepare_data
+    from desktop.cli.federate import default_work_dir
+
+    host, _port = parse_address(args.server)
+    if args.insecure and host not in ("127.0.0.1", "localhost", "::1"):
+        raise CommandError(f"--insecure is only for a server on 127.0.0.1, not {host}: ask for the CA file (--ca).")
+    if not args.insecure and not args.ca:
+        raise CommandError("Give the federation's CA certificate with --ca (or --insecure for a 127.0.0.1 trial).")
+    for flag, value in (("--ca", args.ca), ("--key", args.key)):
+        if value and not Path(value).expanduser().is_file():
+            raise CommandError(f"{flag} {value} does not exist.")
+    print("Checking this site's images...", file=sys.stderr)
+    data = prepare_data(RunConfig(experiment_name=args.name, data_path=str(Path(args.data).expanduser())))
+    print(data.summary.format(), file=sys.stderr)
+    open_db(args).close()
+    site = SiteSettings(
+        site_name=args.name,
+        data_path=str(Path(args.data).expanduser()),
+        db_url=args.db or default_database_url(),
+        server_address=args.server,
+        max_threads=args.threads,
+    )
+    work_dir = Path(args.work_dir).expanduser() if args.work_dir else default_work_dir(f"site-{args.name}")
+    leave = threading.Event()
+
+    def work(env: dict[str, str]) -> int:
+        node = SiteNode(
+            site,
+            args.server,
+            work_dir,
+            root_certificates=Path(args.ca).expanduser() if args.ca else None,
+            private_key=Path(args.key).expanduser() if args.key else None,
+            extra_env=env,
+        )
+        node.start()
+        print(
+            f"Site '{args.name}' connected to {args.server}; training when the server asks (Ctrl-C leaves).",
+            file=sys.stderr,
+        )
+        try:
+            while node.alive() and not leave.is_set():
+                time.sleep(0.5)
+            if not node.alive():
+                raise CommandError(
+                    f"The SuperNode stopped. Its log ({work_dir / 'logs'}) ends with:\n{node.process.log_tail(1500) if node.process else ''}",
+                    1,
+                )
+        finally:
+            node.stop()
+        return 0
+
+    with stop_on_interrupt(leave):
+        return run_with_live_events(args, work, [FederationConsole(sites=True).handle])

@@ -1,0 +1,56 @@
+"""Live events of Flower app processes for CLI commands: a loopback hub they push to, and local listeners.
+
+The ServerApp and ClientApps run in processes Flower starts; they push events to a hub on 127.0.0.1 with a
+per-command secret (in their environment, never in a Flower message). ``--serve`` re-broadcasts to viewers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import sys
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from core.broadcast import BroadcastHub
+from core.broadcast.producer import HUB_SECRET_ENV, HUB_URL_ENV
+from core.events import Event
+from desktop.cli.common import CommandError
+from desktop.cli.serving import _let_viewers_catch_up, hub_from_args
+
+T = TypeVar("T")
+
+
+def run_with_live_events(
+    args: argparse.Namespace,
+    work: Callable[[dict[str, str]], T],
+    listeners: Sequence[Callable[[Event], None]] = (),
+) -> T:
+    """Run ``work(env)`` in a thread while a loopback hub collects the events of the processes given ``env``."""
+    secret = secrets.token_urlsafe(32)
+    collector = BroadcastHub("127.0.0.1", 0, secrets.token_urlsafe(32), producer_secret=secret)
+    public = hub_from_args(args)
+    collector.listeners.extend(listeners)
+    if public is not None:
+        collector.listeners.append(public.publish)
+
+    async def main() -> T:
+        await collector.start()
+        try:
+            if public is not None:
+                try:
+                    await public.start()
+                except OSError as exc:
+                    raise CommandError(f"Cannot serve on {public.host}:{public.port}: {exc.strerror or exc}.") from None
+                print(f"Streaming live events at {public.url} (viewers need: pneumofl token show).", file=sys.stderr)
+            env = {HUB_URL_ENV: collector.url, HUB_SECRET_ENV: secret}
+            return await asyncio.to_thread(work, env)
+        finally:
+            await asyncio.sleep(0.5)  # the last events of the app processes
+            if public is not None:
+                await _let_viewers_catch_up(public)
+                await public.stop()
+            await collector.stop()
+
+    return asyncio.run(main())

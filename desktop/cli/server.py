@@ -1,0 +1,115 @@
+r"""Run this machine as the federation's server: start the SuperLink, enrol sites, run the plan, stop.
+
+Examples
+--------
+  pneumofl certs init --out fed-certs --server-host fl.hospital.example --sites north south
+  pneumofl server start --certs fed-certs --listen 0.0.0.0:9092 --enrol fed-certs/nodes/north.pub \\
+      --enrol fed-certs/nodes/south.pub --eval-data ~/held-out --rounds 5 --local-epochs 2 --min-sites 2
+  pneumofl server start --insecure --listen 127.0.0.1:9092 --eval-data ~/held-out   # one-machine trials only
+
+Outside loopback the SuperLink listens on 127.0.0.1 only: sites reach it through a TLS front that forwards the
+Fleet API and nothing else (run submission is unauthenticated in Flower's open-source build). Only enrolled
+sites (their public node keys) may connect. Each round waits up to --round-timeout for --min-sites sites.
+Ctrl-C stops the run; it is recorded as cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from pathlib import Path
+
+from core.federated.console import FederationConsole
+from core.federated.nodes import FederationOutcome, Security
+from core.federated.settings import ServerSettings
+from core.persistence import default_database_url
+from desktop.cli.common import CommandError, add_db_option, open_db
+from desktop.cli.federate import add_plan_options, build_plan, default_work_dir, report, stop_on_interrupt
+from desktop.cli.live import run_with_live_events
+from desktop.cli.serving import add_serve_options, parse_address
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add ``server start``."""
+    server = commands.add_parser("server", help="run this machine as a federation server")
+    actions = server.add_subparsers(dest="server_command", metavar="ACTION", required=True)
+    p = actions.add_parser(
+        "start",
+        help="start the SuperLink and run a federation",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--eval-data", metavar="PATH", required=True, help="the server's held-out labelled images")
+    p.add_argument(
+        "--listen", metavar="HOST:PORT", default="0.0.0.0:9092", help="where sites connect (default 0.0.0.0:9092)"
+    )
+    sec = p.add_mutually_exclusive_group()
+    sec.add_argument(
+        "--certs", metavar="DIR", help="the folder `pneumofl certs init` wrote (TLS + node authentication)"
+    )
+    sec.add_argument("--insecure", action="store_true", help="no TLS, no node authentication: 127.0.0.1 only")
+    p.add_argument("--enrol", metavar="KEY.pub", action="append", default=[], help="a site's public node key (repeat)")
+    add_plan_options(p)
+    p.add_argument("--work-dir", metavar="DIR", help="logs and Flower state (default: a folder in the user data dir)")
+    add_serve_options(p)
+    add_db_option(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the server node, enrol the given sites, run the plan and stop."""
+    from core.federated.nodes import ServerNode
+
+    host, port = parse_address(args.listen)
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    if args.insecure and not loopback:
+        raise CommandError(f"--insecure is only for 127.0.0.1, not {host}: run `pneumofl certs init` and pass --certs.")
+    if not args.insecure and not args.certs:
+        raise CommandError("Give --certs DIR (from `pneumofl certs init`), or --insecure for a 127.0.0.1 trial.")
+    security = Security.from_dir(Path(args.certs).expanduser()) if args.certs else Security()
+    for path in (security.ca_cert, security.server_cert, security.server_key):
+        if path is not None and not path.is_file():
+            raise CommandError(f"{path} is missing: run `pneumofl certs init --out {args.certs}` first.")
+    keys = [Path(k).expanduser() for k in args.enrol]
+    for key in keys:
+        if not key.is_file():
+            raise CommandError(f"Site key {key} does not exist (sites' public keys are nodes/<site>.pub).")
+    if keys and not security.tls:
+        raise CommandError("--enrol needs --certs: sites are only authenticated over TLS.")
+    plan = build_plan(args, default_min_sites=2)
+    eval_data = Path(args.eval_data).expanduser()
+    if not eval_data.exists():
+        raise CommandError(f"--eval-data {eval_data} does not exist.")
+    open_db(args).close()
+    settings = ServerSettings(db_url=args.db or default_database_url(), eval_data=str(eval_data), address=args.listen)
+    work_dir = Path(args.work_dir).expanduser() if args.work_dir else default_work_dir("server")
+    cancel = threading.Event()
+    console = FederationConsole()
+
+    def work(env: dict[str, str]) -> FederationOutcome:
+        node = ServerNode(
+            settings,
+            work_dir,
+            security=security,
+            public_host="" if args.insecure else host,
+            public_port=port,
+            port=port if args.insecure else 0,
+            extra_env=env,
+        )
+        try:
+            node.start()
+            assert node.control is not None
+            for key in keys:
+                node.control.register_node(key, name=key.stem)
+                print(f"Enrolled site {key.stem} ({key}).", file=sys.stderr)
+            print(f"Sites connect to {node.fleet_address} (logs in {work_dir}).", file=sys.stderr)
+            run_id = node.submit(plan)
+            print(f"Submitted Flower run {run_id}; waiting for {plan.min_sites} site(s)...", file=sys.stderr)
+            return node.follow(run_id, cancel=cancel)
+        finally:
+            node.stop()
+
+    with stop_on_interrupt(cancel):
+        outcome = run_with_live_events(args, work, [console.handle])
+    return report(outcome)

@@ -1,0 +1,110 @@
+"""Fixtures for tests with real Flower processes: tiny data, a tiny plan, a hub collecting live events."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from core.broadcast import BroadcastHub
+from core.broadcast.producer import HUB_SECRET_ENV, HUB_URL_ENV
+from core.config import RunConfig
+from core.events import Event
+from core.federated.settings import FederationConfig
+from tests.imaging import write_folder_dataset
+
+
+@pytest.fixture(scope="session")
+def fl_data(tmp_path_factory) -> Path:
+    """Tiny 32 px images in train/val/test folders: sites share out train, the server evaluates on val."""
+    return write_folder_dataset(tmp_path_factory.mktemp("fl-xrays"), per_class=24, size=32, splits=True)
+
+
+def tiny_plan(**overrides) -> FederationConfig:
+    """Two rounds of one epoch of a small CNN on 32 px images, one thread per site."""
+    training = RunConfig(
+        experiment_name="fl-test",
+        backbone="small_cnn",
+        image_size=32,
+        batch_size=8,
+        batch_metrics_every=1,
+        gradient_every=1,
+        val_fraction=0.25,
+        test_fraction=0.25,
+        max_threads=1,
+    )
+    values = {"name": "fl-test", "rounds": 2, "local_epochs": 1, "min_sites": 2, "round_timeout": 60.0}
+    return FederationConfig(training=training, **(values | overrides))
+
+
+class HubThread:
+    """A real hub on 127.0.0.1 in its own event-loop thread, recording every event producers push."""
+
+    def __init__(self) -> None:
+        self.secret = secrets.token_urlsafe(16)
+        self.hub = BroadcastHub("127.0.0.1", 0, "viewer-token", producer_secret=self.secret)
+        self.events: list[Event] = []
+        self.hub.listeners.append(self.events.append)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> HubThread:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.hub.start(), self.loop).result(10)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.hub.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What Flower processes need to push here."""
+        return {HUB_URL_ENV: self.hub.url, HUB_SECRET_ENV: self.secret}
+
+    def of_type(self, kind: type) -> list:
+        """The events of one type, in arrival order."""
+        return [e for e in list(self.events) if isinstance(e, kind)]
+
+
+@pytest.fixture
+def hub() -> Iterator[HubThread]:
+    with HubThread() as running:
+        yield running
+
+
+def processes_under(folder: Path) -> list[psutil.Process]:
+    """Live processes whose FLWR_HOME is inside ``folder`` (every Flower process a node under it started)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            home = proc.environ().get("FLWR_HOME", "")
+            if home.startswith(str(folder)) and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.fixture
+def no_orphans(tmp_path) -> Iterator[Path]:
+    """A work folder for nodes; the test fails if any Flower process started under it outlives the test."""
+    work = tmp_path / "fl-work"
+    try:
+        yield work
+    finally:
+        left = processes_under(work)
+        names = []
+        for proc in left:
+            try:
+                names.append(" ".join(proc.cmdline()[:2]))
+                proc.kill()
+            except psutil.Error:
+                continue
+        assert not names, f"Flower processes outlived the test: {names}"
