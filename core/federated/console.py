@@ -44,7 +44,7 @@ class FederationConsole(EventSink):
                 self._say(f"  {name} FAILED after {waited:.0f} s: {event.error}")
             else:
                 self._say(
-                    f"  {name} returned {event.num_examples} images' update after {waited:.0f} s: {_brief(event.metrics)}"
+                    f"  {name} sent its update ({event.num_examples} images) after {waited:.0f} s: {_brief(event.metrics)}"
                 )
         elif isinstance(event, RoundMetrics):
             label = "initial model" if event.round_number == 0 else f"Round {event.round_number}"

@@ -83,6 +83,7 @@ class ManagedProcess:
             except OSError as exc:
                 raise FlowerProcessError(f"Cannot start the {name} ({argv[0]}): {exc}.") from exc
         self._tree: set[int] = {self.popen.pid}
+        self.home = env.get("FLWR_HOME", "")
         _LIVE.add(self)
 
     @property
@@ -132,12 +133,28 @@ class ManagedProcess:
             self.popen.kill()
             self.popen.wait(timeout=timeout)
         psutil.wait_procs(left, timeout=1.0)
+        # A helper spawned while we were stopping was orphaned before we saw it: find it by its FLWR_HOME.
+        strays = [p for p in processes_with_home(self.home) if p.pid != os.getpid()] if self.home else []
+        for proc in strays:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(strays, timeout=1.0)
 
     def kill(self) -> None:
         """SIGKILL the child alone (its children are left to notice), as a crash would. For fault tests."""
         self.descendants()
         self.popen.kill()
         self.popen.wait()
+
+
+def processes_with_home(home: str) -> list[psutil.Process]:
+    """Running processes whose ``FLWR_HOME`` is ``home`` (every Flower process of one node)."""
+    found = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if proc.environ().get("FLWR_HOME") == home and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+    return found
 
 
 def wait_for_port(host: str, port: int, process: ManagedProcess, timeout: float = 30.0) -> None:
