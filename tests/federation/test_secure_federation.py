@@ -3,7 +3,6 @@ submitted through the exposed address, and nothing but weights and numbers cross
 
 from __future__ import annotations
 
-
 import pytest
 
 from core.events import ClientUpdate
