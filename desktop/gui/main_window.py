@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+
+import platformdirs
 
 from PySide6.QtCore import QSettings
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
@@ -11,6 +14,7 @@ from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget, QVBoxLayout, QWid
 from core.broadcast import BroadcastHub, HubSink
 from core.errors import PneumoFLError
 from core.persistence import Database
+from desktop.gui.federation_page import FederationPage
 from desktop.gui.preferences import PreferencesDialog
 from desktop.gui.remote_viewer import RemoteViewer
 from desktop.gui.runs_page import CompareView, RunsPage, RunViewer
@@ -20,6 +24,9 @@ from desktop.gui.widgets import MessageBanner
 from desktop.settings import FORM_FIELDS, Settings, save_settings
 
 log = logging.getLogger(__name__)
+
+
+PERMANENT_TABS = 3  # Training, Federation, Runs
 
 
 class MainWindow(QMainWindow):
@@ -49,9 +56,13 @@ class MainWindow(QMainWindow):
         self.training_page.run_finished.connect(lambda _id: self.runs_page.refresh())
         self.runs_page.open_requested.connect(self.open_run)
         self.runs_page.compare_requested.connect(self.compare_runs)
+        self.federation_page = FederationPage(self.db_url, Path(platformdirs.user_data_dir("pneumofl")) / "federation")
+        self.federation_page.extra_sinks = [HubSink(lambda: self.hub)]
+        self.federation_page.federation_finished.connect(lambda _outcome: self.runs_page.refresh())
         self.tabs.addTab(self.training_page, "Training")
+        self.tabs.addTab(self.federation_page, "Federation")
         self.tabs.addTab(self.runs_page, "Runs")
-        for i in range(2):  # the two pages stay
+        for i in range(PERMANENT_TABS):  # the pages stay
             self.tabs.tabBar().setTabButton(i, self.tabs.tabBar().ButtonPosition.RightSide, None)
 
         central = QWidget()
@@ -134,6 +145,7 @@ class MainWindow(QMainWindow):
             self.banner.hide()
             self._open_database()
             self.training_page.db_url = self.db_url
+            self.federation_page.db_url = self.db_url
             self.runs_page.set_database(self.db)
 
     def save_training_defaults(self) -> None:
@@ -167,7 +179,7 @@ class MainWindow(QMainWindow):
         self.tabs.setCurrentIndex(self.tabs.addTab(view, "Compare " + ", ".join(map(str, run_ids))))
 
     def _close_tab(self, index: int) -> None:
-        if index >= 2:
+        if index >= PERMANENT_TABS:
             widget = self.tabs.widget(index)
             self.tabs.removeTab(index)
             if isinstance(widget, RemoteViewer):
@@ -179,6 +191,9 @@ class MainWindow(QMainWindow):
         if self.training_page.running:
             self.statusBar().showMessage("Stopping the training run…")
             self.training_page.stop_and_wait()
+        if self.federation_page.running:
+            self.statusBar().showMessage("Stopping the federation…")
+        self.federation_page.shutdown()  # no Flower process outlives the app
         for i in range(self.tabs.count()):
             widget = self.tabs.widget(i)
             if isinstance(widget, RemoteViewer):

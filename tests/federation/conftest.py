@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import secrets
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
-from core.broadcast import BroadcastHub
-from core.broadcast.producer import HUB_SECRET_ENV, HUB_URL_ENV
+from core.broadcast.collector import EventCollector
 from core.config import RunConfig
 from core.events import Event
 from core.federated.settings import FederationConfig
@@ -42,31 +38,12 @@ def tiny_plan(**overrides) -> FederationConfig:
     return FederationConfig(training=training, **(values | overrides))
 
 
-class HubThread:
-    """A real hub on 127.0.0.1 in its own event-loop thread, recording every event producers push."""
+class HubThread(EventCollector):
+    """The app's collector, recording every event producers push, for assertions."""
 
     def __init__(self) -> None:
-        self.secret = secrets.token_urlsafe(16)
-        self.hub = BroadcastHub("127.0.0.1", 0, "viewer-token", producer_secret=self.secret)
         self.events: list[Event] = []
-        self.hub.listeners.append(self.events.append)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self) -> HubThread:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.hub.start(), self.loop).result(10)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.hub.stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-
-    @property
-    def env(self) -> dict[str, str]:
-        """What Flower processes need to push here."""
-        return {HUB_URL_ENV: self.hub.url, HUB_SECRET_ENV: self.secret}
+        super().__init__([self.events.append])
 
     def of_type(self, kind: type) -> list:
         """The events of one type, in arrival order."""

@@ -1,0 +1,125 @@
+"""The Federation page with real Flower processes: simulate, watch it live, stop by quitting; and bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.persistence import Database
+from core.persistence.repository import list_runs
+from desktop.gui.certs_dialog import CertsDialog
+from desktop.gui.federation_page import FederationPage
+from desktop.gui.main_window import MainWindow
+from desktop.settings import Settings
+from tests.federation.conftest import processes_under
+from tests.imaging import write_folder_dataset
+
+
+@pytest.fixture(scope="module")
+def split_data(tmp_path_factory) -> Path:
+    return write_folder_dataset(tmp_path_factory.mktemp("fl-gui"), per_class=20, size=32, splits=True)
+
+
+def small_plan(page: FederationPage, rounds: int) -> None:
+    page.sim_sites.setValue(2)
+    page.sim_plan["rounds"].setValue(rounds)
+    page.sim_plan["min_sites"].setValue(2)
+    page.sim_plan["timeout"].setValue(60)
+
+
+def test_simulated_federation_is_drawn_live_and_recorded(qtbot, tmp_path, split_data):
+    db_url = f"sqlite:///{tmp_path / 'runs.db'}"
+    page = FederationPage(db_url, tmp_path / "work")
+    qtbot.addWidget(page)
+    small_plan(page, rounds=1)
+    page.sim_data.setText(str(split_data))
+    try:
+        with qtbot.waitSignal(page.federation_finished, timeout=180_000) as finished:
+            page.sim_button.click()
+            assert not page.sim_button.isEnabled() and page.stop_button.isEnabled()
+        outcome = finished.args[0]
+        qtbot.waitUntil(lambda: page.dashboard.updates.rowCount() == 2, timeout=10_000)
+        page.dashboard.refresh()
+    finally:
+        page.shutdown()
+
+    assert outcome.status == "completed", outcome.message
+    assert "completed" in page.status.text()
+    xs, ys = page.dashboard.curve("val_auroc")
+    assert xs == [0.0, 1.0] and all(0.0 <= y <= 1.0 for y in ys)  # initial model, then round 1
+    assert sorted(page.dashboard.sites) == ["site-1", "site-2"]
+    statuses = [page.dashboard.updates.item(r, 6).text() for r in range(2)]
+    assert statuses == ["ok", "ok"]
+    assert processes_under(tmp_path / "work") == []
+    db = Database.open(db_url)
+    try:
+        with db.begin() as s:
+            assert sorted(r.role for r in list_runs(s, limit=10)) == ["client", "client", "server"]
+    finally:
+        db.close()
+
+
+def test_quitting_the_app_mid_federation_stops_every_process(qtbot, tmp_path, split_data):
+    db_url = f"sqlite:///{tmp_path / 'runs.db'}"
+    window = MainWindow(Settings(db_url=db_url), persist_settings=False)
+    qtbot.addWidget(window)
+    page = window.federation_page
+    small_plan(page, rounds=20)
+    page.sim_data.setText(str(split_data))
+    page.simulate()
+    qtbot.waitUntil(lambda: page.dashboard.updates.rowCount() >= 1, timeout=120_000)  # a round is under way
+    work = page.work_root
+    window.close()  # what File > Quit does
+
+    assert processes_under(work) == [], "Flower processes outlived the app"
+    db = Database.open(db_url)
+    try:
+        with db.begin() as s:
+            server = [r for r in list_runs(s, limit=10) if r.role == "server"]
+    finally:
+        db.close()
+    assert len(server) == 1 and server[0].status == "cancelled"
+
+
+def test_server_form_explains_what_is_missing(qtbot, tmp_path):
+    page = FederationPage(f"sqlite:///{tmp_path / 'runs.db'}", tmp_path / "work")
+    qtbot.addWidget(page)
+    page.show()
+    try:
+        page.start_server()
+        assert "evaluation images" in page.banner.text()
+        page.eval_data.setText(str(tmp_path))
+        page.start_server()
+        assert "certificates folder" in page.banner.text()
+        page.insecure.setChecked(True)
+        page.start_server()
+        assert "only listen on 127.0.0.1, not 0.0.0.0" in page.banner.text()
+        page.listen.setText("nonsense")
+        page.start_server()
+        assert "HOST:PORT" in page.banner.text()
+        page.join()
+        assert "server address" in page.banner.text()
+        page.join_server.setText("fl.example.org:9092")
+        page.join_data.setText(str(tmp_path))
+        page.join()
+        assert "needs TLS" in page.banner.text() and "127.0.0.1" in page.banner.text()
+        assert not page.running
+    finally:
+        page.shutdown()
+
+
+def test_certs_dialog_creates_material_and_says_what_goes_where(qtbot, tmp_path):
+    dialog = CertsDialog()
+    qtbot.addWidget(dialog)
+    dialog.folder.setText(str(tmp_path / "fed"))
+    dialog.create()
+    assert "server" in dialog.error.text() and dialog.created is None
+    dialog.hosts.setText("fl.example.org, 10.0.0.5")
+    dialog.sites.setText("north, south")
+    dialog.create()
+    assert dialog.created is not None and (tmp_path / "fed" / "nodes" / "south.key").is_file()
+    text = dialog.result.toPlainText()
+    assert "Site north: give it ca.pem and north.key" in text and "fingerprint" in text
+    dialog.create()  # again: refuses to overwrite, says how
+    assert "--force" in dialog.error.text() or "another directory" in dialog.error.text()
