@@ -6,7 +6,6 @@ import logging
 from pathlib import Path
 
 import platformdirs
-
 from PySide6.QtCore import QSettings
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget, QVBoxLayout, QWidget
