@@ -4,6 +4,7 @@ Runs two short demo trainings from the Training page and saves:
   training.png  the Training page mid-run (live dashboard)
   runs.png      the Runs page with both runs
   compare.png   the two runs overlaid on val_auroc
+  federation.png  the Federation page after a simulated 3-site, 3-round federation on the demo data
 
 Usage (Debian: apt-get install xvfb libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libxkbcommon-x11-0):
   xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python packaging/screenshots.py [OUT_DIR]
@@ -56,6 +57,15 @@ def main() -> None:
         page.start()
 
     def tick() -> None:
+        if state["phase"] == "federation":
+            fed = window.federation_page
+            if fed.last_outcome is not None and not fed.running:
+                timer.stop()
+                fed.dashboard.refresh()
+                app.processEvents()
+                save("federation.png")
+                window.close()
+            return
         val = page.dashboard.store["val_auroc"]
         if state["phase"] == "first" and not state["shot"] and len(val) >= 3:
             page.dashboard.refresh()
@@ -77,7 +87,13 @@ def main() -> None:
             window.tabs.currentWidget().metric.setCurrentText("val_auroc")
             app.processEvents()
             save("compare.png")
-            window.close()
+            state["phase"] = "federation"
+            fed = window.federation_page
+            window.tabs.setCurrentWidget(fed)
+            fed.sim_sites.setValue(3)
+            fed.sim_plan["rounds"].setValue(3)
+            fed.sim_plan["min_sites"].setValue(3)
+            fed.simulate()
 
     timer = QTimer()
     timer.timeout.connect(tick)

@@ -83,12 +83,12 @@ class FlowerControl:
             raise FlowerProcessError(f"`flwr {' '.join(args[:2])}` failed: {message}")
         return reply
 
-    def submit(self, run_config: dict[str, Any], work_dir: Path) -> int:
-        """Submit the PneumoFL app with ``run_config``; return Flower's run id."""
+    def submit(self, run_config: dict[str, Any], work_dir: Path, bundle: Path = BUNDLE_DIR) -> int:
+        """Submit the PneumoFL app (or another ``bundle``, e.g. a benchmark baseline); return Flower's run id."""
         work_dir.mkdir(parents=True, exist_ok=True)
         overrides = work_dir / "run_config.toml"
         overrides.write_text("".join(f"{k} = {_toml(v)}\n" for k, v in run_config.items()), encoding="utf-8")
-        reply = self._flwr("run", str(BUNDLE_DIR), CONNECTION, "--run-config", str(overrides))
+        reply = self._flwr("run", str(bundle), CONNECTION, "--run-config", str(overrides))
         return int(reply["run-id"])
 
     def status(self, run_id: int) -> RunStatus:

@@ -106,7 +106,12 @@ class ServerNode:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60.0) -> None:
-        """Start the SuperLink (and the fleet front) and wait until they listen."""
+        """Start the SuperLink (and the fleet front) and wait until they listen.
+
+        The database is opened (and migrated) here first: a bad URL fails before any process starts, and the
+        app processes never race to migrate a fresh database.
+        """
+        Database.open(self.settings.db_url).close()
         home = self.work_dir / "flwr-home"
         settings_file = self.settings.save(self.work_dir / "server-settings.json")
         env = flower_environment(home, self._extra_env | {SERVER_SETTINGS_ENV: str(settings_file)})
@@ -148,11 +153,13 @@ class ServerNode:
         """Whether the SuperLink is running."""
         return self.superlink is not None and self.superlink.alive()
 
-    def submit(self, plan: FederationConfig) -> int:
-        """Submit a federation run; return Flower's run id."""
+    def submit(self, plan: FederationConfig, bundle: Path | None = None) -> int:
+        """Submit a federation run (PneumoFL's app unless ``bundle`` names another); return Flower's run id."""
         if self.control is None:
             raise FlowerProcessError("Start the server before submitting a run.")
-        return self.control.submit(plan.validate().run_config(), self.work_dir)
+        if bundle is None:
+            return self.control.submit(plan.validate().run_config(), self.work_dir)
+        return self.control.submit(plan.validate().run_config(), self.work_dir, bundle)
 
     def follow(
         self,
@@ -281,6 +288,7 @@ class SiteNode:
 
     def start(self) -> None:
         """Start the SuperNode (it keeps retrying until the SuperLink answers)."""
+        Database.open(self.site.db_url).close()  # fail here, not in every round, on a bad URL
         env = flower_environment(self.work_dir / "flwr-home", self._extra_env)
         command = [
             "flower-supernode",
@@ -289,7 +297,7 @@ class SiteNode:
             "--port",
             str(free_port()),
             "--node-config",
-            self.site.node_config(),
+            str(self.site.write_node_config(self.work_dir / "node-config.toml")),
         ]
         if self.root_certificates is not None:
             command += ["--root-certificates", str(self.root_certificates)]

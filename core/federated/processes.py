@@ -42,6 +42,8 @@ def flower_environment(home: Path, extra: Mapping[str, str] | None = None) -> di
         "FLWR_TELEMETRY_ENABLED": "0",
         "FLWR_DISABLE_UPDATE_CHECK": "1",
         "PNEUMOFL_OWNER_PID": str(os.getpid()),
+        # SuperExec polls for new app tasks every second by default: a round waits for it on every node.
+        "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.2",
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("QT_QPA_PLATFORM_PLUGIN_PATH", None)

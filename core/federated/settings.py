@@ -139,6 +139,7 @@ class ServerSettings:
     def save(self, path: Path) -> Path:
         """Write the settings file the ServerApp reads."""
         path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)  # the database URL may hold a password
         path.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
         return path
 
@@ -180,9 +181,16 @@ class SiteSettings:
     partition: str = "iid"
     max_threads: int = 0
 
-    def node_config(self) -> str:
-        """``--node-config`` text for ``flower-supernode`` (TOML values, space separated)."""
-        return " ".join(f"{key.replace('_', '-')}={json.dumps(value)}" for key, value in asdict(self).items())
+    def write_node_config(self, path: Path) -> Path:
+        """Write the ``--node-config`` TOML file for ``flower-supernode``.
+
+        A file, not ``key=value`` text: Flower splits that text on spaces and quotes, which paths and site
+        names may contain. JSON's string escapes are valid TOML.
+        """
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [f"{key.replace('_', '-')} = {json.dumps(value)}" for key, value in asdict(self).items()]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return path
 
     @classmethod
     def from_node_config(cls, node_config: Mapping[str, Any]) -> SiteSettings:

@@ -324,9 +324,12 @@ class CompareView(QWidget):
         with self.db.begin() as session:
             for i, run_id in enumerate(self.run_ids):
                 run = get_run(session, run_id)
-                steps, values = metric_series(session, run_id, name)
+                # A federation server has no epochs: its global model is evaluated once per round.
+                server = run.role == "server"
+                steps, values = metric_series(session, run_id, name, "server_eval" if server else "epoch_end")
                 pen = pg.mkPen(PALETTE[i % len(PALETTE)], width=1)
-                label = f"Run {run_id} · {run.experiment_name} ({run.training_mode})"
+                kind = "federated server, per round" if server else run.training_mode
+                label = f"Run {run_id} · {run.experiment_name} ({kind})"
                 self.curves[run_id] = self.plot.plot(
                     steps, values, pen=pen, name=label, symbol="o", symbolSize=5, symbolBrush=PALETTE[i % len(PALETTE)]
                 )

@@ -118,3 +118,29 @@ def test_thousands_of_runs_load_page_by_page(qtbot, tmp_path):
         page.model.fetchMore()
     assert page.model.rowCount() == 1200
     db.close()
+
+
+def test_overlay_a_federated_server_run_with_a_centralized_run(qtbot, trained_db):
+    from core.events import RoundMetrics, TrainingEnd, TrainingStart
+    from core.persistence import DatabaseSink
+    from core.persistence.repository import create_run, delete_run
+
+    db, ids = trained_db
+    with db.begin() as session:
+        server_id = create_run(session, experiment_name="fed", training_mode="federated", role="server", config={})
+    sink = DatabaseSink(db, server_id)
+    sink.handle(TrainingStart(run_id=server_id, experiment_name="fed", training_mode="federated", role="server"))
+    for number, recall in ((0, 0.2), (1, 0.7), (2, 0.9)):
+        sink.handle(RoundMetrics(run_id=server_id, round_number=number, server_metrics={"val_recall": recall}))
+    sink.handle(TrainingEnd(run_id=server_id, status="completed", best_epoch=2, best_val_recall=0.9))
+    sink.close()
+    try:
+        view = CompareView(db, [ids[0], server_id])
+        qtbot.addWidget(view)
+        view.metric.setCurrentText("val_recall")
+        steps, values = view.curves[server_id].getData()
+        assert list(steps) == [0, 1, 2] and list(values) == pytest.approx([0.2, 0.7, 0.9])
+        assert len(view.curves[ids[0]].getData()[1]) == 2  # the centralized run's epochs, on the same chart
+    finally:
+        with db.begin() as session:
+            delete_run(session, server_id)

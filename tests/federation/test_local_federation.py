@@ -9,7 +9,9 @@ from core.persistence.repository import federated_runs, get_metrics, list_client
 from tests.federation.conftest import tiny_plan
 
 
-def test_two_sites_two_rounds_are_recorded_at_server_and_sites(db_url, fl_data, hub, no_orphans):
+def test_two_sites_two_rounds_are_recorded_at_server_and_sites(postgres_server, fl_data, hub, no_orphans):
+    # PostgreSQL, as a shared site would use; the fault, TLS and GUI federation tests record into SQLite.
+    db_url = postgres_server.create_database()
     plan = tiny_plan()
     with LocalFederation(db_url, no_orphans, sites=2, data_path=str(fl_data), extra_env=hub.env) as federation:
         outcome = federation.run(plan)

@@ -1,0 +1,114 @@
+"""A plain Flower app with the same model, data and schedule as PneumoFL's, and nothing else.
+
+The ClientApp trains with a bare torch loop (AdamW, BCE with the same class weighting); the ServerApp runs
+Flower's FedAvg and evaluates centrally with the same held-out set. It writes per-round wall times to the file
+named by ``PNEUMOFL_BENCH_OUT``. No Lightning callbacks, sinks, database or live events.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg
+from torch.utils.data import DataLoader
+
+from core.data import XrayDataset
+from core.federated.settings import FederationConfig, ServerSettings, SiteSettings
+from core.federated.site import prepare_site_data, site_training_config
+from core.model.backbones import build_backbone
+from core.training.recorded import prepare_data
+
+client = ClientApp()
+server = ServerApp()
+
+
+@client.train()
+def train(msg: Message, context: Context) -> Message:
+    """Train the global model for the local epochs with a bare loop."""
+    plan = FederationConfig.from_run_config(context.run_config)
+    site = SiteSettings.from_node_config(context.node_config)
+    config = site_training_config(plan, site)
+    if config.max_threads:
+        torch.set_num_threads(config.max_threads)
+    data = prepare_site_data(config, site)
+    torch.manual_seed(config.seed)
+    model = build_backbone(config.backbone)
+    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    positives = sum(s.label for s in data.train)
+    weight = torch.tensor((len(data.train) - positives) / max(positives, 1))
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=weight)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    loader = DataLoader(
+        XrayDataset(data.train, config.image_size, train=True),
+        batch_size=config.batch_size,
+        shuffle=True,
+        drop_last=len(data.train) % config.batch_size == 1,
+    )
+    model.train()
+    total = 0.0
+    for _ in range(plan.local_epochs):
+        for images, labels in loader:
+            optimiser.zero_grad()
+            loss = loss_fn(model(images).squeeze(1), labels)
+            loss.backward()
+            optimiser.step()
+            total += float(loss)
+    reply = RecordDict(
+        {
+            "arrays": ArrayRecord(model.state_dict()),
+            "metrics": MetricRecord({"num-examples": len(data.train), "train_loss": total / max(len(loader), 1)}),
+        }
+    )
+    return Message(content=reply, reply_to=msg)
+
+
+class TimedFedAvg(FedAvg):
+    """FedAvg that notes when each round starts (the span PneumoFL's rounds table records)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.started: dict[int, float] = {}
+
+    def configure_train(self, server_round, arrays, config, grid):
+        self.started[server_round] = time.time()
+        return super().configure_train(server_round, arrays, config, grid)
+
+
+@server.main()
+def main(grid: Grid, context: Context) -> None:
+    """FedAvg over the sites, central evaluation after every round."""
+    plan = FederationConfig.from_run_config(context.run_config)
+    settings = ServerSettings.from_env()
+    config = plan.training.with_overrides(data_path=settings.eval_data, demo=False)
+    held_out = getattr(prepare_data(config), settings.eval_split)
+    loader = DataLoader(XrayDataset(held_out, config.image_size, train=False), batch_size=config.batch_size)
+    torch.manual_seed(config.seed)
+    model = build_backbone(config.backbone)
+    strategy = TimedFedAvg(fraction_evaluate=0.0, min_train_nodes=plan.min_sites, min_available_nodes=plan.min_sites)
+    rounds: dict[int, float] = {}
+
+    @torch.inference_mode()
+    def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        model.load_state_dict(arrays.to_torch_state_dict())
+        model.eval()
+        correct = sum(int(((model(x).squeeze(1) > 0).float() == y).sum()) for x, y in loader)
+        if server_round in strategy.started:
+            rounds[server_round] = time.time() - strategy.started[server_round]
+        return MetricRecord({"accuracy": correct / max(len(held_out), 1)})
+
+    strategy.start(
+        grid=grid,
+        initial_arrays=ArrayRecord(model.state_dict()),
+        num_rounds=plan.rounds,
+        timeout=plan.round_timeout,
+        train_config=ConfigRecord({"num-rounds": plan.rounds}),
+        evaluate_fn=evaluate,
+    )
+    with open(os.environ["PNEUMOFL_BENCH_OUT"], "w", encoding="utf-8") as out:
+        json.dump({"round_seconds": [rounds[r] for r in sorted(rounds)]}, out)

@@ -1,0 +1,110 @@
+"""Federation overhead: the same rounds as a bare Flower app and as a PneumoFL federation, in one run.
+
+Both use Flower's deployment engine on 127.0.0.1 (one SuperLink, N SuperNodes), the same model, data partitions,
+local epochs, batch size and central evaluation. The bare app (tests/bench/bare_app) is a plain ClientApp with a
+torch loop and Flower's FedAvg: no Lightning callbacks, sinks, database or live events. The PneumoFL federation
+is what `pneumofl federate` runs, live events to a collector included.
+
+A round's wall time is measured the same way for both: from sending the global model (configure_train) to the
+end of the central evaluation of the new global model.
+
+Usage: .venv/bin/python tests/bench/fl_round.py [--sites 2] [--rounds 3] [--backbone resnet18] [--image-size 64]
+Last line: JSON with the per-round times of each, their means, the ratio (PneumoFL / bare; target <= 1.10),
+and bytes sent and received per site per round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from core.broadcast.collector import EventCollector
+from core.config import demo_config
+from core.data.demo import ensure_demo_dataset
+from core.federated.local import LocalFederation
+from core.federated.settings import FederationConfig
+from core.persistence import Database
+from core.persistence.repository import list_rounds
+
+BARE_APP = Path(__file__).parent / "bare_app"
+
+
+def run_variant(kind: str, plan: FederationConfig, sites: int, data: Path, work: Path) -> dict:
+    db_url = f"sqlite:///{work / 'runs.db'}"
+    timings = work / "bare-rounds.json"
+    collector = EventCollector([lambda _e: None])
+    env = {"PNEUMOFL_BENCH_OUT": str(timings)}
+    if kind == "pneumofl":
+        collector.start()
+        env |= collector.env
+    started = time.monotonic()
+    try:
+        with LocalFederation(db_url, work / "nodes", sites=sites, data_path=str(data), extra_env=env) as federation:
+            run_id = federation.server.submit(plan, BARE_APP if kind == "bare" else None)
+            outcome = federation.server.follow(run_id, poll=0.5, status_every=5.0)
+    finally:
+        collector.stop()
+    if outcome.status != "completed":
+        raise SystemExit(f"{kind} federation {outcome.status}: {outcome.message} (logs in {work})")
+    if kind == "bare":
+        rounds = json.loads(timings.read_text())["round_seconds"]
+    else:
+        db = Database.open(db_url)
+        with db.begin() as s:
+            rows = list_rounds(s, outcome.server_run_id)
+        db.close()
+        rounds = [(r["end_time"] - r["start_time"]).total_seconds() for r in rows if r["round_number"] > 0]
+    per_site_round = sites * plan.rounds
+    return {
+        "round_seconds": [round(x, 2) for x in rounds],
+        "mean_round_s": round(statistics.fmean(rounds), 2),
+        "total_s": round(time.monotonic() - started, 1),
+        "bytes_sent_per_site_round": outcome.inbound_bytes // per_site_round,
+        "bytes_received_per_site_round": outcome.outbound_bytes // per_site_round,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sites", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--local-epochs", type=int, default=1)
+    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--image-size", type=int, default=64)
+    args = parser.parse_args()
+    data = ensure_demo_dataset()
+    training = demo_config(experiment_name="bench", backbone=args.backbone, image_size=args.image_size, max_threads=1)
+    plan = FederationConfig(
+        name="bench", rounds=args.rounds, local_epochs=args.local_epochs, min_sites=args.sites, training=training
+    )
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="pneumofl-fl-bench-") as tmp:
+        for kind in ("bare", "pneumofl"):
+            print(f"running the {kind} federation...", file=sys.stderr, flush=True)
+            results[kind] = run_variant(kind, plan, args.sites, data, Path(tmp) / kind)
+            print(f"  {kind}: {results[kind]}", file=sys.stderr, flush=True)
+    ratio = results["pneumofl"]["mean_round_s"] / results["bare"]["mean_round_s"]
+    print(
+        f"per-round wall time: bare {results['bare']['mean_round_s']} s, PneumoFL {results['pneumofl']['mean_round_s']} s, ratio {ratio:.3f}"
+    )
+    summary = {
+        "sites": args.sites,
+        "rounds": args.rounds,
+        "backbone": args.backbone,
+        "image_size": args.image_size,
+        "bare": results["bare"],
+        "pneumofl": results["pneumofl"],
+        "ratio": round(ratio, 3),
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

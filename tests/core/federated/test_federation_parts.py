@@ -1,0 +1,142 @@
+"""The Flower-free parts of the federation: settings channels, round bookkeeping, aggregation, the console."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.common.config import parse_config_args
+
+from core.config import RunConfig
+from core.errors import ConfigError
+from core.events import BatchMetrics, ClientUpdate, EpochEnd, RoundMetrics, RoundStart, TrainingEnd, TrainingStart
+from core.federated.console import FederationConsole
+from core.federated.server_app import best_round
+from core.federated.settings import FederationConfig, ServerSettings, SiteSettings
+from core.federated.site import RoundSink
+from core.federated.strategy import weighted_metrics
+from core.sinks import ListSink
+
+
+def test_run_config_round_trips_and_carries_no_site_paths():
+    training = RunConfig(experiment_name="x", data_path="/site/secret/xrays", weights_path="", backbone="small_cnn")
+    plan = FederationConfig(name="lung", rounds=4, local_epochs=2, min_sites=3, round_timeout=90, training=training)
+    run_config = plan.run_config()
+    assert "/site/secret" not in str(run_config)  # what the SuperLink sends to every site
+    again = FederationConfig.from_run_config(run_config)
+    assert (again.rounds, again.local_epochs, again.min_sites, again.round_timeout) == (4, 2, 3, 90.0)
+    assert again.training.backbone == "small_cnn" and again.training.data_path == ""
+
+
+def test_node_config_survives_flowers_own_parser(tmp_path):
+    site = SiteSettings(
+        site_name='north "A"',
+        data_path="/data/x rays",
+        db_url="sqlite:////tmp/a b.db",
+        partition_id=1,
+        num_partitions=3,
+        partition="label-skew",
+        max_threads=2,
+    )
+    parsed = parse_config_args([str(site.write_node_config(tmp_path / "node-config.toml"))])
+    assert SiteSettings.from_node_config(parsed) == site
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"rounds": 0}, "rounds"),
+        ({"min_sites": 0}, "min sites"),
+        ({"round_timeout": 0}, "round timeout"),
+        ({"name": " "}, "name"),
+    ],
+)
+def test_bad_plan_names_the_setting(overrides, field):
+    with pytest.raises(ConfigError, match=field):
+        FederationConfig(**overrides).validate()
+
+
+def test_missing_settings_say_how_to_start_a_node(monkeypatch):
+    monkeypatch.delenv("PNEUMOFL_SERVER_SETTINGS", raising=False)
+    with pytest.raises(ConfigError, match="pneumofl server start"):
+        ServerSettings.from_env()
+    with pytest.raises(ConfigError, match=r"data-path.*pneumofl client join"):
+        SiteSettings.from_node_config({"site-name": "a", "db-url": "sqlite://"})
+
+
+def test_round_sink_numbers_epochs_and_steps_on_across_rounds():
+    inner = ListSink()
+    sink = RoundSink(inner, round_number=3, epoch_offset=4, step_offset=40)
+    sink.handle(TrainingStart(run_id=1, experiment_name="x"))
+    sink.handle(BatchMetrics(run_id=1, epoch=1, step=5, metrics={"train_loss": 0.5}))
+    sink.handle(EpochEnd(run_id=1, epoch=2, metrics={"train_loss": 0.4, "val_loss": 0.6}))
+    sink.handle(TrainingEnd(run_id=1, status="completed"))
+    batch, epoch = inner.events
+    assert (batch.epoch, batch.step, batch.round_number) == (5, 45, 3)
+    assert (epoch.epoch, epoch.round_number) == (6, 3)
+    assert sink.last_epoch_metrics == {"train_loss": 0.4, "val_loss": 0.6}
+
+
+def _reply(n: int, **metrics: float) -> RecordDict:
+    return RecordDict(
+        {
+            "arrays": ArrayRecord(),
+            "metrics": MetricRecord({"num-examples": n, **metrics}),
+            "site": ConfigRecord({"site-name": "s"}),
+        }
+    )
+
+
+def test_weighted_metrics_average_by_examples_and_tolerate_a_missing_metric():
+    merged = weighted_metrics([_reply(30, train_loss=1.0, val_auroc=0.9), _reply(10, train_loss=3.0)])
+    assert merged["train_loss"] == pytest.approx(1.5)
+    assert merged["val_auroc"] == pytest.approx(0.9)  # the site without an AUROC does not drag it down
+    assert "num-examples" not in merged
+
+
+def test_best_round_is_by_server_recall_then_auroc_never_round_zero():
+    history = {
+        0: {"val": {"recall": 1.0, "auroc": 0.5}},
+        1: {"val": {"recall": 0.8, "auroc": 0.9}},
+        2: {"val": {"recall": 0.8, "auroc": 0.95}},
+        3: {"val": {"recall": 0.7, "auroc": 0.99}},
+    }
+    assert best_round(history) == 2
+    assert best_round({0: {"val": {"recall": 1.0}}}) is None
+
+
+def test_console_tells_who_returned_what_and_when():
+    out = io.StringIO()
+    console = FederationConsole(out)
+    console.handle(TrainingStart(run_id=7, experiment_name="lung", role="server", total_epochs=2))
+    console.handle(RoundStart(run_id=7, round_number=1, num_clients=2, timestamp=100.0))
+    console.handle(
+        ClientUpdate(
+            run_id=7,
+            round_number=1,
+            client_id="11",
+            client_name="north",
+            num_examples=40,
+            metrics={"train_loss": 0.25},
+            timestamp=112.0,
+        )
+    )
+    console.handle(
+        ClientUpdate(
+            run_id=7,
+            round_number=1,
+            client_id="12",
+            client_name="south",
+            num_examples=0,
+            failed=True,
+            error="no reply within the round timeout (60 s)",
+            timestamp=160.0,
+        )
+    )
+    console.handle(RoundMetrics(run_id=7, round_number=1, server_metrics={"val_auroc": 0.91, "val_recall": 0.8}))
+    text = out.getvalue()
+    assert "Round 1: global model sent to 2 site(s)." in text
+    assert "north sent its update (40 images) after 12 s: train loss 0.250" in text
+    assert "south FAILED after 60 s: no reply within the round timeout" in text
+    assert "Round 1: server evaluation AUROC 0.910, sensitivity 0.800" in text
