@@ -112,6 +112,12 @@ class ServerNode:
         app processes never race to migrate a fresh database.
         """
         Database.open(self.settings.db_url).close()
+        if self.settings.eval_data:
+            from core.config import RunConfig
+            from core.training.recorded import prepare_data  # torch: only nodes that evaluate need it here
+
+            # The ServerApp reads it again; checked here so a bad folder is a sentence now, not a failed run.
+            prepare_data(RunConfig(experiment_name="evaluation", data_path=self.settings.eval_data))
         home = self.work_dir / "flwr-home"
         settings_file = self.settings.save(self.work_dir / "server-settings.json")
         env = flower_environment(home, self._extra_env | {SERVER_SETTINGS_ENV: str(settings_file)})

@@ -34,7 +34,7 @@ def main(grid: Grid, context: Context) -> None:
     """Run the federation recorded at the server: one run (role server) with its sites, rounds and evaluations."""
     plan = FederationConfig.from_run_config(context.run_config)
     settings = ServerSettings.from_env()
-    db = Database.open(settings.db_url)
+    db = Database.open(settings.db_url, migrate=False)  # the node migrated it before starting
     producer = producer_from_env()
     try:
         evaluator = CentralEvaluator(plan, settings)

@@ -144,7 +144,7 @@ def train_site_round(
     """
     config = site_training_config(plan, site).validate()
     data = prepare_site_data(config, site)
-    db = Database.open(site.db_url)
+    db = Database.open(site.db_url, migrate=False)  # the node migrated it before starting
     try:
         run_id, created = _site_run(db, plan, site, config, federation_run_id, data.summary.source)
         fanout = SinkSet([DatabaseSink(db, run_id), *sinks])
@@ -173,6 +173,7 @@ def train_site_round(
                 run_id=run_id,
                 initial_weights=global_weights,
                 keep_last_weights=True,
+                final_evaluation=server_round >= plan.rounds,
             )
             if result.status != "completed" or result.weights is None:
                 # Not the run's end: the site may take part in later rounds.
@@ -197,7 +198,7 @@ def train_site_round(
         return SiteRoundResult(
             weights=result.weights,
             num_examples=len(data.train),
-            metrics=_reply_metrics(round_sink.last_epoch_metrics, result.final_stats),
+            metrics=_reply_metrics(round_sink.last_epoch_metrics),
             run_id=run_id,
         )
     finally:
@@ -225,10 +226,10 @@ def _site_run(
         return run_id, True
 
 
-def _reply_metrics(epoch_metrics: Mapping[str, float], final: Mapping[str, Any]) -> dict[str, float]:
-    """Aggregate numbers only: the last epoch's losses and the local validation statistics."""
-    metrics = {k: float(v) for k, v in epoch_metrics.items() if k in ("train_loss", "val_loss")}
-    for name, value in (final.get("val") or {}).items():
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            metrics[f"val_{name}"] = float(value)
-    return metrics
+def _reply_metrics(epoch_metrics: Mapping[str, float]) -> dict[str, float]:
+    """Aggregate numbers only: the last epoch's training loss and local validation statistics."""
+    return {
+        name: float(value)
+        for name, value in epoch_metrics.items()
+        if (name == "train_loss" or name.startswith("val_")) and math.isfinite(float(value))
+    }

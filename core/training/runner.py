@@ -123,6 +123,7 @@ def run_training(
     progress_bar: bool = False,
     initial_weights: Mapping[str, torch.Tensor] | None = None,
     keep_last_weights: bool = False,
+    final_evaluation: bool = True,
 ) -> RunResult:
     """Train one model and publish every step of it as events to ``sink``.
 
@@ -147,6 +148,9 @@ def run_training(
     keep_last_weights
         Evaluate and return the last epoch's weights instead of the best checkpoint's (what a federated
         client sends back: FedAvg averages where each site ended, not where it peaked).
+    final_evaluation
+        Compute ``final_stats`` after fitting (a federated site skips it in all but the last round: the
+        epoch-end validation already has the numbers it reports).
 
     Returns
     -------
@@ -210,6 +214,8 @@ def run_training(
                 enable_progress_bar=progress_bar,
                 enable_model_summary=False,
                 default_root_dir=folder,
+                # Without ours, Lightning would add a default checkpoint: weights and optimiser every epoch.
+                enable_checkpointing=checkpoint is not None,
             )
             sink.handle(
                 TrainingStart(
@@ -228,7 +234,8 @@ def run_training(
             result.status = "completed"
             if keep_last_weights:
                 result.weights = shared_weights(model)
-            result.final_stats = _best_checkpoint_stats(model, checkpoint, loaders, config.threshold, cancel)
+            if final_evaluation:
+                result.final_stats = _best_checkpoint_stats(model, checkpoint, loaders, config.threshold, cancel)
         except RunCancelled:
             result.status = "cancelled"
         except Exception as exc:
