@@ -91,8 +91,8 @@ def main() -> None:
             fed = window.federation_page
             window.tabs.setCurrentWidget(fed)
             fed.sim_sites.setValue(3)
-            fed.sim_plan["rounds"].setValue(3)
-            fed.sim_plan["min_sites"].setValue(3)
+            fed.sim_plan.rounds.setValue(3)
+            fed.sim_plan.min_sites.setValue(3)
             fed.simulate()
 
     timer = QTimer()

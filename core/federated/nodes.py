@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -303,7 +304,7 @@ class SiteNode:
             "--port",
             str(free_port()),
             "--node-config",
-            str(self.site.write_node_config(self.work_dir / "node-config.toml")),
+            str(self._node_settings().write_node_config(self.work_dir / "node-config.toml")),
         ]
         if self.root_certificates is not None:
             command += ["--root-certificates", str(self.root_certificates)]
@@ -315,6 +316,11 @@ class SiteNode:
         self.process = ManagedProcess(
             name, command, env, self.work_dir / "logs" / f"supernode-{self.site.site_name}.log"
         )
+
+    def _node_settings(self) -> SiteSettings:
+        if self.site.cache_dir:
+            return self.site
+        return dataclasses.replace(self.site, cache_dir=str(self.work_dir / "dataset-cache"))
 
     def alive(self) -> bool:
         """Whether the SuperNode is running."""

@@ -180,6 +180,7 @@ class SiteSettings:
     num_partitions: int = 0
     partition: str = "iid"
     max_threads: int = 0
+    cache_dir: str = ""  # where the validated dataset is kept between rounds (see core.federated.site_cache)
 
     def write_node_config(self, path: Path) -> Path:
         """Write the ``--node-config`` TOML file for ``flower-supernode``.

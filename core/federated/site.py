@@ -11,6 +11,7 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,10 +31,10 @@ from core.events import (
     TrainingStart,
 )
 from core.federated.settings import FederationConfig, SiteSettings, owner_pid
+from core.federated.site_cache import prepare_data_cached
 from core.persistence import Database, DatabaseSink
 from core.persistence.repository import create_run, find_federated_run
 from core.sinks import EventSink, SinkSet
-from core.training.recorded import prepare_data
 from core.training.runner import run_training
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def prepare_site_data(config: RunConfig, site: SiteSettings) -> PreparedDataset:
     core.errors.DataError
         With every problem that blocks training, naming the file or folder.
     """
-    data = prepare_data(config)
+    data = prepare_data_cached(config, Path(site.cache_dir) if site.cache_dir else None)
     if not site.partitioned:
         return data
     shards = partition_samples(data.train, site.num_partitions, site.partition, seed=config.seed)

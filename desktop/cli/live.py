@@ -17,7 +17,7 @@ from core.broadcast import BroadcastHub
 from core.broadcast.producer import HUB_SECRET_ENV, HUB_URL_ENV
 from core.events import Event
 from desktop.cli.common import CommandError
-from desktop.cli.serving import _let_viewers_catch_up, hub_from_args
+from desktop.cli.serving import hub_from_args, let_viewers_catch_up
 
 T = TypeVar("T")
 
@@ -49,7 +49,7 @@ def run_with_live_events(
         finally:
             await asyncio.sleep(0.5)  # the last events of the app processes
             if public is not None:
-                await _let_viewers_catch_up(public)
+                await let_viewers_catch_up(public)
                 await public.stop()
             await collector.stop()
 

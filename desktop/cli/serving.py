@@ -64,13 +64,13 @@ def run_serving(hub: BroadcastHub | None, work: Callable[[], T]) -> T:
         try:
             return await asyncio.to_thread(work)
         finally:
-            await _let_viewers_catch_up(hub)
+            await let_viewers_catch_up(hub)
             await hub.stop()
 
     return asyncio.run(main())
 
 
-async def _let_viewers_catch_up(hub: BroadcastHub, timeout: float = 3.0) -> None:
+async def let_viewers_catch_up(hub: BroadcastHub, timeout: float = 3.0) -> None:
     """Give connected viewers a moment to receive the last events (training_end) before closing."""
     deadline = asyncio.get_running_loop().time() + timeout
     await asyncio.sleep(hub.batch_window * 2)

@@ -13,7 +13,6 @@ from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -28,14 +27,15 @@ from PySide6.QtWidgets import (
 )
 
 from core.broadcast.collector import EventCollector
-from core.config import BACKBONES, demo_config
+from core.errors import PneumoFLError
 from core.federated.nodes import FederationOutcome, Security, ServerNode, SiteNode
-from core.federated.settings import PARTITION_SCHEMES, FederationConfig, ServerSettings, SiteSettings
+from core.federated.settings import PARTITION_SCHEMES, ServerSettings, SiteSettings
 from core.persistence import default_database_url
 from core.sinks import EventSink
 from desktop.bridge import QtEventBridge
 from desktop.charts.federation import FederationDashboard
 from desktop.gui.certs_dialog import CertsDialog
+from desktop.gui.plan_form import PlanFields
 from desktop.gui.widgets import MessageBanner
 from desktop.workers import run_in_thread
 
@@ -85,31 +85,6 @@ class FederationPage(QWidget):
         layout.addLayout(row)
         layout.addWidget(self.dashboard, 1)
 
-    def _plan_form(self, form: QFormLayout, prefix: str) -> dict[str, QWidget]:
-        rounds, epochs, min_sites = QSpinBox(), QSpinBox(), QSpinBox()
-        rounds.setRange(1, 1000)
-        rounds.setValue(3)
-        epochs.setRange(1, 100)
-        epochs.setValue(1)
-        min_sites.setRange(1, 100)
-        min_sites.setValue(2)
-        timeout = QDoubleSpinBox()
-        timeout.setRange(5, 86_400)
-        timeout.setValue(600)
-        timeout.setSuffix(" s")
-        backbone = QComboBox()
-        backbone.addItems(BACKBONES)
-        backbone.setCurrentText("small_cnn")
-        backbone.setToolTip("small_cnn makes fast rounds; resnet18 is 45 MB sent each way per site and round.")
-        form.addRow("Rounds", rounds)
-        form.addRow("Local epochs per round", epochs)
-        form.addRow("Sites needed per round", min_sites)
-        form.addRow("Round timeout", timeout)
-        form.addRow("Model", backbone)
-        widgets = {"rounds": rounds, "epochs": epochs, "min_sites": min_sites, "timeout": timeout, "backbone": backbone}
-        setattr(self, f"{prefix}_plan", widgets)
-        return widgets
-
     def _simulate_form(self) -> QWidget:
         box = QWidget()
         form = QFormLayout(box)
@@ -124,7 +99,7 @@ class FederationPage(QWidget):
         form.addRow("Sites", self.sim_sites)
         form.addRow("Partition", self.sim_partition)
         form.addRow("Data", self.sim_data)
-        self._plan_form(form, "sim")
+        self.sim_plan = PlanFields(form)
         self.sim_button = QPushButton("Simulate a federation on this machine")
         self.sim_button.clicked.connect(self.simulate)
         form.addRow(self.sim_button)
@@ -155,7 +130,7 @@ class FederationPage(QWidget):
         form.addRow("Enrolled sites", _row(self.enrolled, enrol))
         self.online = QLabel("-")
         form.addRow("Online sites", self.online)
-        self._plan_form(form, "server")
+        self.server_plan = PlanFields(form)
         self.server_button = QPushButton("Start the server and run")
         self.server_button.clicked.connect(self.start_server)
         form.addRow(self.server_button)
@@ -191,23 +166,15 @@ class FederationPage(QWidget):
         """Whether a federation (or a site) is active."""
         return self._thread is not None or self.site is not None
 
-    def plan(self, prefix: str) -> FederationConfig:
-        """The plan from a form's fields."""
-        w = getattr(self, f"{prefix}_plan")
-        training = demo_config(experiment_name="federation", backbone=w["backbone"].currentText())
-        return FederationConfig(
-            rounds=w["rounds"].value(),
-            local_epochs=w["epochs"].value(),
-            min_sites=w["min_sites"].value(),
-            round_timeout=w["timeout"].value(),
-            training=training,
-        ).validate()
-
     def simulate(self) -> None:
         """Run a local federation with the form's settings."""
         from core.federated.local import LocalFederation
 
-        plan = self.plan("sim")
+        try:
+            plan = self.sim_plan.plan()
+        except PneumoFLError as exc:
+            self.banner.show_message(str(exc))
+            return
         sites = self.sim_sites.value()
         if plan.min_sites > sites:
             self.banner.show_message(f"Sites needed per round ({plan.min_sites}) is more than the {sites} sites.")
@@ -261,7 +228,11 @@ class FederationPage(QWidget):
             port=port if insecure else 0,
             extra_env=self._events_env(),
         )
-        plan = self.plan("server")
+        try:
+            plan = self.server_plan.plan()
+        except PneumoFLError as exc:
+            self.banner.show_message(str(exc))
+            return
         keys = [Path(self.enrolled.item(i).text()) for i in range(self.enrolled.count())]
         server = self.server
 

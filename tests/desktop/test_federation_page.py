@@ -23,9 +23,9 @@ def split_data(tmp_path_factory) -> Path:
 
 def small_plan(page: FederationPage, rounds: int) -> None:
     page.sim_sites.setValue(2)
-    page.sim_plan["rounds"].setValue(rounds)
-    page.sim_plan["min_sites"].setValue(2)
-    page.sim_plan["timeout"].setValue(60)
+    page.sim_plan.rounds.setValue(rounds)
+    page.sim_plan.min_sites.setValue(2)
+    page.sim_plan.timeout.setValue(60)
 
 
 def test_simulated_federation_is_drawn_live_and_recorded(qtbot, tmp_path, split_data):

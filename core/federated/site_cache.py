@@ -1,0 +1,116 @@
+"""A site's validated dataset, kept between rounds.
+
+Flower starts a fresh ClientApp process every round, and checking a site's images (decode and hash every file)
+costs far more than a round's training on a real dataset. The first round validates and writes the result next
+to the node; later rounds reuse it while the data folder (file count, sizes, modification times) is unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from core.config import RunConfig
+from core.data import PreparedDataset
+from core.data.discovery import Problem, Sample
+from core.data.validation import DatasetSummary
+from core.training.recorded import prepare_data
+
+log = logging.getLogger(__name__)
+_KEY_FIELDS = (
+    "data_path",
+    "data_kind",
+    "csv_image_column",
+    "csv_label_column",
+    "csv_image_root",
+    "val_fraction",
+    "test_fraction",
+    "seed",
+    "max_bad_fraction",
+)
+
+
+def prepare_data_cached(config: RunConfig, cache_dir: Path | None) -> PreparedDataset:
+    """:func:`~core.training.recorded.prepare_data`, reusing an earlier result for unchanged data.
+
+    Raises
+    ------
+    core.errors.DataError
+        As ``prepare_data`` (a dataset that failed validation is never cached).
+    """
+    if cache_dir is None:
+        return prepare_data(config)
+    settings = {name: getattr(config, name) for name in _KEY_FIELDS}
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_dir / f"dataset-{key}.json"
+    signature = data_signature(config)
+    try:
+        cached = json.loads(path.read_text(encoding="utf-8"))
+        if cached["signature"] == signature:
+            return _from_json(cached)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    data = prepare_data(config)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(_to_json(data, signature)), encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:  # a cache that cannot be written only costs time
+        log.warning("cannot keep the validated dataset in %s: %s", cache_dir, exc)
+    return data
+
+
+def data_signature(config: RunConfig) -> list[int]:
+    """File count, total size and newest modification time under the data (and CSV image root)."""
+    count = size = newest = 0
+    roots = [Path(config.data_path).expanduser()]
+    if config.csv_image_root:
+        roots.append(Path(config.csv_image_root).expanduser())
+    for root in roots:
+        if root.is_file():
+            stat = root.stat()
+            count, size, newest = count + 1, size + stat.st_size, max(newest, stat.st_mtime_ns)
+            continue
+        for folder, _dirs, files in os.walk(root):
+            for name in files:
+                try:
+                    stat = os.stat(os.path.join(folder, name))
+                except OSError:
+                    continue
+                count, size, newest = count + 1, size + stat.st_size, max(newest, stat.st_mtime_ns)
+    return [count, size, newest]
+
+
+def _to_json(data: PreparedDataset, signature: list[int]) -> dict[str, Any]:
+    def samples(items: list[Sample]) -> list[list[Any]]:
+        return [[str(s.path), s.label, s.split] for s in items]
+
+    return {
+        "signature": signature,
+        "summary": dataclasses.asdict(data.summary),
+        "train": samples(data.train),
+        "val": samples(data.val),
+        "test": samples(data.test),
+    }
+
+
+def _from_json(cached: dict[str, Any]) -> PreparedDataset:
+    summary = dict(cached["summary"])
+    summary["problems"] = [Problem(**p) for p in summary.get("problems", [])]
+    summary["image_sizes"] = {k: tuple(v) for k, v in summary.get("image_sizes", {}).items()}
+
+    def samples(rows: list[list[Any]]) -> list[Sample]:
+        return [Sample(Path(path), int(label), split) for path, label, split in rows]
+
+    return PreparedDataset(
+        summary=DatasetSummary(**summary),
+        train=samples(cached["train"]),
+        val=samples(cached["val"]),
+        test=samples(cached["test"]),
+    )
