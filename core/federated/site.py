@@ -139,7 +139,7 @@ def train_site_round(
     Raises
     ------
     core.errors.PneumoFLError
-        For data or configuration problems (recorded on the site; the message never leaves it).
+        For data or configuration problems (logged at the site; the message never leaves it).
     RuntimeError
         If local training failed.
     """

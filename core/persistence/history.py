@@ -68,9 +68,18 @@ def load_run_history(session: Session, run_id: int, *, include_batch: bool = Tru
         If the run does not exist.
     """
     history = RunHistory(run=get_run(session, run_id))
+    if history.run.role == "server":
+        # A federation server has rounds, not epochs: its evaluation of each global model, and the sites'
+        # weighted training metrics of the round.
+        where = m.c.client_id.is_(None) & (
+            (m.c.context == "server_eval")
+            | ((m.c.context == "aggregated") & m.c.metric_name.like("train\\_%", escape="\\"))
+        )
+    else:
+        where = (m.c.context == "epoch_end") & m.c.client_id.is_(None)
     rows = session.execute(
         select(m.c.metric_name, m.c.step, m.c.metric_value)
-        .where(m.c.run_id == run_id, m.c.context == "epoch_end", m.c.client_id.is_(None))
+        .where(m.c.run_id == run_id, where)
         .order_by(m.c.metric_name, m.c.step)
     ).all()
     for name, steps, values in _group(rows):

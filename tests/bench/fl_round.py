@@ -9,8 +9,10 @@ A round's wall time is measured the same way for both: from sending the global m
 end of the central evaluation of the new global model.
 
 Usage: .venv/bin/python tests/bench/fl_round.py [--sites 2] [--rounds 3] [--backbone resnet18] [--image-size 64]
-Last line: JSON with the per-round times of each, their means, the ratio (PneumoFL / bare; target <= 1.10),
-and bytes sent and received per site per round.
+                                               [--repeats 1]
+With --repeats N the two federations alternate N times (round times on a shared 2-core machine vary by 10-20%).
+Last line: JSON with every per-round time of each, their medians, the ratio of medians (PneumoFL / bare; target
+<= 1.10), and bytes sent and received per site per round.
 """
 
 from __future__ import annotations
@@ -78,23 +80,39 @@ def main() -> None:
     parser.add_argument("--local-epochs", type=int, default=1)
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
     data = ensure_demo_dataset()
     training = demo_config(experiment_name="bench", backbone=args.backbone, image_size=args.image_size, max_threads=1)
     plan = FederationConfig(
         name="bench", rounds=args.rounds, local_epochs=args.local_epochs, min_sites=args.sites, training=training
     )
-    results = {}
+    runs: dict[str, list[dict]] = {"bare": [], "pneumofl": []}
     with tempfile.TemporaryDirectory(prefix="pneumofl-fl-bench-") as tmp:
-        for kind in ("bare", "pneumofl"):
-            print(f"running the {kind} federation...", file=sys.stderr, flush=True)
-            results[kind] = run_variant(kind, plan, args.sites, data, Path(tmp) / kind)
-            print(f"  {kind}: {results[kind]}", file=sys.stderr, flush=True)
-    ratio = results["pneumofl"]["mean_round_s"] / results["bare"]["mean_round_s"]
+        for repeat in range(args.repeats):
+            for kind in ("bare", "pneumofl"):
+                print(f"running the {kind} federation ({repeat + 1}/{args.repeats})...", file=sys.stderr, flush=True)
+                runs[kind].append(run_variant(kind, plan, args.sites, data, Path(tmp) / f"{kind}-{repeat}"))
+                print(f"  {kind}: {runs[kind][-1]}", file=sys.stderr, flush=True)
+    results = {}
+    for kind, done in runs.items():
+        rounds = [x for run in done for x in run["round_seconds"]]
+        results[kind] = {
+            "round_seconds": rounds,
+            "median_round_s": round(statistics.median(rounds), 2),
+            "bytes_sent_per_site_round": done[-1]["bytes_sent_per_site_round"],
+            "bytes_received_per_site_round": done[-1]["bytes_received_per_site_round"],
+        }
+    ratio = results["pneumofl"]["median_round_s"] / results["bare"]["median_round_s"]
+    sent = results["pneumofl"]["bytes_sent_per_site_round"] / 1e6
+    received = results["pneumofl"]["bytes_received_per_site_round"] / 1e6
     print(
-        f"per-round wall time: bare {results['bare']['mean_round_s']} s, PneumoFL {results['pneumofl']['mean_round_s']} s, ratio {ratio:.3f}"
+        f"per-round wall time (median of {len(results['bare']['round_seconds'])} rounds): "
+        f"bare {results['bare']['median_round_s']} s, PneumoFL {results['pneumofl']['median_round_s']} s, "
+        f"ratio {ratio:.3f}; per site and round {sent:.2f} MB sent, {received:.2f} MB received"
     )
     summary = {
+        "repeats": args.repeats,
         "sites": args.sites,
         "rounds": args.rounds,
         "backbone": args.backbone,

@@ -131,7 +131,15 @@ def test_overlay_a_federated_server_run_with_a_centralized_run(qtbot, trained_db
     sink = DatabaseSink(db, server_id)
     sink.handle(TrainingStart(run_id=server_id, experiment_name="fed", training_mode="federated", role="server"))
     for number, recall in ((0, 0.2), (1, 0.7), (2, 0.9)):
-        sink.handle(RoundMetrics(run_id=server_id, round_number=number, server_metrics={"val_recall": recall}))
+        sites = {"train_loss": 1.0 / (number + 1), "val_recall": 0.5} if number else {}
+        sink.handle(
+            RoundMetrics(
+                run_id=server_id,
+                round_number=number,
+                server_metrics={"val_recall": recall},
+                aggregated_client_metrics=sites,
+            )
+        )
     sink.handle(TrainingEnd(run_id=server_id, status="completed", best_epoch=2, best_val_recall=0.9))
     sink.close()
     try:
@@ -141,6 +149,13 @@ def test_overlay_a_federated_server_run_with_a_centralized_run(qtbot, trained_db
         steps, values = view.curves[server_id].getData()
         assert list(steps) == [0, 1, 2] and list(values) == pytest.approx([0.2, 0.7, 0.9])
         assert len(view.curves[ids[0]].getData()[1]) == 2  # the centralized run's epochs, on the same chart
+        with db.begin() as session:  # opening the server run: per-round server evaluation and the sites' loss
+            history = load_run_history(session, server_id)
+        steps, values = history.epoch_series["val_recall"]
+        assert list(steps) == [0, 1, 2] and list(values) == pytest.approx(
+            [0.2, 0.7, 0.9]
+        )  # the server's, not the sites'
+        assert list(history.epoch_series["train_loss"][0]) == [1, 2]
     finally:
         with db.begin() as session:
             delete_run(session, server_id)

@@ -148,3 +148,25 @@ def test_certs_init_then_add_site(tmp_path):
     assert again.returncode != 0 and "--force" in again.stderr
     added = pneumofl("certs", "add-site", "south", "--out", str(tmp_path / "fed"), env=env)
     assert added.returncode == 0 and (tmp_path / "fed" / "nodes" / "south.key").is_file()
+
+
+def test_unusable_evaluation_data_is_named_before_any_process_starts(tmp_path):
+    empty = tmp_path / "held-out"
+    empty.mkdir()
+    work = tmp_path / "work"
+    done = pneumofl(
+        "server",
+        "start",
+        "--insecure",
+        "--listen",
+        "127.0.0.1:9",
+        "--eval-data",
+        str(empty),
+        "--work-dir",
+        str(work),
+        env=cli_env(tmp_path),
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert str(empty) in done.stderr and "Traceback" not in done.stderr
+    assert not (work / "logs").exists(), "no Flower process was started"

@@ -151,14 +151,20 @@ def test_fingerprint_is_short_stable_and_ignores_the_comment(fed, tmp_path):
         public_key_fingerprint(fed.ca_cert)
 
 
-@pytest.mark.parametrize("server_hostname", ["localhost", "fl.example.org", "127.0.0.1", "10.0.0.5"])
-def test_tls_handshake_with_the_generated_certificates(fed, server_hostname):
+def tls_pair(fed):
+    """A server context with the federation's server certificate, a client trusting its CA, a socket pair."""
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(fed.server_cert, fed.server_key)
     client_ctx = ssl.create_default_context(cafile=str(fed.ca_cert))
     server_sock, client_sock = socket.socketpair()
     server_sock.settimeout(5)
     client_sock.settimeout(5)
+    return server_ctx, client_ctx, server_sock, client_sock
+
+
+@pytest.mark.parametrize("server_hostname", ["localhost", "fl.example.org", "127.0.0.1", "10.0.0.5"])
+def test_tls_handshake_with_the_generated_certificates(fed, server_hostname):
+    server_ctx, client_ctx, server_sock, client_sock = tls_pair(fed)
 
     def serve_one_line():
         with server_ctx.wrap_socket(server_sock, server_side=True) as tls:
@@ -177,12 +183,7 @@ def test_tls_handshake_with_the_generated_certificates(fed, server_hostname):
 
 
 def test_tls_handshake_fails_for_a_name_not_in_the_certificate(fed):
-    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_ctx.load_cert_chain(fed.server_cert, fed.server_key)
-    client_ctx = ssl.create_default_context(cafile=str(fed.ca_cert))
-    server_sock, client_sock = socket.socketpair()
-    server_sock.settimeout(5)
-    client_sock.settimeout(5)
+    server_ctx, client_ctx, server_sock, client_sock = tls_pair(fed)
 
     def serve():
         with pytest.raises(ssl.SSLError), server_ctx.wrap_socket(server_sock, server_side=True):
