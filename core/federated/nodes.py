@@ -11,13 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.federated.control import FlowerControl, RunStatus
+from core.federated.control import BUNDLE_DIR, FlowerControl, RunStatus
 from core.federated.processes import FlowerProcessError, ManagedProcess, flower_environment, free_port, wait_for_port
 from core.federated.settings import SERVER_SETTINGS_ENV, FederationConfig, ServerSettings, SiteSettings
 from core.persistence import Database
 from core.persistence.repository import federated_runs, finish_run
 
 log = logging.getLogger(__name__)
+STOP_GRACE_S = 30.0  # how long a stopped run may take to be reported finished
 
 
 @dataclass(frozen=True)
@@ -164,9 +165,7 @@ class ServerNode:
         """Submit a federation run (PneumoFL's app unless ``bundle`` names another); return Flower's run id."""
         if self.control is None:
             raise FlowerProcessError("Start the server before submitting a run.")
-        if bundle is None:
-            return self.control.submit(plan.validate().run_config(), self.work_dir)
-        return self.control.submit(plan.validate().run_config(), self.work_dir, bundle)
+        return self.control.submit(plan.validate().run_config(), self.work_dir, bundle or BUNDLE_DIR)
 
     def follow(
         self,
@@ -186,7 +185,7 @@ class ServerNode:
         cancel = cancel or threading.Event()
         started = time.monotonic()
         last_check = 0.0
-        stop_sent = False
+        stop_sent = 0.0  # when the stop was asked for
         status = RunStatus(flower_run_id, "pending")
         while True:
             time.sleep(poll)
@@ -196,7 +195,10 @@ class ServerNode:
             if cancel.is_set() and not stop_sent:
                 with contextlib.suppress(FlowerProcessError):
                     self.control.stop(flower_run_id)
-                stop_sent = True
+                stop_sent = time.monotonic()
+            if stop_sent and time.monotonic() - stop_sent > STOP_GRACE_S:
+                message = "Stopped by the user (the SuperLink did not confirm the stop; its processes were ended)."
+                return self._close(flower_run_id, "cancelled", message, status, started)
             if time.monotonic() - last_check < (poll if stop_sent else status_every):
                 continue
             last_check = time.monotonic()
