@@ -94,6 +94,7 @@ def main() -> None:
             fed.sim_plan.rounds.setValue(3)
             fed.sim_plan.min_sites.setValue(3)
             fed.simulate()
+            timer.start(500)
 
     timer = QTimer()
     timer.timeout.connect(tick)

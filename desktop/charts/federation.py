@@ -20,10 +20,12 @@ class FederationDashboard(QWidget):
         self.server_plot = pg.PlotWidget(title="Server evaluation (held-out set) per round")
         self.server_plot.addLegend(offset=(-10, 10))
         self.server_plot.setLabel("bottom", "round")
+        self.server_plot.getAxis("bottom").setTickSpacing(major=1, minor=1)  # rounds are whole numbers
         self.server_plot.setYRange(0, 1)
         self.site_plot = pg.PlotWidget(title="Site training loss per epoch")
         self.site_plot.addLegend(offset=(-10, 10))
         self.site_plot.setLabel("bottom", "epoch (all rounds)")
+        self.site_plot.getAxis("bottom").setTickSpacing(major=1, minor=1)
         self.updates = QTableWidget(0, len(UPDATE_COLUMNS))
         self.updates.setHorizontalHeaderLabels(UPDATE_COLUMNS)
         self.updates.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)

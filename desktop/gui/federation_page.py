@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListWidget,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QTabWidget,
     QVBoxLayout,
@@ -71,6 +72,8 @@ class FederationPage(QWidget):
         self.modes.addTab(self._simulate_form(), "Simulate on this machine")
         self.modes.addTab(self._server_form(), "Server")
         self.modes.addTab(self._join_form(), "Join as a site")
+        # The forms take the height they need; the live view gets the rest.
+        self.modes.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
         self.status = QLabel("No federation running.")
         self.stop_button = QPushButton("Stop")
         self.stop_button.setEnabled(False)
