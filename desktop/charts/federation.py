@@ -7,6 +7,7 @@ from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QHeaderView, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
 from core.events import ClientUpdate, EpochEnd, Event, RoundMetrics, RoundStart, TrainingStart
+from desktop.charts.dashboard import EpochAxis
 
 SERVER_CURVES = (("val_auroc", "AUROC"), ("val_recall", "sensitivity"), ("val_specificity", "specificity"))
 UPDATE_COLUMNS = ("Round", "Site", "After (s)", "Images", "Train loss", "Val AUROC", "Status")
@@ -17,15 +18,15 @@ class FederationDashboard(QWidget):
 
     def __init__(self, parent: QWidget | None = None, refresh_hz: float = 5.0) -> None:
         super().__init__(parent)
-        self.server_plot = pg.PlotWidget(title="Server evaluation (held-out set) per round")
+        self.server_plot = pg.PlotWidget(
+            title="Server evaluation (held-out set) per round", axisItems={"bottom": EpochAxis("bottom")}
+        )
         self.server_plot.addLegend(offset=(-10, 10))
         self.server_plot.setLabel("bottom", "round")
-        self.server_plot.getAxis("bottom").setTickSpacing(major=1, minor=1)  # rounds are whole numbers
         self.server_plot.setYRange(0, 1)
-        self.site_plot = pg.PlotWidget(title="Site training loss per epoch")
+        self.site_plot = pg.PlotWidget(title="Site training loss per epoch", axisItems={"bottom": EpochAxis("bottom")})
         self.site_plot.addLegend(offset=(-10, 10))
         self.site_plot.setLabel("bottom", "epoch (all rounds)")
-        self.site_plot.getAxis("bottom").setTickSpacing(major=1, minor=1)
         self.updates = QTableWidget(0, len(UPDATE_COLUMNS))
         self.updates.setHorizontalHeaderLabels(UPDATE_COLUMNS)
         self.updates.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
