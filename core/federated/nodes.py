@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import platformdirs
+
 from core.federated.control import BUNDLE_DIR, FlowerControl, RunStatus
 from core.federated.processes import FlowerProcessError, ManagedProcess, flower_environment, free_port, wait_for_port
 from core.federated.settings import SERVER_SETTINGS_ENV, FederationConfig, ServerSettings, SiteSettings
@@ -52,6 +54,15 @@ class FederationOutcome:
     inbound_bytes: int = 0
     outbound_bytes: int = 0
     seconds: float = 0.0
+
+
+def fresh_work_dir(kind: str, root: Path | None = None) -> Path:
+    """A new folder for one node's logs and Flower state: ``<root>/<kind>-<timestamp>``.
+
+    ``root`` defaults to ``federation/`` in the user data dir.
+    """
+    root = root or Path(platformdirs.user_data_dir("pneumofl")) / "federation"
+    return root / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 class ServerNode:
@@ -114,12 +125,15 @@ class ServerNode:
         app processes never race to migrate a fresh database.
         """
         Database.open(self.settings.db_url).close()
+        if not self.settings.cache_dir:
+            self.settings = dataclasses.replace(self.settings, cache_dir=str(self.work_dir / "dataset-cache"))
         if self.settings.eval_data:
             from core.config import RunConfig
-            from core.training.recorded import prepare_data  # torch: only nodes that evaluate need it here
+            from core.federated.site_cache import prepare_data_cached  # torch: only nodes that evaluate need it
 
-            # The ServerApp reads it again; checked here so a bad folder is a sentence now, not a failed run.
-            prepare_data(RunConfig(experiment_name="evaluation", data_path=self.settings.eval_data))
+            # Checked here so a bad folder is a sentence now, not a failed run; the ServerApp reuses the result.
+            evaluation = RunConfig(experiment_name="evaluation", data_path=self.settings.eval_data)
+            prepare_data_cached(evaluation, Path(self.settings.cache_dir))
         home = self.work_dir / "flwr-home"
         settings_file = self.settings.save(self.work_dir / "server-settings.json")
         env = flower_environment(home, self._extra_env | {SERVER_SETTINGS_ENV: str(settings_file)})
@@ -319,10 +333,13 @@ class SiteNode:
             name, command, env, self.work_dir / "logs" / f"supernode-{self.site.site_name}.log"
         )
 
+    @property
+    def dataset_cache(self) -> Path:
+        """Where the site's validated dataset is kept between rounds (see :mod:`core.federated.site_cache`)."""
+        return Path(self.site.cache_dir) if self.site.cache_dir else self.work_dir / "dataset-cache"
+
     def _node_settings(self) -> SiteSettings:
-        if self.site.cache_dir:
-            return self.site
-        return dataclasses.replace(self.site, cache_dir=str(self.work_dir / "dataset-cache"))
+        return dataclasses.replace(self.site, cache_dir=str(self.dataset_cache))
 
     def alive(self) -> bool:
         """Whether the SuperNode is running."""

@@ -136,7 +136,7 @@ class ManagedProcess:
             self.popen.wait(timeout=timeout)
         psutil.wait_procs(left, timeout=1.0)
         # A helper spawned while we were stopping was orphaned before we saw it: find it by its FLWR_HOME.
-        strays = [p for p in processes_with_home(self.home) if p.pid != os.getpid()] if self.home else []
+        strays = [p for p in flower_processes_under(self.home) if p.pid != os.getpid()] if self.home else []
         for proc in strays:
             with contextlib.suppress(psutil.Error):
                 proc.kill()
@@ -149,12 +149,14 @@ class ManagedProcess:
         self.popen.wait()
 
 
-def processes_with_home(home: str) -> list[psutil.Process]:
-    """Running processes whose ``FLWR_HOME`` is ``home`` (every Flower process of one node)."""
+def flower_processes_under(folder: str | Path) -> list[psutil.Process]:
+    """Running processes whose ``FLWR_HOME`` is inside ``folder``: every Flower process of the nodes under it."""
+    root = Path(folder)
     found = []
     for proc in psutil.process_iter():
         with contextlib.suppress(psutil.Error):
-            if proc.environ().get("FLWR_HOME") == home and proc.status() != psutil.STATUS_ZOMBIE:
+            home = proc.environ().get("FLWR_HOME")
+            if home and Path(home).is_relative_to(root) and proc.status() != psutil.STATUS_ZOMBIE:
                 found.append(proc)
     return found
 

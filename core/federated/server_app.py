@@ -16,13 +16,14 @@ from core.broadcast.producer import producer_from_env
 from core.data import PreparedDataset, XrayDataset
 from core.events import RunError, TrainingEnd, TrainingStart
 from core.federated.settings import FederationConfig, ServerSettings, owner_pid
+from core.federated.site_cache import prepare_data_cached
 from core.federated.strategy import RecordedFedAvg, RoundFailed
 from core.model.module import PneumoniaClassifier
 from core.persistence import Database, DatabaseSink
 from core.persistence.repository import create_run
 from core.sinks import EventSink, SinkSet
 from core.training.evaluation import final_stats, predict
-from core.training.recorded import prepare_data, run_folder
+from core.training.recorded import run_folder
 from core.training.runner import load_shared_weights, shared_weights
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ class CentralEvaluator:
         self.samples: list = []
         self.source = settings.eval_data
         if settings.eval_data:
-            self.data = prepare_data(self.config)
+            self.data = prepare_data_cached(self.config, Path(settings.cache_dir) if settings.cache_dir else None)
             self.source = self.data.summary.source
             self.samples = (
                 [*self.data.train, *self.data.val, *self.data.test]

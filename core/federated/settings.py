@@ -135,6 +135,7 @@ class ServerSettings:
     eval_split: str = "all"
     address: str = ""
     work_dir: str = ""
+    cache_dir: str = ""  # the validated evaluation set, shared by the node's check and the ServerApp
 
     def save(self, path: Path) -> Path:
         """Write the settings file the ServerApp reads."""

@@ -12,6 +12,7 @@ identifier. Every round is recorded in this site's database (one run linked to t
 from __future__ import annotations
 
 import argparse
+import signal
 import socket
 import sys
 import threading
@@ -22,8 +23,7 @@ from core.config import RunConfig
 from core.federated.console import FederationConsole
 from core.federated.settings import SiteSettings
 from core.persistence import default_database_url
-from desktop.cli.common import CommandError, add_db_option, open_db
-from desktop.cli.federate import stop_on_interrupt
+from desktop.cli.common import CommandError, add_db_option, open_db, stop_on_interrupt
 from desktop.cli.live import run_with_live_events
 from desktop.cli.serving import add_serve_options, parse_address
 
@@ -54,9 +54,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Validate, start the SuperNode and stay until Ctrl-C (or until the SuperNode stops)."""
-    from core.federated.nodes import SiteNode
-    from core.training.recorded import prepare_data
-    from desktop.cli.federate import default_work_dir
+    from core.federated.nodes import SiteNode, fresh_work_dir
+    from core.federated.site_cache import prepare_data_cached
 
     host, _port = parse_address(args.server)
     if args.insecure and host not in ("127.0.0.1", "localhost", "::1"):
@@ -66,18 +65,19 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--ca", args.ca), ("--key", args.key)):
         if value and not Path(value).expanduser().is_file():
             raise CommandError(f"{flag} {value} does not exist.")
-    print("Checking this site's images...", file=sys.stderr)
-    data = prepare_data(RunConfig(experiment_name=args.name, data_path=str(Path(args.data).expanduser())))
-    print(data.summary.format(), file=sys.stderr)
-    open_db(args).close()
+    work_dir = Path(args.work_dir).expanduser() if args.work_dir else fresh_work_dir(f"site-{args.name}")
     site = SiteSettings(
         site_name=args.name,
         data_path=str(Path(args.data).expanduser()),
         db_url=args.db or default_database_url(),
         server_address=args.server,
         max_threads=args.threads,
+        cache_dir=str(work_dir / "dataset-cache"),  # the first round reuses this check
     )
-    work_dir = Path(args.work_dir).expanduser() if args.work_dir else default_work_dir(f"site-{args.name}")
+    print("Checking this site's images...", file=sys.stderr)
+    data = prepare_data_cached(RunConfig(experiment_name=args.name, data_path=site.data_path), Path(site.cache_dir))
+    print(data.summary.format(), file=sys.stderr)
+    open_db(args).close()
     leave = threading.Event()
 
     def work(env: dict[str, str]) -> int:
@@ -106,5 +106,5 @@ def run(args: argparse.Namespace) -> int:
             node.stop()
         return 0
 
-    with stop_on_interrupt(leave):
+    with stop_on_interrupt(leave, "Leaving the federation", (signal.SIGINT, signal.SIGTERM)):
         return run_with_live_events(args, work, [FederationConsole(sites=True).handle])

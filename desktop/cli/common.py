@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import math
+import signal
 import sys
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -104,3 +107,23 @@ def format_duration(seconds: float | None) -> str:
     minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
+
+
+@contextlib.contextmanager
+def stop_on_interrupt(
+    cancel: threading.Event, message: str, signals: Sequence[signal.Signals] = (signal.SIGINT,)
+) -> Iterator[None]:
+    """The first Ctrl-C (or other of ``signals``) sets ``cancel`` and prints ``message``; a second one aborts."""
+
+    def handler(signum: int, frame: object) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        print(f"\n{message} (Ctrl-C again to abort)...", file=sys.stderr)
+        cancel.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

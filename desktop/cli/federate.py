@@ -23,10 +23,10 @@ from pathlib import Path
 
 from core.config import BACKBONES, RunConfig, demo_config
 from core.federated.console import FederationConsole
-from core.federated.nodes import FederationOutcome
+from core.federated.nodes import FederationOutcome, fresh_work_dir
 from core.federated.settings import PARTITION_SCHEMES, FederationConfig
 from core.persistence import default_database_url
-from desktop.cli.common import CommandError, add_db_option, format_duration, open_db
+from desktop.cli.common import CommandError, add_db_option, format_duration, open_db, stop_on_interrupt
 from desktop.cli.live import run_with_live_events
 from desktop.cli.serving import add_serve_options
 
@@ -93,15 +93,6 @@ def build_plan(args: argparse.Namespace, default_min_sites: int) -> FederationCo
     ).validate()
 
 
-def default_work_dir(kind: str) -> Path:
-    """A fresh folder for one federation's logs and Flower state."""
-    import time
-
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("pneumofl")) / "federation" / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
 def run(args: argparse.Namespace) -> int:
     """Start the local federation, run the plan, stop every process, report."""
     from core.federated.local import LocalFederation  # Flower and torch load only for federation commands
@@ -113,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--min-sites {plan.min_sites} is more than --sites {args.sites}.")
     db_url = args.db or default_database_url()
     open_db(args).close()  # a bad URL fails here, before any process starts
-    work_dir = Path(args.work_dir).expanduser() if args.work_dir else default_work_dir("local")
+    work_dir = Path(args.work_dir).expanduser() if args.work_dir else fresh_work_dir("local")
     cancel = threading.Event()
     console = FederationConsole(sites=args.show_sites)
 
@@ -127,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
                 plan, cancel=cancel, on_submitted=lambda rid: print(f"Submitted Flower run {rid}.", file=sys.stderr)
             )
 
-    with stop_on_interrupt(cancel):
+    with stop_on_interrupt(cancel, "Stopping the federation", (signal.SIGINT, signal.SIGTERM)):
         outcome = run_with_live_events(args, work, [console.handle])
     return report(outcome)
 
@@ -145,24 +136,3 @@ def report(outcome: FederationOutcome) -> int:
             f"The federation {outcome.status}: {outcome.message or 'see the logs'}", EXIT_CODES.get(outcome.status, 1)
         )
     return 0
-
-
-class stop_on_interrupt:
-    """First Ctrl-C stops the run cleanly (recorded as cancelled); a second aborts."""
-
-    def __init__(self, cancel: threading.Event) -> None:
-        self.cancel = cancel
-
-    def __enter__(self) -> None:
-        self.previous = signal.signal(signal.SIGINT, self._handler)
-        signal.signal(signal.SIGTERM, self._handler)
-
-    def __exit__(self, *_exc: object) -> None:
-        signal.signal(signal.SIGINT, self.previous)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-    def _handler(self, signum: int, frame: object) -> None:
-        if self.cancel.is_set():
-            raise KeyboardInterrupt
-        print("\nStopping the federation (Ctrl-C again to abort)...", file=sys.stderr)
-        self.cancel.set()

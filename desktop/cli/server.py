@@ -16,16 +16,17 @@ Ctrl-C stops the run; it is recorded as cancelled.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import threading
 from pathlib import Path
 
 from core.federated.console import FederationConsole
-from core.federated.nodes import FederationOutcome, Security
+from core.federated.nodes import FederationOutcome, Security, fresh_work_dir
 from core.federated.settings import ServerSettings
 from core.persistence import default_database_url
-from desktop.cli.common import CommandError, add_db_option, open_db
-from desktop.cli.federate import add_plan_options, build_plan, default_work_dir, report, stop_on_interrupt
+from desktop.cli.common import CommandError, add_db_option, open_db, stop_on_interrupt
+from desktop.cli.federate import add_plan_options, build_plan, report
 from desktop.cli.live import run_with_live_events
 from desktop.cli.serving import add_serve_options, parse_address
 
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--eval-data {eval_data} does not exist.")
     open_db(args).close()
     settings = ServerSettings(db_url=args.db or default_database_url(), eval_data=str(eval_data), address=args.listen)
-    work_dir = Path(args.work_dir).expanduser() if args.work_dir else default_work_dir("server")
+    work_dir = Path(args.work_dir).expanduser() if args.work_dir else fresh_work_dir("server")
     cancel = threading.Event()
     console = FederationConsole()
 
@@ -110,6 +111,6 @@ def run(args: argparse.Namespace) -> int:
         finally:
             node.stop()
 
-    with stop_on_interrupt(cancel):
+    with stop_on_interrupt(cancel, "Stopping the federation", (signal.SIGINT, signal.SIGTERM)):
         outcome = run_with_live_events(args, work, [console.handle])
     return report(outcome)

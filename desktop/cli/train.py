@@ -12,17 +12,15 @@ Ctrl-C stops the run after the current batch; it is recorded as cancelled with e
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 from pathlib import Path
-from types import FrameType
 
 from core.broadcast import HubSink
 from core.config import BACKBONES, MONITORS, RunConfig, demo_config, load_config
 from core.persistence import FileSink
 from core.sinks import ConsoleSink, EventSink
-from desktop.cli.common import CommandError, add_db_option, format_duration, open_db
+from desktop.cli.common import CommandError, add_db_option, format_duration, open_db, stop_on_interrupt
 from desktop.cli.serving import add_serve_options, hub_from_args, run_serving
 from desktop.cli.stats import format_final_stats
 
@@ -128,22 +126,21 @@ def run(args: argparse.Namespace) -> int:
     if hub is not None:
         sinks.append(HubSink(hub))
     cancel = threading.Event()
-    previous = signal.signal(signal.SIGINT, _stop_on_interrupt(cancel))
     try:
-        result = run_serving(
-            hub,
-            lambda: train_and_record(
-                config,
-                db,
-                sinks=sinks,
-                data=data,
-                cancel=cancel,
-                progress_bar=not args.no_progress,
-                on_run_created=lambda rid: print(f"Run {rid} started ({db.url_for_display}).", file=sys.stderr),
-            ),
-        )
+        with stop_on_interrupt(cancel, "Stopping after the current batch"):
+            result = run_serving(
+                hub,
+                lambda: train_and_record(
+                    config,
+                    db,
+                    sinks=sinks,
+                    data=data,
+                    cancel=cancel,
+                    progress_bar=not args.no_progress,
+                    on_run_created=lambda rid: print(f"Run {rid} started ({db.url_for_display}).", file=sys.stderr),
+                ),
+            )
     finally:
-        signal.signal(signal.SIGINT, previous)
         db.close()
     print()
     print(format_final_stats(result.final_stats))
@@ -158,13 +155,3 @@ def run(args: argparse.Namespace) -> int:
     if result.status == "failed":
         raise CommandError(f"Run {result.run_id} failed: {result.error}", EXIT_CODES["failed"])
     return EXIT_CODES[result.status]
-
-
-def _stop_on_interrupt(cancel: threading.Event):
-    def handler(signum: int, frame: FrameType | None) -> None:
-        if cancel.is_set():
-            raise KeyboardInterrupt
-        print("\nStopping after the current batch (Ctrl-C again to abort)...", file=sys.stderr)
-        cancel.set()
-
-    return handler

@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 
 from core.broadcast.collector import EventCollector
 from core.errors import PneumoFLError
-from core.federated.nodes import FederationOutcome, Security, ServerNode, SiteNode
+from core.federated.nodes import FederationOutcome, Security, ServerNode, SiteNode, fresh_work_dir
 from core.federated.settings import PARTITION_SCHEMES, ServerSettings, SiteSettings
 from core.persistence import default_database_url
 from core.sinks import EventSink
@@ -184,7 +184,7 @@ class FederationPage(QWidget):
             return
         federation = LocalFederation(
             self._db_url(),
-            self._work_dir("local"),
+            fresh_work_dir("local", self.work_root),
             sites=sites,
             partition=self.sim_partition.currentText(),
             data_path=self.sim_data.text().strip() or None,
@@ -224,7 +224,7 @@ class FederationPage(QWidget):
         settings = ServerSettings(db_url=self._db_url(), eval_data=eval_data, address=self.listen.text().strip())
         self.server = ServerNode(
             settings,
-            self._work_dir("server"),
+            fresh_work_dir("server", self.work_root),
             security=Security.from_dir(certs) if certs and not insecure else None,
             public_host="" if insecure else host,
             public_port=port,
@@ -253,7 +253,7 @@ class FederationPage(QWidget):
     def join(self) -> None:
         """Check the site's images, then start its SuperNode."""
         from core.config import RunConfig
-        from core.training.recorded import prepare_data
+        from core.federated.site_cache import prepare_data_cached
 
         address, data = self.join_server.text().strip(), self.join_data.text().strip()
         ca, key = self.join_ca.text().strip(), self.join_key.text().strip()
@@ -270,7 +270,7 @@ class FederationPage(QWidget):
             node = SiteNode(
                 site,
                 address,
-                self._work_dir(f"site-{site.site_name}"),
+                fresh_work_dir(f"site-{site.site_name}", self.work_root),
                 root_certificates=Path(ca) if ca else None,
                 private_key=Path(key) if key else None,
                 extra_env=self._events_env(),
@@ -286,7 +286,8 @@ class FederationPage(QWidget):
             self.status.setText(f"Joined {address} as '{site.site_name}'; training when the server asks.")
 
         def work() -> object:
-            summary = prepare_data(RunConfig(experiment_name=site.site_name, data_path=data)).summary
+            config = RunConfig(experiment_name=site.site_name, data_path=data)
+            summary = prepare_data_cached(config, node.dataset_cache).summary  # the first round reuses it
             node.start()
             return summary
 
@@ -377,11 +378,6 @@ class FederationPage(QWidget):
 
     def _db_url(self) -> str:
         return self.db_url or default_database_url()
-
-    def _work_dir(self, kind: str) -> Path:
-        import time
-
-        return self.work_root / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
 
     def _browse_dir(self, target: QLineEdit) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Choose a folder")

@@ -11,6 +11,7 @@ import pytest
 from core.broadcast.collector import EventCollector
 from core.config import RunConfig
 from core.events import Event
+from core.federated.processes import flower_processes_under as processes_under
 from core.federated.settings import FederationConfig
 from tests.imaging import write_folder_dataset
 
@@ -54,19 +55,6 @@ class HubThread(EventCollector):
 def hub() -> Iterator[HubThread]:
     with HubThread() as running:
         yield running
-
-
-def processes_under(folder: Path) -> list[psutil.Process]:
-    """Live processes whose FLWR_HOME is inside ``folder`` (every Flower process a node under it started)."""
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            home = proc.environ().get("FLWR_HOME", "")
-            if home.startswith(str(folder)) and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
 
 
 @pytest.fixture
