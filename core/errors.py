@@ -29,3 +29,15 @@ class RunNotFoundError(PneumoFLError):
 
 class RunCancelled(Exception):
     """Raised inside training when the user asked to stop; not an error."""
+
+
+class ImageProblem(DataError):
+    """One image cannot be used; ``kind`` says why, for the dataset check's listing.
+
+    Kinds: ``missing``, ``unreadable`` (PNG/JPEG), ``no_pixel_data``, ``multi_frame``, ``invalid_header``,
+    ``truncated``, ``undecodable``.
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind

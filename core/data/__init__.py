@@ -1,14 +1,36 @@
 """Dataset discovery, validation, splits, transforms and the demo dataset.
 
-The work lives in the submodules; this face re-exports what training and the desktop use.
+The work lives in the submodules; this face re-exports what training and the desktop use. The torch Dataset
+and transforms load on first use, so checking a dataset (``pneumofl data check``) never waits for torch.
 """
 
-from core.data.dataset import XrayDataset, build_transforms
+from typing import TYPE_CHECKING, Any
+
 from core.data.demo import ensure_demo_dataset
 from core.data.discovery import CLASS_NAMES, DataSource, Problem, Sample, discover
 from core.data.images import IMAGE_EXTENSIONS, load_image
 from core.data.splits import stratified_split
-from core.data.validation import DatasetSummary, PreparedDataset, inspect_dataset, prepare_dataset
+from core.data.validation import (
+    DatasetSummary,
+    PreparedDataset,
+    inspect_dataset,
+    prepare_dataset,
+    require_trainable,
+)
+
+if TYPE_CHECKING:
+    from core.data.dataset import XrayDataset, build_transforms
+
+_LAZY = {"XrayDataset": "core.data.dataset", "build_transforms": "core.data.dataset"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'core.data' has no attribute {name!r}")
+
 
 __all__ = [
     "CLASS_NAMES",
@@ -25,5 +47,6 @@ __all__ = [
     "inspect_dataset",
     "load_image",
     "prepare_dataset",
+    "require_trainable",
     "stratified_split",
 ]

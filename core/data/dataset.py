@@ -1,17 +1,23 @@
-"""The torch Dataset of X-ray samples, with an in-memory cache of resized images, and its transforms."""
+"""The torch Dataset of X-ray samples, with an in-memory cache of resized images, and its transforms.
+
+A file that becomes unreadable after the dataset check (deleted, replaced, truncated on a network share) does
+not kill the run: its sample is dropped from the batch, and the batch names it in ``Batch.skipped`` so that the
+training process (not a dataloader worker) can record it and judge how much data is gone.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 from torchvision.transforms import v2
 
 from core.data.discovery import Sample
 from core.data.images import load_resized
+from core.errors import DataError
 
 MEAN = 0.5
 STD = 0.25
@@ -49,8 +55,39 @@ def build_transforms(image_size: int, train: bool) -> v2.Compose:
     return v2.Compose(steps)
 
 
-class XrayDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+class Batch(NamedTuple):
+    """What a dataloader yields: images ``(N, 3, S, S)``, labels ``(N,)``, and the files skipped from it.
+
+    ``skipped`` holds ``(path, reason)`` for each sample of the batch whose file could not be read; N counts
+    only the samples that could.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    skipped: list[tuple[str, str]]
+
+
+class Unreadable(NamedTuple):
+    """Stands in for a sample whose file could not be read, until :func:`collate` drops it."""
+
+    path: str
+    reason: str
+
+
+def collate(items: list[Any]) -> Batch:
+    """Stack the readable samples of a batch and list the unreadable ones (see :class:`Batch`)."""
+    skipped = [(item.path, item.reason) for item in items if isinstance(item, Unreadable)]
+    good = [item for item in items if not isinstance(item, Unreadable)]
+    if not good:
+        return Batch(torch.empty(0), torch.empty(0), skipped)
+    images, labels = default_collate(good)
+    return Batch(images, labels, skipped)
+
+
+class XrayDataset(Dataset[Any]):
     """Samples as ``(image, label)`` pairs: a float ``(3, S, S)`` tensor and a float scalar (1.0 = PNEUMONIA).
+
+    A sample whose file cannot be read comes back as :class:`Unreadable`; batch with :func:`collate`.
 
     Parameters
     ----------
@@ -65,10 +102,6 @@ class XrayDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         later epochs skip decoding. With ``num_workers > 0`` each worker holds its own cache, which only lasts
         across epochs with ``persistent_workers=True``.
 
-    Raises
-    ------
-    core.errors.DataError
-        From ``__getitem__`` when an image cannot be read, naming the file.
     """
 
     def __init__(self, samples: Sequence[Sample], image_size: int, train: bool, cache: bool = True) -> None:
@@ -82,11 +115,14 @@ class XrayDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | Unreadable:
         sample = self.samples[index]
         image = self._cache[index]
         if image is None:
-            image = load_resized(sample.path, self.image_size)
+            try:
+                image = load_resized(sample.path, self.image_size)
+            except DataError as exc:
+                return Unreadable(str(sample.path), str(exc))
             if self.cache:
                 self._cache[index] = image
         return self.transform(image), torch.tensor(float(sample.label), dtype=torch.float32)

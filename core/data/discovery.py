@@ -41,10 +41,16 @@ class Sample:
 
 @dataclass(frozen=True)
 class Problem:
-    """Something wrong with a dataset: ``severity`` "error" blocks training, "warning" does not."""
+    """Something wrong with a dataset: ``severity`` "error" blocks training, "warning" does not.
+
+    ``kind`` names the problem for tools (``missing``, ``undecodable``, ``duplicate``, ...; ``dataset`` for the
+    dataset as a whole); ``paths`` are the files it is about, every one of them.
+    """
 
     severity: str
     message: str
+    kind: str = "dataset"
+    paths: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,39 @@
-"""Reading chest X-ray images (JPEG, PNG, DICOM) as 8-bit grayscale arrays, and cheap integrity probes."""
+"""Reading chest X-ray images (JPEG, PNG, DICOM) as 8-bit grayscale arrays: one code path for check and training.
+
+The dataset check calls :func:`decode_image` on bytes it has already read (and hashed); training calls
+:func:`load_resized`, which reads the file and goes through the same function. What the check accepts,
+training can read.
+"""
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from core.errors import DataError
+from core.errors import ImageProblem
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".dcm")
 DICOM_EXTENSION = ".dcm"
-# Uncompressed transfer syntaxes: only for these can the pixel data length be checked without decoding.
-_UNCOMPRESSED_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An image as training sees it, and what the dataset check reports about it.
+
+    ``pixels`` is ``uint8`` ``(H, W)``, resized to the requested size; ``width``/``height`` are the file's own.
+    ``file_type`` is "PNG", "JPEG" or "DICOM <transfer syntax>"; ``modality`` is empty outside DICOM.
+    """
+
+    pixels: np.ndarray
+    width: int
+    height: int
+    file_type: str
+    converted_to_grey: bool = False
+    modality: str = ""
 
 
 def is_image_file(path: Path) -> bool:
@@ -22,7 +42,7 @@ def is_image_file(path: Path) -> bool:
 
 
 def load_image(path: Path) -> np.ndarray:
-    """Decode an image file to an 8-bit grayscale array.
+    """Decode an image file to an 8-bit grayscale array at its own size.
 
     Parameters
     ----------
@@ -36,123 +56,109 @@ def load_image(path: Path) -> np.ndarray:
 
     Raises
     ------
-    DataError
-        If the file is missing, truncated or not an image, naming the file.
+    core.errors.ImageProblem
+        If the file is missing, damaged or no usable image, naming the file.
     """
-    return _load(Path(path), None)
+    return decode_image(Path(path)).pixels
 
 
 def load_resized(path: Path, size: int) -> np.ndarray:
-    """Decode ``path`` and resize it to ``size`` x ``size`` (``uint8``), decoding JPEGs at reduced scale when possible.
+    """Decode ``path`` and resize it to ``size`` x ``size`` (``uint8``), as training feeds it to the model.
 
     Raises
     ------
-    DataError
+    core.errors.ImageProblem
         If the file cannot be read, naming the file.
     """
-    array = _load(Path(path), size)
-    if array.shape == (size, size):
-        return array
-    # PIL's bilinear resize widens its kernel when shrinking, so large X-rays are antialiased.
-    return np.array(Image.fromarray(array).resize((size, size), Image.Resampling.BILINEAR))
+    return decode_image(Path(path), size=size).pixels
 
 
-def probe_image(path: Path, data: bytes) -> tuple[int, int]:
-    """Check that ``data`` (the bytes of ``path``) is a complete image and return its ``(width, height)``.
+def decode_image(path: Path, data: bytes | None = None, size: int | None = None) -> DecodedImage:
+    """Decode one image file, from its bytes when the caller already has them.
 
-    PNGs are checked chunk by chunk (CRCs, no decoding); JPEGs are decoded at 1/8 scale, which still reads the
-    whole stream and so catches truncation; DICOM files are parsed and the pixel data length is checked.
+    Parameters
+    ----------
+    path
+        The file (its suffix picks the reader; it is read when ``data`` is None).
+    data
+        The file's bytes.
+    size
+        Resize to ``size`` x ``size`` (JPEGs are decoded at reduced scale first when that is enough).
+
+    Returns
+    -------
+    DecodedImage
 
     Raises
     ------
-    Exception
-        Whatever the reader raises for a damaged file; callers treat any exception as "unreadable".
+    core.errors.ImageProblem
+        One sentence naming the file and saying what is wrong (see its ``kind``).
     """
+    if data is None:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ImageProblem(
+                "missing", f"Image {path} does not exist any more: check the data folder and check it again."
+            ) from None
+        except OSError as exc:
+            raise ImageProblem("unreadable", f"Image {path} cannot be read ({exc.strerror or exc}).") from None
     if path.suffix.lower() == DICOM_EXTENSION:
-        return _probe_dicom(data)
-    with Image.open(io.BytesIO(data)) as image:
-        size = image.size
-        if image.format == "JPEG":
-            image.draft("L", (max(1, size[0] // 8), max(1, size[1] // 8)))
-            image.load()
-        else:
-            image.verify()
-    return size
+        decoded = _decode_dicom(path, data)
+    else:
+        decoded = _decode_pil(path, data, size)
+    if size is not None and decoded.pixels.shape != (size, size):
+        # PIL's bilinear resize widens its kernel when shrinking, so large X-rays are antialiased.
+        resized = np.array(Image.fromarray(decoded.pixels).resize((size, size), Image.Resampling.BILINEAR))
+        decoded = DecodedImage(
+            resized, decoded.width, decoded.height, decoded.file_type, decoded.converted_to_grey, decoded.modality
+        )
+    return decoded
 
 
-def _load(path: Path, target: int | None) -> np.ndarray:
+def _decode_pil(path: Path, data: bytes, size: int | None) -> DecodedImage:
     try:
-        if path.suffix.lower() == DICOM_EXTENSION:
-            return _load_dicom(path)
-        with Image.open(path) as image:
-            if target is not None and image.format == "JPEG":
-                # JPEG can decode at 1/2, 1/4, 1/8 scale for almost nothing; draft keeps the size >= target.
-                image.draft("L", (target, target))
-            return _pil_to_uint8(image)
-    except DataError:
-        raise
-    except FileNotFoundError:
-        raise DataError(f"Image {path} does not exist any more: check the data folder and inspect it again.") from None
-    except Exception as exc:  # PIL and pydicom raise many unrelated types for damaged files
-        raise DataError(f"Image {path} could not be read ({exc}): replace or remove the file.") from exc
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            file_type = image.format or path.suffix.lstrip(".").upper()
+            colour = image.mode not in ("L", "LA", "1", "I", "I;16", "I;16B", "I;16L", "F", "P")
+            if size is not None and image.format == "JPEG":
+                # JPEG can decode at 1/2, 1/4, 1/8 scale for almost nothing; draft keeps the size >= size.
+                image.draft("L", (size, size))
+            pixels = _pil_to_uint8(image)
+    except Exception as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ImageProblem(
+            "unreadable", f"Image {path} could not be read ({reason}): replace or remove the file."
+        ) from exc
+    return DecodedImage(pixels, width, height, file_type, converted_to_grey=colour)
 
 
 def _pil_to_uint8(image: Image.Image) -> np.ndarray:
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         # 16-bit and float images: convert("L") would clip above 255, so scale the real range instead.
-        return _to_uint8(np.asarray(image, dtype=np.float64))
+        return to_uint8(np.asarray(image, dtype=np.float64))
     return np.asarray(image.convert("L"), dtype=np.uint8).copy()
 
 
-def _load_dicom(path: Path) -> np.ndarray:
-    import pydicom
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+def _decode_dicom(path: Path, data: bytes) -> DecodedImage:
+    from core.data.dicom import decode_dicom, syntax_name
 
-    dataset = pydicom.dcmread(path, force=True)
-    if "PixelData" not in dataset:
-        raise DataError(f"DICOM file {path} holds no image (no PixelData): remove it from the dataset.")
-    try:
-        pixels = dataset.pixel_array
-    except Exception as exc:  # missing codec plugins raise various types
-        syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", "unknown")
-        raise DataError(
-            f"DICOM file {path} could not be decoded (transfer syntax {syntax}: {exc}); "
-            "install pylibjpeg with its plugins for compressed DICOM, or convert the file."
-        ) from exc
-    if int(dataset.get("NumberOfFrames", 1) or 1) > 1:
-        pixels = pixels[0]  # a chest X-ray is one frame; take the first of a multi-frame file
-    if pixels.ndim == 3:  # colour DICOM (RGB after pydicom's conversion): average to grayscale
-        return _to_uint8(pixels.astype(np.float64).mean(axis=-1))
-    # Order matters: stored values -> modality values (Rescale) -> display values (window / VOI LUT).
-    values = np.asarray(apply_modality_lut(pixels, dataset), dtype=np.float64)
-    if "VOILUTSequence" in dataset or "WindowCenter" in dataset:
-        values = np.asarray(apply_voi_lut(values, dataset, prefer_lut=True), dtype=np.float64)
-    scaled = _to_uint8(values)
-    if str(dataset.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-        scaled = 255 - scaled  # MONOCHROME1 shows low values as white
-    return scaled
+    image = decode_dicom(str(path), data)
+    height, width = image.values.shape
+    return DecodedImage(
+        to_uint8(image.values),
+        width,
+        height,
+        f"DICOM {syntax_name(image.transfer_syntax)}",
+        image.converted_to_grey,
+        image.modality or "none",
+    )
 
 
-def _to_uint8(values: np.ndarray) -> np.ndarray:
+def to_uint8(values: np.ndarray) -> np.ndarray:
+    """Scale ``values`` linearly so their minimum is 0 and maximum 255 (a flat image becomes black)."""
     low, high = float(np.min(values)), float(np.max(values))
     if high <= low:
         return np.zeros(values.shape, dtype=np.uint8)
     return np.round((values - low) * (255.0 / (high - low))).astype(np.uint8)
-
-
-def _probe_dicom(data: bytes) -> tuple[int, int]:
-    import pydicom
-
-    dataset = pydicom.dcmread(io.BytesIO(data), force=True)
-    if "PixelData" not in dataset or "Rows" not in dataset or "Columns" not in dataset:
-        raise ValueError("no image data (PixelData, Rows or Columns missing)")
-    rows, columns = int(dataset.Rows), int(dataset.Columns)
-    syntax = str(getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", ""))
-    if syntax in _UNCOMPRESSED_SYNTAXES or not syntax:
-        frames = int(dataset.get("NumberOfFrames", 1) or 1)
-        samples = int(dataset.get("SamplesPerPixel", 1))
-        bits = int(dataset.get("BitsAllocated", 16))
-        expected = rows * columns * samples * frames * bits // 8
-        if len(dataset.PixelData) < expected:
-            raise ValueError(f"pixel data is truncated ({len(dataset.PixelData)} of {expected} bytes)")
-    return columns, rows

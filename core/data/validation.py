@@ -1,30 +1,38 @@
-"""Checking a dataset before training: counts, balance, image integrity, duplicates and leakage, and splits."""
+"""Checking a dataset before training: counts, balance, every image decoded once, duplicates, leakage, splits."""
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
-from collections import defaultdict
+import threading
+from collections import Counter, defaultdict
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from core.data.dicom import RADIOGRAPH_MODALITIES
 from core.data.discovery import CLASS_NAMES, SPLITS, DataSource, Problem, Sample, missing_message, scan
-from core.data.images import probe_image
+from core.data.file_check import FileReport, Progress, check_files
 from core.data.splits import assign_splits
 from core.errors import DataError
 
+if TYPE_CHECKING:
+    from core.config import RunConfig
+
 _EXAMPLES = 5
+SHOWN_PROBLEMS = 20
+"""How many problems the text report lists before it points to the full listing."""
 
 
 @dataclass
 class DatasetSummary:
-    """What a dataset holds and what is wrong with it; ``problems`` with severity "error" block training."""
+    """What a dataset holds and what is wrong with it; ``problems`` with severity "error" block training.
+
+    ``file_types`` counts usable images by format ("PNG", "DICOM JPEG 2000 Image Compression", ...);
+    ``converted_to_grey`` counts colour images (RGB, YBR_*, PALETTE COLOR) turned grey by luminance.
+    """
 
     source: str
     kind: str
@@ -34,6 +42,8 @@ class DatasetSummary:
     image_sizes: dict[str, tuple[int, int]]
     skipped: int
     problems: list[Problem] = field(default_factory=list)
+    file_types: dict[str, int] = field(default_factory=dict)
+    converted_to_grey: int = 0
 
     @property
     def ok(self) -> bool:
@@ -58,23 +68,48 @@ class DatasetSummary:
         lines.append(f"Splits: {splits}")
         return "\n".join(lines)
 
-    def format(self) -> str:
-        """Return a multi-line report: counts, imbalance, splits, image sizes, skipped files and problems."""
+    def format(self, limit: int | None = SHOWN_PROBLEMS, more_hint: str = "") -> str:
+        """Return a multi-line report: counts, splits, formats, image sizes, skipped files and problems.
+
+        Parameters
+        ----------
+        limit
+            List at most this many problems (errors first); None lists all.
+        more_hint
+            What to do to see the rest, appended when some are left out.
+        """
         lines = [self.short()]
+        if self.file_types:
+            lines.append("Formats: " + _formats_line(self.file_types))
+        if self.converted_to_grey:
+            lines.append(f"Colour images converted to grey (luminance): {self.converted_to_grey}")
         if self.image_sizes:
             sizes = ", ".join(f"{key} {w}x{h}" for key, (w, h) in self.image_sizes.items())
             lines.append(f"Image sizes (width x height): {sizes}")
         if self.skipped:
-            lines.append(f"Skipped: {self.skipped} unreadable image(s)")
-        if self.problems:
-            lines.append("Problems:")
-            lines.extend(f"  {p.severity}: {p.message}" for p in self.problems)
-        else:
+            lines.append(f"Skipped: {self.skipped} file(s) that cannot be used")
+        if not self.problems:
             lines.append("No problems found.")
+            return "\n".join(lines)
+        ordered = self.errors + [p for p in self.problems if p.severity != "error"]
+        shown = ordered if limit is None else ordered[:limit]
+        lines.append(f"Problems ({len(self.errors)} error(s), {len(ordered) - len(self.errors)} warning(s)):")
+        lines.extend(f"  {p.severity}: {p.message}" for p in shown)
+        if len(shown) < len(ordered):
+            lines.append(f"  ... and {len(ordered) - len(shown)} more{': ' + more_hint if more_hint else '.'}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready dict (an infinite imbalance ratio becomes None)."""
+        """Return a JSON-ready dict (an infinite imbalance ratio becomes None).
+
+        ``problems`` holds every sentence with its kind and files; ``files`` lists every file a problem is
+        about, with the kind and the sentence.
+        """
+        files = [
+            {"path": path, "kind": p.kind, "severity": p.severity, "reason": p.message}
+            for p in self.problems
+            for path in p.paths
+        ]
         return {
             "source": self.source,
             "kind": self.kind,
@@ -83,9 +118,26 @@ class DatasetSummary:
             "split_counts": {name: dict(c) for name, c in self.split_counts.items()},
             "imbalance_ratio": None if math.isinf(self.imbalance_ratio) else self.imbalance_ratio,
             "image_sizes": {key: list(value) for key, value in self.image_sizes.items()},
+            "file_types": dict(self.file_types),
+            "converted_to_grey": self.converted_to_grey,
             "skipped": self.skipped,
-            "problems": [{"severity": p.severity, "message": p.message} for p in self.problems],
+            "counts": {"errors": len(self.errors), "warnings": len(self.problems) - len(self.errors)},
+            "problems": [
+                {"severity": p.severity, "kind": p.kind, "message": p.message, "paths": list(p.paths)}
+                for p in self.problems
+            ],
+            "files": files,
         }
+
+
+def _formats_line(file_types: dict[str, int]) -> str:
+    """``PNG 4, JPEG 4, DICOM 40 (JPEG 2000 2, RLE 4, ...)`` from the "DICOM <syntax>" counts."""
+    dicom = {name.removeprefix("DICOM "): n for name, n in file_types.items() if name.startswith("DICOM ")}
+    parts = [f"{name} {n}" for name, n in sorted(file_types.items()) if not name.startswith("DICOM ")]
+    if dicom:
+        syntaxes = ", ".join(f"{name} {n}" for name, n in sorted(dicom.items()))
+        parts.append(f"DICOM {sum(dicom.values())} ({syntaxes})")
+    return ", ".join(parts)
 
 
 @dataclass
@@ -106,6 +158,9 @@ def inspect_dataset(
     seed: int = 42,
     max_bad_fraction: float = 0.05,
     check_images: bool = True,
+    image_size: int = 224,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
 ) -> PreparedDataset:
     """Find, check and split a dataset; never raises for data problems, which land in ``summary.problems``.
 
@@ -118,41 +173,52 @@ def inspect_dataset(
     seed
         Seed of the split.
     max_bad_fraction
-        Missing plus unreadable images above this share of all images is an error; below it a warning.
+        Missing plus unusable images above this share of all images is an error; below it a warning per file.
     check_images
-        Open every image to find damaged files, read sizes and find duplicates by content (reads every byte once).
+        Read and decode every image as training will (at ``image_size``), to find files training cannot use,
+        read sizes and formats and find duplicates by content. Each file is read once.
+    image_size
+        The side length training resizes to.
+    progress
+        Called as ``progress(done, total)`` while images are checked.
+    cancel
+        Set it to stop the check.
 
     Returns
     -------
     PreparedDataset
-        Only readable images are in the splits.
+        Only usable images are in the splits.
+
+    Raises
+    ------
+    core.errors.RunCancelled
+        When ``cancel`` was set during the check.
     """
     found = scan(source)
     problems = list(found.problems)
     samples = found.samples
-    sizes: list[tuple[int, int]] = []
-    digests: dict[Path, str] = {}
-    bad: list[tuple[Path, str]] = []
+    reports: list[FileReport] = []
+    bad: list[FileReport] = []
     if check_images and samples:
-        samples, sizes, digests, bad = _check_files(samples)
+        reports = check_files(samples, image_size, progress=progress, cancel=cancel)
+        bad = [r for r in reports if not r.ok]
+        reports = [r for r in reports if r.ok]
+        samples = [r.sample for r in reports]
     if found.missing:
-        problems.append(Problem("warning", missing_message(source, found.missing)))
-    if bad:
-        shown = "; ".join(f"{path} ({reason})" for path, reason in bad[:_EXAMPLES])
-        more = f" and {len(bad) - _EXAMPLES} more" if len(bad) > _EXAMPLES else ""
-        problems.append(
-            Problem("warning", f"{len(bad)} unreadable image(s) were skipped: {shown}{more}; replace or remove them.")
-        )
+        problems.append(Problem("warning", missing_message(source, found.missing), "missing", tuple(found.missing)))
+    problems.extend(Problem("warning", r.problem, r.problem_kind, (str(r.sample.path),)) for r in bad)
     n_bad = len(bad) + len(found.missing)
     if n_bad and n_bad / (n_bad + len(samples)) > max_bad_fraction:
         problems.append(
             Problem(
                 "error",
                 f"{n_bad} of {n_bad + len(samples)} images in {source.path} are missing "
-                f"or unreadable, more than the allowed {max_bad_fraction:.0%} "
-                "(max_bad_fraction): fix or remove them.",
+                f"or cannot be used, more than the allowed {max_bad_fraction:.0%} "
+                "(max_bad_fraction): fix or remove the files listed.",
+                "too_many_bad",
             )
         )
+    problems.extend(_modality_problems(reports))
 
     train: list[Sample] = []
     val: list[Sample] = []
@@ -168,6 +234,7 @@ def inspect_dataset(
                 f"Only {CLASS_NAMES[present]} images were found in {source.path} "
                 f"({len(samples)}); add {CLASS_NAMES[1 - present]} images, since a "
                 "classifier needs both classes.",
+                "single_class",
             )
         )
     if samples:
@@ -175,7 +242,8 @@ def inspect_dataset(
         problems.extend(split_problems)
         if len(labels_present) == 2:
             problems.extend(_split_problems(train, val, test, val_fraction, test_fraction))
-    if digests:
+    if reports:
+        digests = {r.sample.path: r.digest for r in reports}
         problems.extend(_duplicate_problems(train + val + test, digests))
 
     class_counts = _counts(samples)
@@ -186,40 +254,59 @@ def inspect_dataset(
         class_counts=class_counts,
         split_counts={"train": _counts(train), "val": _counts(val), "test": _counts(test)},
         imbalance_ratio=high / low if low else math.inf,
-        image_sizes=_size_stats(sizes),
+        image_sizes=_size_stats([(r.width, r.height) for r in reports]),
         skipped=len(bad),
         problems=problems,
+        file_types=dict(Counter(r.file_type for r in reports)),
+        converted_to_grey=sum(r.converted_to_grey for r in reports),
     )
     return PreparedDataset(summary=summary, train=train, val=val, test=test)
 
 
-def prepare_dataset(
-    source: DataSource,
-    *,
-    val_fraction: float = 0.15,
-    test_fraction: float = 0.15,
-    seed: int = 42,
-    max_bad_fraction: float = 0.05,
-    check_images: bool = True,
+def check_data(
+    config: RunConfig, *, progress: Progress | None = None, cancel: threading.Event | None = None
 ) -> PreparedDataset:
-    """Run :func:`inspect_dataset` (same arguments) and refuse a dataset with errors.
+    """Discover and check the dataset a run configuration names, decoding every image as training will.
+
+    Never refuses the data (see :func:`require_trainable`).
+
+    Parameters
+    ----------
+    config
+        Data source, split fractions, seed, ``max_bad_fraction`` and ``image_size``.
+    progress
+        Called as ``progress(done, total)`` while the images are read.
+    cancel
+        Set it to stop the check (raises :class:`core.errors.RunCancelled`).
+    """
+    return inspect_dataset(
+        DataSource.from_config(config),
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        seed=config.seed,
+        max_bad_fraction=config.max_bad_fraction,
+        image_size=config.image_size,
+        progress=progress,
+        cancel=cancel,
+    )
+
+
+def prepare_dataset(source: DataSource, **options: Any) -> PreparedDataset:
+    """Run :func:`inspect_dataset` (same arguments) and refuse a dataset with errors (see :func:`require_trainable`)."""
+    return require_trainable(inspect_dataset(source, **options))
+
+
+def require_trainable(prepared: PreparedDataset) -> PreparedDataset:
+    """Return ``prepared`` when it can be trained on.
 
     Raises
     ------
     DataError
         Listing every error, one per line, followed by the short summary.
     """
-    prepared = inspect_dataset(
-        source,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        seed=seed,
-        max_bad_fraction=max_bad_fraction,
-        check_images=check_images,
-    )
     summary = prepared.summary
     if not summary.ok:
-        lines = [f"The dataset at {source.path} cannot be used for training:"]
+        lines = [f"The dataset at {summary.source} cannot be used for training:"]
         lines.extend(f"- {p.message}" for p in summary.errors)
         lines.append(summary.short())
         raise DataError("\n".join(lines))
@@ -245,33 +332,24 @@ def _size_stats(sizes: list[tuple[int, int]]) -> dict[str, tuple[int, int]]:
     }
 
 
-def _probe(sample: Sample) -> tuple[Sample, tuple[int, int] | None, str, str]:
-    try:
-        data = sample.path.read_bytes()
-        digest = hashlib.blake2b(data, digest_size=16).hexdigest()
-        return sample, probe_image(sample.path, data), digest, ""
-    except Exception as exc:  # noqa: BLE001 - any failure to read or parse means "unreadable"
-        return sample, None, "", str(exc) or type(exc).__name__
-
-
-def _check_files(
-    samples: list[Sample],
-) -> tuple[list[Sample], list[tuple[int, int]], dict[Path, str], list[tuple[Path, str]]]:
-    """Read every file once: hash it and probe it. Threads overlap disk reads; hashing and zlib release the GIL."""
-    good: list[Sample] = []
-    sizes: list[tuple[int, int]] = []
-    digests: dict[Path, str] = {}
-    bad: list[tuple[Path, str]] = []
-    workers = min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for sample, size, digest, reason in pool.map(_probe, samples, chunksize=16):
-            if size is None:
-                bad.append((sample.path, reason))
-                continue
-            good.append(sample)
-            sizes.append(size)
-            digests[sample.path] = digest
-    return good, sizes, digests, bad
+def _modality_problems(reports: list[FileReport]) -> list[Problem]:
+    """One warning naming the DICOM images that may not be chest radiographs (they are still used)."""
+    others = [r for r in reports if r.modality and r.modality not in RADIOGRAPH_MODALITIES]
+    if not others:
+        return []
+    kinds = ", ".join(f"{m} {n}" for m, n in sorted(Counter(r.modality for r in others).items()))
+    shown = ", ".join(str(r.sample.path) for r in others[:_EXAMPLES])
+    more = f" and {len(others) - _EXAMPLES} more" if len(others) > _EXAMPLES else ""
+    return [
+        Problem(
+            "warning",
+            f"{len(others)} DICOM image(s) are not of a radiograph modality (CR, DX or DR) and may not be chest "
+            f"X-rays (modality {kinds}; 'none' is a secondary capture or unlabelled): {shown}{more}. "
+            "They are used; remove any that are not chest radiographs.",
+            "not_radiograph",
+            tuple(str(r.sample.path) for r in others),
+        )
+    ]
 
 
 def _split_problems(
@@ -286,6 +364,7 @@ def _split_problems(
                         "error",
                         f"The {name} split is empty after splitting: add images (a few "
                         "dozen per class at least) or change the split fractions.",
+                        "empty_split",
                     )
                 )
             elif name == "val":
@@ -294,6 +373,7 @@ def _split_problems(
                         "warning",
                         "There is no val split (val_fraction is 0): validation metrics "
                         "and early stopping will not be available.",
+                        "no_val_split",
                     )
                 )
             continue
@@ -306,6 +386,7 @@ def _split_problems(
                         severity,
                         f"The {name} split has no {class_name} images: add more "
                         f"{class_name} images so every split holds both classes.",
+                        "split_missing_class",
                     )
                 )
     return problems
@@ -330,7 +411,12 @@ def _duplicate_problems(samples: list[Sample], digests: dict[Path, str]) -> list
         conflicting = sum(a.label != b.label for a, b in pairs)
         labels = f" ({conflicting} with different labels)" if conflicting else ""
         problems.append(
-            Problem("warning", f"{len(pairs)} pair(s) of identical images{labels}: {shown}{more}; remove the copies.")
+            Problem(
+                "warning",
+                f"{len(pairs)} pair(s) of identical images{labels}: {shown}{more}; remove the copies.",
+                "duplicate",
+                tuple(str(b.path) for _, b in pairs),
+            )
         )
     if leaks:
         shown = "; ".join(f"{a.path} ({a.split}) = {b.path} ({b.split})" for a, b in leaks[:_EXAMPLES])
@@ -341,6 +427,8 @@ def _duplicate_problems(samples: list[Sample], digests: dict[Path, str]) -> list
                 f"{len(leaks)} image(s) in {'/'.join(map(str, other))} are identical to "
                 f"images in train (leakage: {shown}); scores on those splits will look "
                 "better than they are, so remove the copies.",
+                "leakage",
+                tuple(str(b.path) for _, b in leaks),
             )
         )
     return problems

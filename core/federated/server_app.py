@@ -14,6 +14,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from core.broadcast.producer import producer_from_env
 from core.data import PreparedDataset, XrayDataset
+from core.data.dataset import collate
 from core.events import RunError, TrainingEnd, TrainingStart
 from core.federated.settings import FederationConfig, ServerSettings, owner_pid
 from core.federated.site_cache import prepare_data_cached
@@ -175,6 +176,8 @@ class CentralEvaluator:
             self._model = self.new_model()
         load_shared_weights(self._model, state)
         loader = torch.utils.data.DataLoader(
-            XrayDataset(self.samples, self.config.image_size, train=False), batch_size=self.config.batch_size
+            XrayDataset(self.samples, self.config.image_size, train=False),
+            batch_size=self.config.batch_size,
+            collate_fn=collate,
         )
         return final_stats({"val": predict(self._model, loader)}, self.config.threshold)

@@ -32,7 +32,9 @@ _KEY_FIELDS = (
     "test_fraction",
     "seed",
     "max_bad_fraction",
+    "image_size",
 )
+_CACHE_FORMAT = 2  # bump when the cached summary changes shape
 
 
 def prepare_data_cached(config: RunConfig, cache_dir: Path | None) -> PreparedDataset:
@@ -45,7 +47,7 @@ def prepare_data_cached(config: RunConfig, cache_dir: Path | None) -> PreparedDa
     """
     if cache_dir is None:
         return prepare_data(config)
-    settings = {name: getattr(config, name) for name in _KEY_FIELDS}
+    settings = {name: getattr(config, name) for name in _KEY_FIELDS} | {"format": _CACHE_FORMAT}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir / f"dataset-{key}.json"
     signature = data_signature(config)
@@ -102,7 +104,7 @@ def _to_json(data: PreparedDataset, signature: list[int]) -> dict[str, Any]:
 
 def _from_json(cached: dict[str, Any]) -> PreparedDataset:
     summary = dict(cached["summary"])
-    summary["problems"] = [Problem(**p) for p in summary.get("problems", [])]
+    summary["problems"] = [Problem(**(p | {"paths": tuple(p.get("paths", ()))})) for p in summary.get("problems", [])]
     summary["image_sizes"] = {k: tuple(v) for k, v in summary.get("image_sizes", {}).items()}
 
     def samples(rows: list[list[Any]]) -> list[Sample]:

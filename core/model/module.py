@@ -94,8 +94,10 @@ class PneumoniaClassifier(pl.LightningModule):
         """Return one logit per image."""
         return self.model(images).squeeze(1)
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> dict[str, torch.Tensor]:
-        images, targets = batch
+    def _step(self, batch: Any, split: str) -> dict[str, torch.Tensor] | None:
+        images, targets = batch[0], batch[1]
+        if targets.numel() == 0:
+            return None  # every file of the batch became unreadable (see core.data.dataset.Batch)
         logits = self(images)
         loss = self.criterion(logits, targets)
         probs = torch.sigmoid(logits.detach())
@@ -105,15 +107,20 @@ class PneumoniaClassifier(pl.LightningModule):
             self.val_roc.update(probs, targets.int())
         return {"loss": loss, "probs": probs, "targets": targets}
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        """Train on one batch; the outputs feed the batch-metrics callback."""
+    def training_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor] | None:
+        """Train on one batch; the outputs feed the batch-metrics callback.
+
+        A batch left with fewer than two readable images is skipped (BatchNorm cannot train on one).
+        """
+        if batch[1].numel() < 2:
+            return None
         return self._step(batch, "train")
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
         """Accumulate validation metrics."""
         self._step(batch, "val")
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: Any, batch_idx: int) -> None:
         """Accumulate test metrics."""
         self._step(batch, "test")
 

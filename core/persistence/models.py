@@ -1,4 +1,4 @@
-"""SQLAlchemy 2.0 models of the four tables: runs, run_metrics, clients and rounds.
+"""SQLAlchemy 2.0 models of the five tables: runs, run_metrics, clients, rounds and run_warnings.
 
 The Alembic revisions in ``core/persistence/migrations`` must produce exactly this schema; a test compares
 them with ``alembic.autogenerate.compare_metadata`` on SQLite and PostgreSQL.
@@ -31,7 +31,7 @@ TRAINING_MODES = ("centralized", "federated")
 ROLES = ("standalone", "server", "client")
 RUN_STATUSES = ("in_progress", "completed", "failed", "cancelled", "interrupted")
 DATASET_TYPES = ("train", "validation", "test", "other")
-CONTEXTS = ("epoch_end", "batch", "aggregated", "final_epoch", "server_eval")
+CONTEXTS = ("epoch_end", "batch", "aggregated", "final_epoch", "server_eval", "curve")
 
 # JSONB on PostgreSQL (indexable, compact); plain JSON text elsewhere.
 JsonType = JSON().with_variant(JSONB(), "postgresql")
@@ -151,8 +151,22 @@ class Round(Base):
     end_time: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
+class RunWarning(Base):
+    """Something a run went on despite (an image that became unreadable, a sink that failed), as a sentence."""
+
+    __tablename__ = "run_warnings"
+    __table_args__ = (Index("ix_run_warnings_run_id", "run_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    time: Mapped[datetime] = mapped_column(UTCDateTime())
+    source: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)
+
+
 # Core handles for fast inserts and selects (reads never load metric rows as ORM objects).
 runs_table = cast(Table, Run.__table__)
 metrics_table = cast(Table, RunMetric.__table__)
 clients_table = cast(Table, Client.__table__)
 rounds_table = cast(Table, Round.__table__)
+warnings_table = cast(Table, RunWarning.__table__)

@@ -27,6 +27,7 @@ from core.persistence.models import (
     rounds_table,
     runs_table,
     utcnow,
+    warnings_table,
 )
 
 SORT_KEYS = tuple(runs_table.c.keys())
@@ -151,6 +152,20 @@ def set_run_error(session: Session, run_id: int, message: str) -> None:
     session.execute(update(runs_table).where(runs_table.c.id == run_id).values(error_message=message))
 
 
+def add_run_warning(session: Session, run_id: int, source: str, message: str, time: datetime | None = None) -> None:
+    """Keep a warning sentence with the run (see ``run_warnings``)."""
+    session.execute(
+        insert(warnings_table).values(run_id=run_id, time=time or utcnow(), source=source[:32], message=message)
+    )
+
+
+def run_warnings(session: Session, run_id: int) -> list[dict[str, Any]]:
+    """The run's warnings, oldest first, as ``{"time", "source", "message"}``."""
+    w = warnings_table.c
+    rows = session.execute(select(w.time, w.source, w.message).where(w.run_id == run_id).order_by(w.time, w.id)).all()
+    return [{"time": time, "source": source, "message": message} for time, source, message in rows]
+
+
 def get_run(session: Session, run_id: int) -> RunRecord:
     """Return run ``run_id``.
 
@@ -234,7 +249,7 @@ def delete_run(session: Session, run_id: int) -> None:
     get_run(session, run_id)
     # Explicit child deletes: the database cascades too, but a SQLite connection opened elsewhere without
     # PRAGMA foreign_keys would not.
-    for table in (metrics_table, clients_table, rounds_table):
+    for table in (metrics_table, clients_table, rounds_table, warnings_table):
         session.execute(delete(table).where(table.c.run_id == run_id))
     session.execute(delete(runs_table).where(runs_table.c.id == run_id))
 

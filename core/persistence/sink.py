@@ -31,12 +31,14 @@ from core.events import (
 )
 from core.persistence.engine import Database, describe_failure, iter_chunks
 from core.persistence.models import RUN_STATUSES, metrics_table
-from core.persistence.repository import finish_run, record_round, set_run_error, upsert_client
+from core.persistence.repository import add_run_warning, finish_run, record_round, set_run_error, upsert_client
 from core.persistence.rows import COLUMNS, CONTEXT_INDEX, Row, event_rows
 from core.sinks import EventSink
 
 log = logging.getLogger(__name__)
 Op = Callable[[Session], None]
+MAX_WARNINGS = 1000
+"""Warnings kept per run: enough to name every file that vanished, bounded against a sink failing in a loop."""
 
 
 def _utc(timestamp: float | None) -> datetime | None:
@@ -100,6 +102,7 @@ class DatabaseSink(EventSink):
         self._round_starts: dict[int, float] = {}
         self._stopping = False
         self._closed = False
+        self._warnings_kept = 0
         self._statement = insert(metrics_table)
         self._positional_sql: str | None = None
         if db.engine.dialect.name == "sqlite":
@@ -120,9 +123,13 @@ class DatabaseSink(EventSink):
             self._wait_idle(self.epoch_wait_s)
             self._add(rows, flush=True)
         elif isinstance(event, RunError):
+            message = event.message
             if event.fatal:
-                message = event.message
                 self._add([], ops=[lambda s: set_run_error(s, self.run_id, message)])
+            elif self._warnings_kept < MAX_WARNINGS:
+                self._warnings_kept += 1
+                source, time = event.source, _utc(event.timestamp)
+                self._add([], ops=[lambda s: add_run_warning(s, self.run_id, source, message, time)])
         elif isinstance(event, TrainingEnd):
             self._training_end(event, rows)
         elif isinstance(event, RoundStart) and event.round_number is not None:

@@ -11,8 +11,8 @@ import torch
 from pytorch_lightning.callbacks import EarlyStopping
 from torchmetrics.functional.classification import binary_accuracy, binary_f1_score, binary_recall
 
-from core.errors import RunCancelled
-from core.events import BatchMetrics, EpochEnd, Event, GradientStats, LrUpdate
+from core.errors import DataError, RunCancelled
+from core.events import BatchMetrics, EpochEnd, Event, GradientStats, LrUpdate, RunError
 from core.events import EarlyStopping as EarlyStoppingEvent
 from core.model.module import PneumoniaClassifier
 from core.sinks import EventSink
@@ -184,3 +184,46 @@ class CancelOnRequest(pl.Callback):
     ) -> None:
         """Check before every validation batch."""
         self._check()
+
+
+class UnreadableImageMonitor(_Publishing):
+    """Records each image that became unreadable during training, and fails the run when too much is gone.
+
+    The dataloader drops such images from their batch (see :class:`core.data.dataset.Batch`); each one gets a
+    non-fatal ``run_error`` event (recorded with the run) the first time it is skipped.
+
+    Parameters
+    ----------
+    total
+        Images in the run (all splits).
+    max_bad_fraction
+        More unreadable images than this share of ``total`` fails the run with a sentence saying so.
+    """
+
+    def __init__(self, sink: EventSink, run_id: int | None, total: int, max_bad_fraction: float) -> None:
+        super().__init__(sink, run_id)
+        self.total, self.max_bad_fraction = max(1, total), max_bad_fraction
+        self.unreadable: dict[str, str] = {}
+
+    def _record(self, batch: Any) -> None:
+        for path, reason in getattr(batch, "skipped", None) or ():
+            if path in self.unreadable:
+                continue
+            self.unreadable[path] = reason
+            self.publish(RunError(message=f"{reason} It is skipped for this run.", source="data", fatal=False))
+        if len(self.unreadable) > self.max_bad_fraction * self.total:
+            raise DataError(
+                f"{len(self.unreadable)} of {self.total} images became unreadable during training, more than the "
+                f"allowed {self.max_bad_fraction:.0%} (max_bad_fraction); the first was {next(iter(self.unreadable))}. "
+                "Check that the data folder is still there (a network share?), then start the run again."
+            )
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, idx: int) -> None:
+        """Record the batch's skipped images."""
+        self._record(batch)
+
+    def on_validation_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """Record the batch's skipped images."""
+        self._record(batch)

@@ -19,7 +19,9 @@ def predict(
     was_training = model.training
     model.eval()
     probs, targets = [], []
-    for images, labels in loader:
+    for images, labels, *_ in loader:
+        if not labels.numel():
+            continue
         probs.append(torch.sigmoid(model(images.to(device))).float().cpu())
         targets.append(labels.int())
     model.train(was_training)

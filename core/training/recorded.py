@@ -9,29 +9,26 @@ from pathlib import Path
 import platformdirs
 
 from core.config import RunConfig
-from core.data import DataSource, PreparedDataset, prepare_dataset
+from core.data import PreparedDataset, require_trainable
+from core.data.file_check import Progress
+from core.data.validation import check_data
 from core.persistence import Database, DatabaseSink
 from core.persistence.repository import create_run
 from core.sinks import EventSink, SinkSet
 from core.training.runner import RunResult, run_training
 
 
-def prepare_data(config: RunConfig) -> PreparedDataset:
-    """Discover and validate the configured dataset.
+def prepare_data(
+    config: RunConfig, *, progress: Progress | None = None, cancel: threading.Event | None = None
+) -> PreparedDataset:
+    """:func:`check_data`, refusing a dataset that cannot be trained on.
 
     Raises
     ------
     core.errors.DataError
         With every problem that blocks training, one sentence each.
     """
-    source = DataSource.from_config(config)
-    return prepare_dataset(
-        source,
-        val_fraction=config.val_fraction,
-        test_fraction=config.test_fraction,
-        seed=config.seed,
-        max_bad_fraction=config.max_bad_fraction,
-    )
+    return require_trainable(check_data(config, progress=progress, cancel=cancel))
 
 
 def run_folder(run_id: int) -> Path:

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from core.config import RunConfig
 from core.data import PreparedDataset, XrayDataset
+from core.data.dataset import collate
 from core.errors import PneumoFLError, RunCancelled
 from core.events import RunError, TrainingEnd, TrainingStart
 from core.model.module import PneumoniaClassifier
@@ -32,6 +33,7 @@ from core.training.callbacks import (
     GradientMonitor,
     LearningRateMonitor,
     MetricsCollector,
+    UnreadableImageMonitor,
 )
 from core.training.evaluation import final_stats, predict
 
@@ -68,7 +70,7 @@ class Loaders:
 def build_loaders(config: RunConfig, data: PreparedDataset) -> Loaders:
     """Build seeded dataloaders for the prepared splits."""
     generator = torch.Generator().manual_seed(config.seed)
-    common: dict[str, Any] = {"batch_size": config.batch_size, "num_workers": config.num_workers}
+    common: dict[str, Any] = {"batch_size": config.batch_size, "num_workers": config.num_workers, "collate_fn": collate}
     if config.num_workers:
         common["persistent_workers"] = True
 
@@ -184,6 +186,9 @@ def run_training(
                 LearningRateMonitor(sink, run_id),
                 BatchMetricsSampler(sink, run_id, config.batch_metrics_every, config.threshold),
                 GradientMonitor(sink, run_id, config.gradient_every),
+                UnreadableImageMonitor(
+                    sink, run_id, len(data.train) + len(data.val) + len(data.test), config.max_bad_fraction
+                ),
                 collector,
             ]
             if not keep_last_weights:

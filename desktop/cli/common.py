@@ -10,7 +10,7 @@ import math
 import signal
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,8 @@ from typing import Any
 import platformdirs
 
 from core.persistence import Database
+
+_OWN_LOGGERS = {"pneumofl", "core", "desktop"}
 
 
 class CommandError(Exception):
@@ -53,8 +55,12 @@ def setup_logging(verbose: bool = False) -> Path:
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     root.addHandler(handler)
+    # Library warnings (pydicom's, Lightning's) go to the log file, never to a user's console.
+    logging.captureWarnings(True)
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.INFO if verbose else logging.ERROR)
+    if not verbose:  # libraries log their own failures with tracebacks; ours are already sentences
+        console.addFilter(lambda record: record.name.split(".")[0] in _OWN_LOGGERS)
     console.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     root.addHandler(console)
     return path
@@ -107,6 +113,29 @@ def format_duration(seconds: float | None) -> str:
     minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
+
+
+@contextlib.contextmanager
+def check_progress(show: bool = True) -> Iterator[Callable[[int, int], None]]:
+    """A ``progress(done, total)`` callback drawing the dataset check's progress bar on the terminal.
+
+    The bar appears only on a terminal (and when ``show``); in logs and pipes the check stays quiet.
+    """
+    from tqdm import tqdm
+
+    bar: tqdm | None = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc="Checking images", unit="img", file=sys.stderr, disable=None if show else True)
+        bar.update(done - bar.n)
+
+    try:
+        yield progress
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 @contextlib.contextmanager

@@ -12,8 +12,8 @@ import sys
 from collections.abc import Sequence
 
 from core import __version__
-from core.errors import PneumoFLError
-from desktop.cli import certs, client, db, federate, gui, runs, server, token, train, view
+from core.errors import PneumoFLError, RunCancelled
+from desktop.cli import certs, client, data, db, federate, gui, runs, server, token, train, view
 from desktop.cli.common import CommandError, setup_logging
 
 log = logging.getLogger("pneumofl")
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pneumofl {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to the console")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (gui, train, federate, server, client, certs, runs, view, token, db):
+    for module in (gui, train, data, federate, server, client, certs, runs, view, token, db):
         module.register(commands)
     return parser
 
@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PneumoFLError as exc:
         print(f"pneumofl: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, RunCancelled):
         print("pneumofl: interrupted.", file=sys.stderr)
         return 130
     except Exception as exc:

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from core.persistence import export_runs
-from core.persistence.repository import count_runs, epoch_table, final_stats, get_run, list_runs
+from core.persistence.repository import count_runs, epoch_table, final_stats, get_run, list_runs, run_warnings
 from desktop.cli.common import CommandError, add_db_option, format_duration, format_table, open_db, plain
 from desktop.cli.stats import format_final_stats
 
@@ -118,15 +118,21 @@ def run_show(args: argparse.Namespace) -> int:
             run = get_run(session, args.run_id)
             epochs = epoch_table(session, args.run_id)
             stats = final_stats(session, args.run_id)
+            warnings = run_warnings(session, args.run_id)
     finally:
         db.close()
     if args.format == "json":
-        print(json.dumps({"run": plain(run), "final_stats": stats, "epochs": epochs}, indent=2))
+        document = {"run": plain(run), "final_stats": stats, "epochs": epochs, "warnings": plain(warnings)}
+        print(json.dumps(document, indent=2))
         return 0
     print(f"Run {run.id}: {run.experiment_name} ({run.training_mode}, {run.role}) - {run.status}")
     print(f"Started {plain(run.start_time)}, duration {format_duration(run.duration)}, data {run.source_path or '-'}")
     if run.error_message:
         print(f"Error: {run.error_message}")
+    if warnings:
+        print(f"Warnings ({len(warnings)}):")
+        for warning in warnings:
+            print(f"  {plain(warning['time'])} {warning['source']}: {warning['message']}")
     print()
     print(format_final_stats(stats))
     print()

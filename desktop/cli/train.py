@@ -18,9 +18,18 @@ from pathlib import Path
 
 from core.broadcast import HubSink
 from core.config import BACKBONES, MONITORS, RunConfig, demo_config, load_config
+from core.data.validation import check_data
 from core.persistence import FileSink
 from core.sinks import ConsoleSink, EventSink
-from desktop.cli.common import CommandError, add_db_option, format_duration, open_db, stop_on_interrupt
+from desktop.cli.common import (
+    CommandError,
+    add_db_option,
+    check_progress,
+    format_duration,
+    open_db,
+    stop_on_interrupt,
+)
+from desktop.cli.data import DATA_OPTIONS, add_data_options
 from desktop.cli.serving import add_serve_options, hub_from_args, run_serving
 from desktop.cli.stats import format_final_stats
 
@@ -30,21 +39,16 @@ EXIT_CODES = {"completed": 0, "failed": 1, "cancelled": 130}
 OVERRIDES = {
     "name": "experiment_name",
     "data": "data_path",
-    "data_kind": "data_kind",
-    "csv_image_column": "csv_image_column",
-    "csv_label_column": "csv_label_column",
-    "csv_image_root": "csv_image_root",
+    **DATA_OPTIONS,
     "epochs": "epochs",
     "batch_size": "batch_size",
     "lr": "learning_rate",
     "backbone": "backbone",
     "weights": "weights_path",
-    "image_size": "image_size",
     "loss": "loss",
     "patience": "early_stopping_patience",
     "monitor": "monitor",
     "threshold": "threshold",
-    "seed": "seed",
     "threads": "max_threads",
     "workers": "num_workers",
     "accelerator": "accelerator",
@@ -66,21 +70,16 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", metavar="FILE", help="a saved run configuration (JSON); flags override it")
     p.add_argument("--name", help="experiment name")
-    p.add_argument("--data-kind", choices=("auto", "folder", "csv"))
-    p.add_argument("--csv-image-column", metavar="COL")
-    p.add_argument("--csv-label-column", metavar="COL")
-    p.add_argument("--csv-image-root", metavar="DIR")
+    add_data_options(p)
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="learning rate")
     p.add_argument("--backbone", choices=BACKBONES)
     p.add_argument("--weights", metavar="FILE", help="local weights file for the backbone (nothing is downloaded)")
-    p.add_argument("--image-size", type=int)
     p.add_argument("--loss", choices=("bce", "focal"))
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs (0 = off)")
     p.add_argument("--monitor", choices=MONITORS, help="metric for the best checkpoint and early stopping")
     p.add_argument("--threshold", type=float, help="decision threshold (default 0.5)")
-    p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: all)")
     p.add_argument("--workers", type=int, help="dataloader worker processes (default 0)")
     p.add_argument("--accelerator", choices=("auto", "cpu", "gpu", "mps"))
@@ -112,12 +111,21 @@ def build_config(args: argparse.Namespace) -> RunConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Prepare the data, train with a progress bar, print the final stats and the run id."""
-    from core.training.recorded import prepare_data, train_and_record  # torch loads only for commands that train
+    from core.training.recorded import train_and_record  # torch loads only for commands that train
 
     config = build_config(args)
     print("Checking the dataset...", file=sys.stderr)
-    data = prepare_data(config)
-    print(data.summary.format(), file=sys.stderr)
+    cancel = threading.Event()
+    with stop_on_interrupt(cancel, "Stopping the check"), check_progress(not args.no_progress) as progress:
+        data = check_data(config, progress=progress, cancel=cancel)
+    source = data.summary.source
+    hint = f"`pneumofl data check {source} --all` lists every one"
+    print(data.summary.format(more_hint=hint), file=sys.stderr)
+    if not data.summary.ok:
+        raise CommandError(
+            f"The dataset at {source} cannot be used for training: fix the error(s) listed above "
+            f"(`pneumofl data check {source}` checks it again without training)."
+        )
     hub = hub_from_args(args)
     db = open_db(args)
     sinks: list[EventSink] = [ConsoleSink()]
@@ -125,7 +133,6 @@ def run(args: argparse.Namespace) -> int:
         sinks.append(FileSink(args.export_dir))
     if hub is not None:
         sinks.append(HubSink(hub))
-    cancel = threading.Event()
     try:
         with stop_on_interrupt(cancel, "Stopping after the current batch"):
             result = run_serving(

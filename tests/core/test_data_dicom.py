@@ -1,4 +1,7 @@
-"""Decoding images: DICOM modality LUT, VOI window and MONOCHROME1 order, 16-bit PNG, damaged files."""
+"""Decoding images: DICOM modality LUT, VOI window and MONOCHROME1 order, 16-bit PNG, damaged files.
+
+Every transfer syntax, photometric interpretation and failure kind has its own file in test_dicom_syntaxes.py.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import pytest
 from PIL import Image
 
 from core.data import DataSource, inspect_dataset, load_image
-from core.data.images import load_resized, probe_image
+from core.data.images import load_resized
 from core.errors import DataError
 from tests.core.data_helpers import write_csv, write_dicom, write_image
 
@@ -74,14 +77,6 @@ def test_unreadable_files_raise_data_error_naming_them(tmp_path: Path) -> None:
         load_image(bad)
     with pytest.raises(DataError, match=r"gone\.dcm"):
         load_image(tmp_path / "gone.dcm")
-
-
-def test_probe_catches_truncated_dicom_pixels(tmp_path: Path) -> None:
-    path = write_dicom(tmp_path / "ok.dcm", STORED)
-    data = path.read_bytes()
-    assert probe_image(path, data) == (4, 2)
-    with pytest.raises(ValueError, match="truncated"):
-        probe_image(path, data[:-6])
 
 
 def test_rsna_style_manifest_with_dicom_ids(tmp_path: Path) -> None:

@@ -95,9 +95,10 @@ def test_corrupt_images_are_skipped_with_warning_or_error(tmp_path: Path) -> Non
     prepared = inspect_dataset(DataSource(tmp_path), max_bad_fraction=0.1)
     assert prepared.summary.skipped == 3
     assert prepared.summary.ok
-    warning = _messages(prepared, "warning")
-    assert "3 unreadable image(s)" in warning
-    assert "cut.png" in warning and "cut.jpg" in warning and "text.dcm" in warning
+    per_file = [p for p in prepared.summary.problems if p.paths and p.kind in ("unreadable", "invalid_header")]
+    assert sorted(Path(p.paths[0]).name for p in per_file) == ["cut.jpg", "cut.png", "text.dcm"]
+    for problem in per_file:  # one sentence each, naming its file
+        assert problem.severity == "warning" and problem.paths[0] in problem.message
     assert all("cut" not in s.path.name for s in prepared.train + prepared.val + prepared.test)
     strict = inspect_dataset(DataSource(tmp_path), max_bad_fraction=0.05)
     assert "3 of 44 images" in _messages(strict, "error") and "max_bad_fraction" in _messages(strict, "error")

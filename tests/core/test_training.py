@@ -10,7 +10,7 @@ from torchmetrics.functional.classification import binary_auroc, binary_recall, 
 from core.data import XrayDataset
 from core.events import BatchMetrics, EarlyStopping, EpochEnd, GradientStats, LrUpdate, TrainingEnd, TrainingStart
 from core.model.module import PneumoniaClassifier
-from core.persistence.repository import epoch_table, final_stats, get_metrics, get_run
+from core.persistence.repository import epoch_table, final_stats, get_metrics, get_run, run_warnings
 from core.sinks import EventSink, ListSink
 from core.training.recorded import prepare_data, train_and_record
 from core.training.runner import run_training
@@ -111,28 +111,50 @@ def test_cancel_stops_within_a_batch_and_keeps_completed_epochs(db, tiny_config,
     assert run.status == "cancelled" and [row["epoch"] for row in table] == [1]
 
 
-def test_a_crash_inside_training_records_a_failed_run_with_the_error(db, tiny_config, tmp_path):
-    config = tiny_config.with_overrides(cache_images=False, epochs=3)
+class DeleteAfterEpochOne(EventSink):
+    """Deletes ``victim`` when epoch 1 ends: the file vanishes mid-run, after the dataset check passed."""
+
+    def __init__(self, victim):
+        self.victim = victim
+
+    def handle(self, event):
+        if isinstance(event, EpochEnd) and self.victim.exists():
+            self.victim.unlink()
+
+
+def test_an_image_deleted_mid_run_is_skipped_and_the_warning_kept_with_the_run(db, tiny_config, tmp_path):
+    config = tiny_config.with_overrides(cache_images=False, epochs=2)
     data = prepare_data(config)
     victim = data.train[0].path
-
-    class DeleteAnImageAfterEpochOne(EventSink):
-        def handle(self, event):
-            if isinstance(event, EpochEnd) and victim.exists():
-                victim.unlink()
-
     try:
-        result = train_and_record(config, db, data=data, sinks=[DeleteAnImageAfterEpochOne()], work_dir=tmp_path)
+        result = train_and_record(config, db, data=data, sinks=[DeleteAfterEpochOne(victim)], work_dir=tmp_path)
+    finally:
+        _restore(victim)
+    assert result.status == "completed", result.error
+    with db.begin() as session:
+        warnings = run_warnings(session, result.run_id)
+        table = epoch_table(session, result.run_id)
+    assert [row["epoch"] for row in table] == [1, 2]
+    assert len(warnings) == 1 and warnings[0]["source"] == "data"
+    assert str(victim) in warnings[0]["message"] and "skipped" in warnings[0]["message"]
+
+
+def test_a_run_fails_with_a_sentence_when_more_data_vanishes_than_allowed(db, tiny_config, tmp_path):
+    config = tiny_config.with_overrides(cache_images=False, epochs=3, max_bad_fraction=0.0)
+    data = prepare_data(config)
+    victim = data.train[0].path
+    try:
+        result = train_and_record(config, db, data=data, sinks=[DeleteAfterEpochOne(victim)], work_dir=tmp_path)
     finally:
         _restore(victim)
     assert result.status == "failed"
-    assert victim.name in result.error
+    assert "became unreadable during training" in result.error and "max_bad_fraction" in result.error
+    assert "Traceback" not in result.error
     with db.begin() as session:
         run = get_run(session, result.run_id)
         table = epoch_table(session, result.run_id)
     assert run.status == "failed" and victim.name in (run.error_message or "")
-    assert [row["epoch"] for row in table] == [1]
-
+    assert [row["epoch"] for row in table] == [1]  # the completed epoch is kept
 
 def _restore(path):
     import numpy as np
