@@ -15,7 +15,7 @@ from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 from core.config import RunConfig
 from core.data import PreparedDataset
-from core.errors import PneumoFLError
+from core.errors import PneumoFLError, RunCancelled
 from core.persistence import Database
 from core.sinks import EventSink
 from core.training.recorded import train_and_record
@@ -119,6 +119,8 @@ class FunctionWorker(QObject):
         """Call the function and report its outcome."""
         try:
             result = self.fn(*self.args, **self.kwargs)
+        except RunCancelled:
+            self.errored.emit("Cancelled.", "")
         except PneumoFLError as exc:
             self.errored.emit(str(exc), traceback.format_exc())
         except Exception as exc:
@@ -127,6 +129,27 @@ class FunctionWorker(QObject):
         else:
             self.returned.emit(result)
         self.done.emit()
+
+
+class ProgressRelay(QObject):
+    """Carries ``report(done, total)`` calls from a worker thread to the GUI thread as ``progressed``.
+
+    Pass ``relay.report`` as a core function's ``progress`` callback; at most one signal per 1 % of the work
+    (and the last one) is sent, so a check of 100,000 files does not flood the event loop.
+    """
+
+    progressed = Signal(int, int)
+
+    def __init__(self, parent: QObject) -> None:
+        super().__init__(parent)
+        self._last = -1
+
+    def report(self, done: int, total: int) -> None:
+        """Called from any thread."""
+        step = max(1, total // 100)
+        if done == total or done // step != self._last:
+            self._last = done // step
+            self.progressed.emit(done, total)
 
 
 class _Relay(QObject):

@@ -3,6 +3,9 @@
 #   bash packaging/dev.sh run [ARGS...]   set up .venv, then start pneumofl (GUI on the demo data by default)
 #   bash packaging/dev.sh test [PYTEST ARGS...]   set up .venv, then lint + import contract + every test
 #   bash packaging/dev.sh setup           only set up .venv
+# The window needs Qt's X11 libraries (Debian: libxcb-cursor0 libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0
+# libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xkb1 libegl1 libgl1 libfontconfig1
+# libdbus-1-3); pneumofl names the missing ones before it opens a window (desktop/system_libraries.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD

@@ -32,8 +32,7 @@ _KEY_FIELDS = (
     "test_fraction",
     "seed",
     "max_bad_fraction",
-    "image_size",
-)
+)  # not image_size: whether a file decodes does not depend on the size it is resized to
 _CACHE_FORMAT = 2  # bump when the cached summary changes shape
 
 

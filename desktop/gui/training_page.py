@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -27,14 +28,14 @@ from PySide6.QtWidgets import (
 
 from core.config import BACKBONES, MONITORS, RunConfig, demo_config
 from core.data import PreparedDataset
+from core.data.validation import check_data
 from core.events import BatchMetrics, EpochEnd, Event, TrainingEnd, TrainingStart
 from core.sinks import EventSink
-from core.training.recorded import prepare_data
 from core.training.runner import RunResult
 from desktop.bridge import QtEventBridge
 from desktop.charts.dashboard import RunDashboard
 from desktop.gui.widgets import MessageBanner
-from desktop.workers import TrainingWorker, run_in_thread, start_worker
+from desktop.workers import ProgressRelay, TrainingWorker, run_in_thread, start_worker
 
 TOOLTIPS = {
     "backbone": "Network architecture. resnet18 is a good default; larger ones need more time and memory.",
@@ -66,6 +67,7 @@ class TrainingPage(QWidget):
         self.extra_sinks: list[EventSink] = []  # e.g. the broadcast hub while sharing
         self.run_id: int | None = None
         self._check_thread: QThread | None = None
+        self._check_cancel: threading.Event | None = None
         self._started_at = 0.0
         self._total_epochs = 0
         self._steps_per_epoch = 0
@@ -253,7 +255,14 @@ class TrainingPage(QWidget):
 
     # ------------------------------------------------------------------ dataset check
     def check_dataset(self, then_start: bool = False) -> None:
-        """Validate the dataset off the GUI thread and show its summary; optionally start when it is usable."""
+        """Check the dataset off the GUI thread with progress, and show its report; optionally start when usable.
+
+        While a check runs, the check button cancels it.
+        """
+        if self._check_cancel is not None:  # the button reads "Cancel check" while a check runs
+            self._check_cancel.set()
+            self.check_button.setEnabled(False)
+            return
         try:
             config = self.config().validate()
         except Exception as exc:  # noqa: BLE001 - ConfigError: a sentence naming the field
@@ -261,26 +270,47 @@ class TrainingPage(QWidget):
             return
         self.banner.hide()
         self.summary.setPlainText("Checking the dataset…")
-        self.check_button.setEnabled(False)
+        self.check_button.setText("Cancel check")
         self.start_button.setEnabled(False)
+        cancel = self._check_cancel = threading.Event()
+        relay = ProgressRelay(self)
+        relay.progressed.connect(self._on_check_progress)
 
         def done(prepared: PreparedDataset) -> None:
+            report = prepared.summary.format(limit=None)
+            self.summary.setPlainText(report)
+            self.progress.setFormat("Dataset checked")
+            if not prepared.summary.ok:
+                first = prepared.summary.errors[0].message
+                self.banner.show_message(f"The dataset cannot be used for training. {first}", report)
+                return
             self.prepared = prepared
-            self.summary.setPlainText(prepared.summary.format())
             if then_start:
                 self.start_prepared(config, prepared)
 
         def failed(message: str, details: str) -> None:
-            self.summary.setPlainText(message)
-            self.banner.show_message("The dataset cannot be used for training. " + message.splitlines()[0], details)
+            cancelled = cancel.is_set()
+            self.summary.setPlainText("The check was cancelled." if cancelled else message)
+            self.progress.setFormat("Check cancelled" if cancelled else "Check failed")
+            if not cancelled:
+                self.banner.show_message("The dataset could not be checked. " + message.splitlines()[0], details)
 
         def finished() -> None:
+            self._check_cancel = None
+            self.check_button.setText("Check dataset")
             self.check_button.setEnabled(True)
             if self.thread is None:
                 self.start_button.setEnabled(True)
 
-        self._check_thread = run_in_thread(self, prepare_data, config, on_result=done, on_error=failed)
+        self._check_thread = run_in_thread(
+            self, check_data, config, progress=relay.report, cancel=cancel, on_result=done, on_error=failed
+        )
         self._check_thread.finished.connect(finished)
+
+    def _on_check_progress(self, done: int, total: int) -> None:
+        self.progress.setRange(0, max(1, total))
+        self.progress.setValue(done)
+        self.progress.setFormat(f"Checking images: {done} of {total}")
 
     # ------------------------------------------------------------------ run control
     @property

@@ -104,3 +104,33 @@ def test_a_crash_inside_training_is_shown_and_recorded_as_failed(qtbot, page, sq
         run = get_run(session, result.run_id)
     db.close()
     assert run.status == "failed" and ".png" in (run.error_message or "")
+
+
+def test_check_shows_progress_and_names_every_unusable_file(qtbot, page, tmp_path):
+    from tests.core.dicom_factory import UNUSABLE, write_pacs_export
+
+    root = write_pacs_export(tmp_path / "pacs")
+    page.set_data_path(str(root))
+    page.check_dataset()
+    qtbot.waitUntil(lambda: page.check_button.text() == "Check dataset", timeout=60_000)
+    report = page.summary.toPlainText()
+    assert page.progress.format() == "Dataset checked" and page.progress.value() == page.progress.maximum() == 48
+    for name in UNUSABLE:
+        assert sum(name in line for line in report.splitlines()) == 1, report
+    # 4 of 48 is past the default 5 %: refused with the reason in the banner, the report behind Details.
+    assert page.banner.isVisible() and "4 of 48 images" in page.banner.text()
+    assert page.prepared is None and "Traceback" not in report
+
+
+def test_a_running_check_can_be_cancelled(qtbot, page, tmp_path):
+    from tests.core.data_helpers import make_folder_dataset
+
+    root = make_folder_dataset(tmp_path / "big", {"": (400, 400)})
+    page.set_data_path(str(root))
+    page.check_dataset()
+    assert page.check_button.text() == "Cancel check"
+    page.check_dataset()  # the same button, now "Cancel check"
+    qtbot.waitUntil(lambda: page.check_button.text() == "Check dataset", timeout=60_000)
+    assert page.summary.toPlainText() == "The check was cancelled."
+    assert page.progress.format() == "Check cancelled" and not page.banner.isVisible()
+    assert page.prepared is None and page.start_button.isEnabled()

@@ -2,7 +2,6 @@
 
 import csv
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -24,17 +23,6 @@ def dataset(tmp_path_factory):
     return write_folder_dataset(tmp_path_factory.mktemp("cli-xrays"), per_class=16, size=32)
 
 
-@pytest.fixture
-def env(tmp_path):
-    """Keep the user data, cache and log dirs of the child inside the test's folder."""
-    return os.environ | {
-        "XDG_DATA_HOME": str(tmp_path / "data"),
-        "XDG_CACHE_HOME": str(tmp_path / "cache"),
-        "XDG_STATE_HOME": str(tmp_path / "state"),
-        "PNEUMOFL_DB_URL": f"sqlite:///{tmp_path / 'runs.db'}",
-    }
-
-
 def pneumofl(*args, env, timeout=240, check=None):
     proc = subprocess.run(
         [sys.executable, "-m", "desktop", *map(str, args)],
@@ -46,6 +34,9 @@ def pneumofl(*args, env, timeout=240, check=None):
     )
     if check is not None:
         assert proc.returncode == check, proc.stdout + proc.stderr
+    # Whatever a test feeds it, good or bad, a user's console never shows a traceback or a library's warning.
+    for text in (proc.stdout, proc.stderr):
+        assert "Traceback" not in text and "Warning:" not in text, text[-3000:]
     return proc
 
 
@@ -83,6 +74,9 @@ def test_train_list_show_export(dataset, env, tmp_path):
         (["train", "--demo", "--epochs", "0"], "'epochs'"),
         (["runs", "show", "99"], "Run 99 does not exist"),
         (["runs", "list", "--sort", "colour"], "colour"),
+        (["data", "check", "/no/such/folder"], "/no/such/folder"),
+        (["data", "check", ".", "--image-size", "5"], "'image_size'"),
+        (["data", "check", "labels.csv", "--csv-image-column", "x"], "labels.csv"),
     ],
 )
 def test_bad_input_gets_one_line_and_exit_code_2(args, message, env):

@@ -29,9 +29,12 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 
 
 def pneumofl(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-m", "desktop", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
     )
+    for text in (done.stdout, done.stderr):  # never a traceback on a user's console, whatever the input
+        assert "Traceback" not in text, text[-3000:]
+    return done
 
 
 def test_sigterm_cancels_the_federation_and_leaves_no_process(tmp_path, fl_data, postgres_server):
