@@ -10,13 +10,8 @@ from core.data.demo import ensure_demo_dataset
 from core.data.discovery import CLASS_NAMES, DataSource, Problem, Sample, discover
 from core.data.images import IMAGE_EXTENSIONS, load_image
 from core.data.splits import stratified_split
-from core.data.validation import (
-    DatasetSummary,
-    PreparedDataset,
-    inspect_dataset,
-    prepare_dataset,
-    require_trainable,
-)
+from core.data.summary import DatasetSummary, PreparedDataset
+from core.data.validation import check_data, inspect_dataset, prepare_dataset, require_trainable
 
 if TYPE_CHECKING:
     from core.data.dataset import XrayDataset, build_transforms
@@ -42,6 +37,7 @@ __all__ = [
     "Sample",
     "XrayDataset",
     "build_transforms",
+    "check_data",
     "discover",
     "ensure_demo_dataset",
     "inspect_dataset",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -116,15 +117,14 @@ def _bounded_map(
     pool: ThreadPoolExecutor, fn: Callable[[Sample], FileReport], items: Iterable[Sample], window: int
 ) -> Iterator[FileReport]:
     """``pool.map`` with at most ``window`` files in flight, so a cancel stops promptly and memory stays flat."""
-    pending: list[Future[FileReport]] = []
-    iterator = iter(items)
+    pending: deque[Future[FileReport]] = deque()
     try:
-        for item in iterator:
+        for item in items:
             pending.append(pool.submit(fn, item))
             if len(pending) >= window:
-                yield pending.pop(0).result()
+                yield pending.popleft().result()
         while pending:
-            yield pending.pop(0).result()
+            yield pending.popleft().result()
     finally:
         for future in pending:
             future.cancel()

@@ -18,7 +18,7 @@ from typing import Any
 from core.config import RunConfig
 from core.data import PreparedDataset
 from core.data.discovery import Problem, Sample
-from core.data.validation import DatasetSummary
+from core.data.summary import DatasetSummary
 from core.training.recorded import prepare_data
 
 log = logging.getLogger(__name__)
