@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+from pydicom.uid import UID
 
 from core.data.pydicom_plugins import JPEG_EXTENDED, PLUGIN_LABEL, register_plugins
 from core.errors import ImageProblem
 
+if TYPE_CHECKING:
+    from pydicom import Dataset
+
 RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR"})
 _GREY = frozenset({"MONOCHROME1", "MONOCHROME2"})
 _COLOUR = frozenset({"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420", "PALETTE COLOR"})
-_NATIVE_SYNTAXES = frozenset(
-    {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
-)
 # ITU-R BT.601 luma weights: what "grey" means for an RGB medical image.
 _LUMA = np.array([0.299, 0.587, 0.114])
 
@@ -83,7 +85,7 @@ def decode_dicom(name: str, data: bytes) -> DicomImage:
             f"DICOM file {name} holds {frames} frames ({_modality(dataset) or 'no modality'}); "
             "a chest radiograph is a single image: remove it from the dataset.",
         )
-    if syntax in _NATIVE_SYNTAXES:
+    if syntax and UID(syntax).is_transfer_syntax and not UID(syntax).is_encapsulated:
         _check_native_length(name, dataset)
     if syntax == JPEG_EXTENDED and _int(dataset, "BitsStored", 8) > 8:
         dataset.pixel_array_options(decoding_plugin=PLUGIN_LABEL)  # the only installed plugin that reads it
@@ -127,26 +129,24 @@ _SHORT_NAMES = {
 
 def syntax_name(uid: str) -> str:
     """A transfer syntax's short readable name ("JPEG 2000 lossless"), pydicom's name, or the UID itself."""
-    from pydicom.uid import UID
-
     if uid in _SHORT_NAMES:
         return _SHORT_NAMES[uid]
     name = UID(uid).name if uid else ""
     return name if name and name != uid else (uid or "no transfer syntax")
 
 
-def _grey_display_values(dataset: object, pixels: np.ndarray, photometric: str) -> np.ndarray:
+def _grey_display_values(dataset: Dataset, pixels: np.ndarray, photometric: str) -> np.ndarray:
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     values = np.asarray(apply_modality_lut(pixels, dataset), dtype=np.float64)
-    if "VOILUTSequence" in dataset or "WindowCenter" in dataset:  # type: ignore[operator]
+    if "VOILUTSequence" in dataset or "WindowCenter" in dataset:
         values = np.asarray(apply_voi_lut(values, dataset, prefer_lut=True), dtype=np.float64)
     if photometric == "MONOCHROME1":  # low values are white: flip so that high means bright
         values = values.max() + values.min() - values
     return values
 
 
-def _check_header(name: str, dataset: object) -> None:
+def _check_header(name: str, dataset: Dataset) -> None:
     """Refuse header values that make the pixel data meaningless, naming the field."""
 
     def bad(field: str, value: object, expected: str) -> ImageProblem:
@@ -158,28 +158,28 @@ def _check_header(name: str, dataset: object) -> None:
 
     for field in ("Rows", "Columns"):
         if _int(dataset, field, 0) <= 0:
-            raise bad(field, dataset.get(field), "a positive number")  # type: ignore[attr-defined]
+            raise bad(field, dataset.get(field), "a positive number")
     allocated = _int(dataset, "BitsAllocated", 0)
     if allocated not in (1, 8, 16, 32):
-        raise bad("BitsAllocated", dataset.get("BitsAllocated"), "1, 8, 16 or 32")  # type: ignore[attr-defined]
+        raise bad("BitsAllocated", dataset.get("BitsAllocated"), "1, 8, 16 or 32")
     stored = _int(dataset, "BitsStored", allocated)
     if not 0 < stored <= allocated:
         raise bad("BitsStored", stored, f"between 1 and BitsAllocated ({allocated})")
     if _int(dataset, "SamplesPerPixel", 1) not in (1, 3):
-        raise bad("SamplesPerPixel", dataset.get("SamplesPerPixel"), "1 or 3")  # type: ignore[attr-defined]
+        raise bad("SamplesPerPixel", dataset.get("SamplesPerPixel"), "1 or 3")
     if _int(dataset, "PixelRepresentation", 0) not in (0, 1):
-        raise bad("PixelRepresentation", dataset.get("PixelRepresentation"), "0 or 1")  # type: ignore[attr-defined]
-    photometric = str(dataset.get("PhotometricInterpretation", "")).upper()  # type: ignore[attr-defined]
+        raise bad("PixelRepresentation", dataset.get("PixelRepresentation"), "0 or 1")
+    photometric = str(dataset.get("PhotometricInterpretation", "")).upper()
     if photometric not in _GREY | _COLOUR:
         raise bad("PhotometricInterpretation", photometric, "MONOCHROME1/2, RGB, YBR_* or PALETTE COLOR")
 
 
-def _check_native_length(name: str, dataset: object) -> None:
+def _check_native_length(name: str, dataset: Dataset) -> None:
     """Uncompressed pixel data shorter than its header says is a truncated file (pydicom would only warn)."""
     rows, columns = _int(dataset, "Rows", 0), _int(dataset, "Columns", 0)
     samples, bits = _int(dataset, "SamplesPerPixel", 1), _int(dataset, "BitsAllocated", 16)
     expected = (rows * columns * samples * bits + 7) // 8
-    actual = len(dataset.PixelData)  # type: ignore[attr-defined]
+    actual = len(dataset.PixelData)
     if actual < expected:
         raise ImageProblem(
             "truncated",
@@ -201,24 +201,24 @@ def _decode_failure(name: str, syntax: str, exc: Exception) -> str:
     )
 
 
-def _transfer_syntax(dataset: object) -> str:
+def _transfer_syntax(dataset: Dataset) -> str:
     meta = getattr(dataset, "file_meta", None)
     return str(getattr(meta, "TransferSyntaxUID", "") or "")
 
 
-def _sop_class_name(dataset: object) -> str:
-    uid = dataset.get("SOPClassUID")  # type: ignore[attr-defined]
+def _sop_class_name(dataset: Dataset) -> str:
+    uid = dataset.get("SOPClassUID")
     if not uid:
         return "no SOP class"
     return getattr(uid, "name", None) or str(uid)
 
 
-def _modality(dataset: object) -> str:
-    return str(dataset.get("Modality", "") or "").strip().upper()  # type: ignore[attr-defined]
+def _modality(dataset: Dataset) -> str:
+    return str(dataset.get("Modality", "") or "").strip().upper()
 
 
-def _int(dataset: object, field: str, default: int) -> int:
-    value = dataset.get(field, default)  # type: ignore[attr-defined]
+def _int(dataset: Dataset, field: str, default: int) -> int:
+    value = dataset.get(field, default)
     try:
         return int(value if value not in (None, "") else default)
     except (TypeError, ValueError):

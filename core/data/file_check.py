@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.data.discovery import Sample
-from core.data.images import decode_image
+from core.data.images import decode_image, read_image_bytes
 from core.errors import ImageProblem, RunCancelled
 
 Progress = Callable[[int, int], None]
@@ -48,16 +48,10 @@ def check_file(sample: Sample, image_size: int) -> FileReport:
 
     Never raises for a bad file: the report carries the problem.
     """
+    digest = ""
     try:
-        data = Path(sample.path).read_bytes()
-    except FileNotFoundError:
-        return FileReport(sample, problem_kind="missing", problem=f"Image {sample.path} does not exist.")
-    except OSError as exc:
-        return FileReport(
-            sample, problem_kind="unreadable", problem=f"Image {sample.path} cannot be read ({exc.strerror or exc})."
-        )
-    digest = hashlib.blake2b(data, digest_size=16).hexdigest()
-    try:
+        data = read_image_bytes(Path(sample.path))
+        digest = hashlib.blake2b(data, digest_size=16).hexdigest()
         image = decode_image(sample.path, data, image_size)
     except ImageProblem as problem:
         return FileReport(sample, digest, problem_kind=problem.kind, problem=str(problem))

@@ -7,6 +7,7 @@ training can read.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,14 +96,7 @@ def decode_image(path: Path, data: bytes | None = None, size: int | None = None)
         One sentence naming the file and saying what is wrong (see its ``kind``).
     """
     if data is None:
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise ImageProblem(
-                "missing", f"Image {path} does not exist any more: check the data folder and check it again."
-            ) from None
-        except OSError as exc:
-            raise ImageProblem("unreadable", f"Image {path} cannot be read ({exc.strerror or exc}).") from None
+        data = read_image_bytes(path)
     if path.suffix.lower() == DICOM_EXTENSION:
         decoded = _decode_dicom(path, data)
     else:
@@ -110,10 +104,26 @@ def decode_image(path: Path, data: bytes | None = None, size: int | None = None)
     if size is not None and decoded.pixels.shape != (size, size):
         # PIL's bilinear resize widens its kernel when shrinking, so large X-rays are antialiased.
         resized = np.array(Image.fromarray(decoded.pixels).resize((size, size), Image.Resampling.BILINEAR))
-        decoded = DecodedImage(
-            resized, decoded.width, decoded.height, decoded.file_type, decoded.converted_to_grey, decoded.modality
-        )
+        decoded = dataclasses.replace(decoded, pixels=resized)
     return decoded
+
+
+def read_image_bytes(path: Path) -> bytes:
+    """The bytes of an image file.
+
+    Raises
+    ------
+    core.errors.ImageProblem
+        ``missing`` or ``unreadable``, naming the file.
+    """
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ImageProblem(
+            "missing", f"Image {path} does not exist any more: check the data folder and check it again."
+        ) from None
+    except OSError as exc:
+        raise ImageProblem("unreadable", f"Image {path} cannot be read ({exc.strerror or exc}).") from None
 
 
 def _decode_pil(path: Path, data: bytes, size: int | None) -> DecodedImage:

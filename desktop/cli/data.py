@@ -17,21 +17,22 @@ import sys
 import threading
 
 from core.config import RunConfig
+from core.data.summary import PreparedDataset
 from core.data.validation import check_data
 from desktop.cli.common import check_progress, stop_on_interrupt
 
-# CLI flag -> RunConfig field, shared with `pneumofl train`.
-DATA_OPTIONS = {
-    "data_kind": "data_kind",
-    "csv_image_column": "csv_image_column",
-    "csv_label_column": "csv_label_column",
-    "csv_image_root": "csv_image_root",
-    "val_fraction": "val_fraction",
-    "test_fraction": "test_fraction",
-    "max_bad_fraction": "max_bad_fraction",
-    "image_size": "image_size",
-    "seed": "seed",
-}
+# The options `data check` and `train` share; each flag is its RunConfig field's name.
+DATA_FIELDS = (
+    "data_kind",
+    "csv_image_column",
+    "csv_label_column",
+    "csv_image_root",
+    "val_fraction",
+    "test_fraction",
+    "max_bad_fraction",
+    "image_size",
+    "seed",
+)
 
 
 def add_data_options(p: argparse.ArgumentParser) -> None:
@@ -49,6 +50,13 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="seed of the split")
 
 
+def check_with_progress(config: RunConfig, show_progress: bool) -> PreparedDataset:
+    """Check the configured dataset with a progress bar; the first Ctrl-C stops the check (exit 130)."""
+    cancel = threading.Event()
+    with stop_on_interrupt(cancel, "Stopping the check"), check_progress(show_progress) as progress:
+        return check_data(config, progress=progress, cancel=cancel)
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     """Add ``data check``."""
     data = commands.add_parser("data", help="check a dataset without training", description=__doc__)
@@ -59,7 +67,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("path", metavar="PATH", help="dataset folder (NORMAL/PNEUMONIA, optionally in train/val/test) or CSV")
+    p.add_argument(
+        "path", metavar="PATH", help="dataset folder (NORMAL/PNEUMONIA, optionally in train/val/test) or CSV"
+    )
     add_data_options(p)
     p.add_argument("--format", choices=("text", "json"), default="text", help="json lists every problem file")
     p.add_argument("--all", action="store_true", help="list every problem in the text report (default: first 20)")
@@ -69,12 +79,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check the dataset at ``args.path`` and print the report; 0 when trainable, 2 when not."""
-    overrides = {field: getattr(args, flag) for flag, field in DATA_OPTIONS.items() if getattr(args, flag) is not None}
+    overrides = {field: getattr(args, field) for field in DATA_FIELDS if getattr(args, field) is not None}
     config = RunConfig(data_path=args.path).with_overrides(**overrides).validate()
-    cancel = threading.Event()
-    with stop_on_interrupt(cancel, "Stopping the check"), check_progress(not args.no_progress) as progress:
-        prepared = check_data(config, progress=progress, cancel=cancel)
-    summary = prepared.summary
+    summary = check_with_progress(config, not args.no_progress).summary
     if args.format == "json":
         print(json.dumps(summary.to_dict(), indent=2))
     else:
@@ -87,4 +94,3 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     return 0
-

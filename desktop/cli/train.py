@@ -18,18 +18,16 @@ from pathlib import Path
 
 from core.broadcast import HubSink
 from core.config import BACKBONES, MONITORS, RunConfig, demo_config, load_config
-from core.data.validation import check_data
 from core.persistence import FileSink
 from core.sinks import ConsoleSink, EventSink
 from desktop.cli.common import (
     CommandError,
     add_db_option,
-    check_progress,
     format_duration,
     open_db,
     stop_on_interrupt,
 )
-from desktop.cli.data import DATA_OPTIONS, add_data_options
+from desktop.cli.data import DATA_FIELDS, add_data_options, check_with_progress
 from desktop.cli.serving import add_serve_options, hub_from_args, run_serving
 from desktop.cli.stats import format_final_stats
 
@@ -39,7 +37,7 @@ EXIT_CODES = {"completed": 0, "failed": 1, "cancelled": 130}
 OVERRIDES = {
     "name": "experiment_name",
     "data": "data_path",
-    **DATA_OPTIONS,
+    **{field: field for field in DATA_FIELDS},
     "epochs": "epochs",
     "batch_size": "batch_size",
     "lr": "learning_rate",
@@ -115,9 +113,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = build_config(args)
     print("Checking the dataset...", file=sys.stderr)
-    cancel = threading.Event()
-    with stop_on_interrupt(cancel, "Stopping the check"), check_progress(not args.no_progress) as progress:
-        data = check_data(config, progress=progress, cancel=cancel)
+    data = check_with_progress(config, not args.no_progress)
     source = data.summary.source
     hint = f"`pneumofl data check {source} --all` lists every one"
     print(data.summary.format(more_hint=hint), file=sys.stderr)
@@ -133,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         sinks.append(FileSink(args.export_dir))
     if hub is not None:
         sinks.append(HubSink(hub))
+    cancel = threading.Event()
     try:
         with stop_on_interrupt(cancel, "Stopping after the current batch"):
             result = run_serving(
