@@ -14,8 +14,8 @@ CONFIG_VERSION = 1
 
 BACKBONES = ("resnet18", "resnet50", "densenet121", "efficientnet_b0", "mobilenet_v3_small", "small_cnn")
 MONITORS = (
-    "val_recall",
     "val_auroc",
+    "val_recall",
     "val_f1",
     "val_accuracy",
     "val_precision",
@@ -60,9 +60,13 @@ class RunConfig:
     class_weighting: bool = True
     gradient_clip: float = 1.0
     threshold: float = 0.5
+    # Fit a temperature on validation after training and use it for every reported and predicted probability.
+    temperature_scaling: bool = False
     # callbacks
     early_stopping_patience: int = 5
-    monitor: str = "val_recall"
+    # AUROC, not recall: an all-positive epoch has perfect recall. Ties go to Youden's J, and an epoch that
+    # gives every validation image one class never wins while another exists (core/training/selection.py).
+    monitor: str = "val_auroc"
     monitor_mode: str = "max"
     batch_metrics_every: int = 10
     gradient_every: int = 50
@@ -159,8 +163,6 @@ def demo_config(**overrides: Any) -> RunConfig:
         batch_metrics_every=5,
         gradient_every=10,
         early_stopping_patience=4,
-        # AUROC, not recall: an early all-positive epoch has perfect recall and would win the checkpoint.
-        monitor="val_auroc",
     )
     return base.with_overrides(**overrides)
 

@@ -148,14 +148,16 @@ class RoundMetrics(Event):
 class TrainingEnd(Event):
     """A run ended. ``status`` is completed, failed or cancelled.
 
-    ``final_stats`` maps a split (``val``, ``test``) to the best checkpoint's metrics on it, and
-    ``youden`` to the Youden-optimal threshold with validation metrics at that threshold.
+    ``best_metrics`` are the best epoch's (or round's) ``val_*`` metrics. ``final_stats`` is the best
+    checkpoint's evaluation (see :func:`core.training.evaluation.final_stats`): per-split metrics, intervals,
+    operating points, calibration.
     """
 
     TYPE: ClassVar[str] = "training_end"
     status: str
     best_epoch: int | None = None
     best_val_recall: float | None = None
+    best_metrics: MetricDict = field(default_factory=dict)
     duration: float = 0.0
     final_stats: dict[str, Any] = field(default_factory=dict)
     error: str | None = None

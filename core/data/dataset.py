@@ -16,11 +16,10 @@ from torch.utils.data import Dataset, default_collate
 from torchvision.transforms import v2
 
 from core.data.discovery import Sample
+from core.data.images import NORMALISE_MEAN as MEAN
+from core.data.images import NORMALISE_STD as STD
 from core.data.images import load_resized
 from core.errors import DataError
-
-MEAN = 0.5
-STD = 0.25
 
 
 def build_transforms(image_size: int, train: bool) -> v2.Compose:

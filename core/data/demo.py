@@ -127,6 +127,24 @@ def _u(rng: np.random.Generator, low: float, high: float) -> float:
 
 def render_chest(rng: np.random.Generator, pneumonia: bool) -> np.ndarray:
     """Draw one synthetic chest X-ray as a ``uint8`` ``SIZE`` x ``SIZE`` array."""
+    return render_chest_with_opacity(rng, pneumonia)[0]
+
+
+def opacity_mask(path: Path) -> np.ndarray | None:
+    """Where the generator put the opacities of demo image ``path``: a ``SIZE`` x ``SIZE`` bool mask.
+
+    ``None`` for a NORMAL image or a file name the generator does not write. A pixel is inside an opacity
+    when it lies in the lungs within two standard deviations of an opacity's centre.
+    """
+    parts = Path(path).stem.split("_")
+    if len(parts) != 3 or parts[0] not in _SPLIT_SEEDS or parts[1] != "pneumonia" or not parts[2].isdigit():
+        return None
+    rng = np.random.default_rng([DEMO_VERSION, _SPLIT_SEEDS[parts[0]], 1, int(parts[2])])
+    return render_chest_with_opacity(rng, pneumonia=True)[1]
+
+
+def render_chest_with_opacity(rng: np.random.Generator, pneumonia: bool) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`render_chest`, and the mask of its opacities (see :func:`opacity_mask`)."""
     # Per-image pose: shift, scale and a mild tilt, applied by moving the sampling grid.
     scale = _u(rng, 0.9, 1.1)
     dx, dy = _u(rng, -5, 5), _u(rng, -5, 5)
@@ -156,6 +174,7 @@ def render_chest(rng: np.random.Generator, pneumonia: bool) -> np.ndarray:
     for _ in range(rng.integers(3, 7)):  # vessel-like small blobs near the hila, in both classes
         side = int(rng.choice((-1, 1)))
         image += _u(rng, 0.04, 0.1) * _blob(64 + side * _u(rng, 10, 20), _u(rng, 50, 75), _u(rng, 1.0, 2.2), x, y)
+    opacity = np.zeros((SIZE, SIZE), dtype=bool)
     if pneumonia:
         for _ in range(rng.integers(1, 4)):
             side = int(rng.choice((-1, 1)))
@@ -163,9 +182,11 @@ def render_chest(rng: np.random.Generator, pneumonia: bool) -> np.ndarray:
             ox, oy = 64 + side * 23 + r * lung_w * math.cos(theta), 60 + r * lung_h * math.sin(theta)
             sigma = _u(rng, 4.0, 9.0)
             texture = 0.7 + 0.3 * rng.random((SIZE, SIZE), dtype=np.float32)
-            image += _u(rng, 0.12, 0.28) * _blob(ox, oy, sigma, x, y) * texture * lung_mask
+            blob = _blob(ox, oy, sigma, x, y)
+            image += _u(rng, 0.12, 0.28) * blob * texture * lung_mask
+            opacity |= (blob > math.exp(-2.0)) & (lung_mask > 0.5)
     image = image * _u(rng, 0.85, 1.15) + _u(rng, -0.06, 0.06)  # exposure
     image += 0.03 * rng.standard_normal(image.shape, dtype=np.float32)
     pixels = np.clip(image * 255, 0, 255).astype(np.uint8)
     blurred = Image.fromarray(pixels).filter(ImageFilter.GaussianBlur(radius=0.8))
-    return np.asarray(blurred)
+    return np.asarray(blurred), opacity

@@ -18,6 +18,9 @@ from PIL import Image
 from core.errors import ImageProblem
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".dcm")
+# The model sees (x / 255 - NORMALISE_MEAN) / NORMALISE_STD: values in [-2, 2] (core.data.dataset.build_transforms).
+NORMALISE_MEAN = 0.5
+NORMALISE_STD = 0.25
 DICOM_EXTENSION = ".dcm"
 
 

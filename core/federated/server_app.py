@@ -13,19 +13,23 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from core.broadcast.producer import producer_from_env
+from core.config import RunConfig
 from core.data import PreparedDataset, XrayDataset
 from core.data.dataset import collate
 from core.events import RunError, TrainingEnd, TrainingStart
 from core.federated.settings import FederationConfig, ServerSettings, owner_pid
 from core.federated.site_cache import prepare_data_cached
 from core.federated.strategy import RecordedFedAvg, RoundFailed
+from core.model.checkpoint import save_checkpoint, weights_sha256
 from core.model.module import PneumoniaClassifier
 from core.persistence import Database, DatabaseSink
 from core.persistence.repository import create_run
 from core.sinks import EventSink, SinkSet
-from core.training.evaluation import final_stats, predict
+from core.stats.calibration import apply_temperature, fit_temperature
+from core.training.evaluation import Predictions, final_stats, predict_logits
 from core.training.recorded import run_folder
 from core.training.runner import load_shared_weights, shared_weights
+from core.training.selection import selection_key
 
 log = logging.getLogger(__name__)
 app = ServerApp()
@@ -72,7 +76,7 @@ def run_federation(
     evaluator: CentralEvaluator,
     work_dir: Path,
 ) -> None:
-    """Train ``plan.rounds`` rounds; end the run with the best round by server validation recall."""
+    """Train ``plan.rounds`` rounds; end the run with the best round by the server's evaluation."""
     started = time.monotonic()
     sink.handle(
         TrainingStart(
@@ -85,12 +89,15 @@ def run_federation(
         )
     )
     strategy = RecordedFedAvg(sink, run_id, min_sites=plan.min_sites, round_timeout=plan.round_timeout)
-    history: dict[int, dict[str, Any]] = {}
+    tracker = BestRound(plan.training, work_dir / "best.ckpt")
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        stats = evaluator(arrays.to_torch_state_dict())
-        history[server_round] = stats
+        state = arrays.to_torch_state_dict()
+        logits = evaluator.logits(state)
+        stats = evaluator.stats(logits, resamples=0)
         metrics = {f"val_{k}": v for k, v in (stats.get("val") or {}).items() if isinstance(v, (int, float))}
+        if server_round > 0:  # round 0 is the untrained initial model
+            tracker.offer(server_round, metrics, state, logits)
         strategy.round_metrics(server_round, metrics)
         return MetricRecord(metrics)
 
@@ -116,28 +123,55 @@ def run_federation(
         sink.handle(
             RunError(run_id=run_id, message=error, source="federation", fatal=True, details=traceback.format_exc())
         )
-    best = best_round(history)
+    best = tracker.round
     sink.handle(
         TrainingEnd(
             run_id=run_id,
             status=status,
             best_epoch=best,
-            best_val_recall=(history.get(best, {}).get("val") or {}).get("recall") if best is not None else None,
+            best_val_recall=tracker.metrics.get("val_recall"),
+            best_metrics=tracker.metrics,
             duration=time.monotonic() - started,
-            final_stats=history.get(best, {}) if best is not None else {},
+            # The full statistics (with intervals) only for the round that is reported.
+            final_stats=tracker.final_stats(evaluator),
             error=error,
         )
     )
 
 
-def best_round(history: dict[int, dict[str, Any]]) -> int | None:
-    """The round (not the initial model, round 0) with the best server validation recall; AUROC breaks ties."""
-    scored = [
-        ((stats.get("val") or {}).get("recall", -1.0), (stats.get("val") or {}).get("auroc", -1.0), number)
-        for number, stats in history.items()
-        if number > 0
-    ]
-    return max(scored)[2] if scored else None
+class BestRound:
+    """The best round so far by the server's evaluation (see :mod:`core.training.selection`); its weights on disk."""
+
+    def __init__(self, config: RunConfig, path: Path) -> None:
+        self.monitor, self.mode, self.backbone, self.path = config.monitor, config.monitor_mode, config.backbone, path
+        self.round: int | None = None
+        self.metrics: dict[str, float] = {}
+        self.logits: Predictions = {}
+        self._key: tuple | None = None
+
+    def final_stats(self, evaluator: CentralEvaluator) -> dict[str, Any]:
+        """The full statistics (with intervals) of the best round, and where its weights are."""
+        if not self.logits:
+            return {}
+        stats = evaluator.stats(self.logits)
+        state = torch.load(self.path, map_location="cpu", weights_only=True)["state_dict"]
+        stats["model"] = {
+            "backbone": self.backbone,
+            "image_size": evaluator.config.image_size,
+            "weights_sha256": weights_sha256(state),
+            "checkpoint": str(self.path.resolve()),
+        }
+        return stats
+
+    def offer(
+        self, number: int, metrics: dict[str, float], state: dict[str, torch.Tensor], logits: Predictions
+    ) -> None:
+        """Keep round ``number`` if it beats the best so far (earliest on a tie)."""
+        key = selection_key(metrics, self.monitor, self.mode)
+        if key is None or (self._key is not None and key <= self._key):
+            return
+        self.round, self.metrics, self.logits, self._key = number, metrics, logits, key
+        save_checkpoint(self.path, state, number, self.backbone)
 
 
 class CentralEvaluator:
@@ -168,8 +202,8 @@ class CentralEvaluator:
             threshold=self.config.threshold,
         )
 
-    def __call__(self, state: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """``final_stats`` of the model with ``state`` on the held-out set (empty without one)."""
+    def logits(self, state: dict[str, torch.Tensor]) -> Predictions:
+        """``{"val": (logits, targets)}`` of the model with ``state`` on the held-out set (empty without one)."""
         if not self.samples:
             return {}
         if self._model is None:
@@ -180,4 +214,17 @@ class CentralEvaluator:
             batch_size=self.config.batch_size,
             collate_fn=collate,
         )
-        return final_stats({"val": predict(self._model, loader)}, self.config.threshold)
+        return {"val": predict_logits(self._model, loader)}
+
+    def stats(self, logits: Predictions, resamples: int | None = None) -> dict[str, Any]:
+        """``final_stats`` of held-out logits (temperature-scaled when the plan asks for it)."""
+        if not logits:
+            return {}
+        z, y = logits["val"]
+        temperature = None
+        if self.config.temperature_scaling and len(set(y.tolist())) > 1:
+            temperature = fit_temperature(z, y)
+        probs = {"val": (apply_temperature(z, temperature), y)}
+        raw = {"val": (torch.sigmoid(z), y)} if temperature else None
+        extra = {} if resamples is None else {"resamples": resamples}
+        return final_stats(probs, self.config.threshold, temperature=temperature, uncalibrated=raw, **extra)

@@ -190,6 +190,7 @@ def train_site_round(
                         round_number=server_round,
                         best_epoch=server_round * plan.local_epochs,
                         best_val_recall=(result.final_stats.get("val") or {}).get("recall"),
+                        best_metrics={f"val_{k}": v for k, v in (result.final_stats.get("val") or {}).items()},
                         duration=result.duration,
                         final_stats=result.final_stats,
                     )

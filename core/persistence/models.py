@@ -1,4 +1,4 @@
-"""SQLAlchemy 2.0 models of the five tables: runs, run_metrics, clients, rounds and run_warnings.
+"""SQLAlchemy 2.0 models of the six tables: runs, run_metrics, clients, rounds, run_warnings and predictions.
 
 The Alembic revisions in ``core/persistence/migrations`` must produce exactly this schema; a test compares
 them with ``alembic.autogenerate.compare_metadata`` on SQLite and PostgreSQL.
@@ -94,6 +94,10 @@ class Run(Base):
     server_address: Mapped[str | None] = mapped_column(String(255))
     best_epoch: Mapped[int | None] = mapped_column(Integer)
     best_val_recall: Mapped[float | None] = mapped_column(Float)
+    best_val_auroc: Mapped[float | None] = mapped_column(Float)
+    best_val_specificity: Mapped[float | None] = mapped_column(Float)
+    # The whole final statistics document (intervals, operating points, calibration, temperature).
+    final_stats: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     duration: Mapped[float | None] = mapped_column(Float)
     error_message: Mapped[str | None] = mapped_column(Text)
     host: Mapped[str] = mapped_column(String(255))
@@ -164,9 +168,35 @@ class RunWarning(Base):
     message: Mapped[str] = mapped_column(Text)
 
 
+class Prediction(Base):
+    """One image read by a model: who read it, what it said, at which threshold. Never pixel data.
+
+    ``run_id`` is set when the model came from a recorded run (kept, as NULL, if the run is deleted);
+    ``model_sha256`` identifies the weights either way, so readings by an exported model can be traced too.
+    """
+
+    __tablename__ = "predictions"
+    __table_args__ = (
+        Index("ix_predictions_run_id", "run_id"),
+        Index("ix_predictions_image_sha256", "image_sha256"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    model_sha256: Mapped[str] = mapped_column(String(64))
+    image_sha256: Mapped[str] = mapped_column(String(64))
+    file_name: Mapped[str] = mapped_column(String(255))
+    probability: Mapped[float] = mapped_column(Float)
+    operating_point: Mapped[str] = mapped_column(String(16))
+    threshold: Mapped[float] = mapped_column(Float)
+    decision: Mapped[str] = mapped_column(String(16))
+    time: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 # Core handles for fast inserts and selects (reads never load metric rows as ORM objects).
 runs_table = cast(Table, Run.__table__)
 metrics_table = cast(Table, RunMetric.__table__)
 clients_table = cast(Table, Client.__table__)
 rounds_table = cast(Table, Round.__table__)
 warnings_table = cast(Table, RunWarning.__table__)
+predictions_table = cast(Table, Prediction.__table__)

@@ -24,6 +24,7 @@ from core.persistence.models import (
     RUN_STATUSES,
     clients_table,
     metrics_table,
+    predictions_table,
     rounds_table,
     runs_table,
     utcnow,
@@ -51,6 +52,9 @@ class RunRecord:
     server_address: str | None
     best_epoch: int | None
     best_val_recall: float | None
+    best_val_auroc: float | None
+    best_val_specificity: float | None
+    final_stats: dict[str, Any] | None
     duration: float | None
     error_message: str | None
     host: str
@@ -129,10 +133,17 @@ def finish_run(
     status: str,
     best_epoch: int | None = None,
     best_val_recall: float | None = None,
+    best_val_auroc: float | None = None,
+    best_val_specificity: float | None = None,
+    final_stats: dict[str, Any] | None = None,
     duration: float | None = None,
     error_message: str | None = None,
 ) -> None:
-    """Set the final status and summary of a run (``error_message`` is kept if not given)."""
+    """Set the final status and summary of a run (``error_message`` is kept if not given).
+
+    ``best_val_*`` are the best epoch's (or round's) validation metrics; ``final_stats`` is the whole
+    document of :func:`core.training.evaluation.final_stats`.
+    """
     if status not in RUN_STATUSES:
         raise ValueError(f"status must be one of {', '.join(RUN_STATUSES)}, not {status!r}")
     values: dict[str, Any] = {
@@ -140,6 +151,9 @@ def finish_run(
         "end_time": utcnow(),
         "best_epoch": best_epoch,
         "best_val_recall": _finite_or_none(best_val_recall),
+        "best_val_auroc": _finite_or_none(best_val_auroc),
+        "best_val_specificity": _finite_or_none(best_val_specificity),
+        "final_stats": json_safe(final_stats) if final_stats else None,
         "duration": duration,
     }
     if error_message is not None:
@@ -251,6 +265,8 @@ def delete_run(session: Session, run_id: int) -> None:
     # PRAGMA foreign_keys would not.
     for table in (metrics_table, clients_table, rounds_table, warnings_table):
         session.execute(delete(table).where(table.c.run_id == run_id))
+    # Readings stay (they are a record of what was told to whom), traceable by the model's SHA-256.
+    session.execute(update(predictions_table).where(predictions_table.c.run_id == run_id).values(run_id=None))
     session.execute(delete(runs_table).where(runs_table.c.id == run_id))
 
 
@@ -366,7 +382,14 @@ def metric_stats(session: Session, run_id: int, *, context: str | None = None) -
 
 
 def final_stats(session: Session, run_id: int) -> dict[str, Any]:
-    """Rebuild ``{"val": {...}, "test": {...}, "youden": {"threshold": t, "val": {...}}}`` from final_epoch rows."""
+    """The run's final statistics (see :func:`core.training.evaluation.final_stats`).
+
+    Runs recorded before the document was kept get ``{"val": {...}, "test": {...}, "youden": {...}}``
+    rebuilt from their ``final_epoch`` rows.
+    """
+    document = session.execute(select(runs_table.c.final_stats).where(runs_table.c.id == run_id)).scalar()
+    if document:
+        return dict(document)
     rows = session.execute(
         select(_M.metric_name, _M.metric_value).where(_M.run_id == run_id, _M.context == "final_epoch").order_by(_M.id)
     )
@@ -463,3 +486,19 @@ def federated_runs(session: Session, federation_run_id: str) -> list[RunRecord]:
         .order_by(runs_table.c.role.desc(), runs_table.c.id)
     ).mappings()
     return [RunRecord(**dict(r)) for r in rows]
+
+
+def record_predictions(session: Session, readings: list[dict[str, Any]]) -> None:
+    """Insert readings: dicts with the columns of ``predictions`` (``time`` defaults to now)."""
+    if readings:
+        now = utcnow()
+        session.execute(insert(predictions_table), [{"time": now} | r for r in readings])
+
+
+def list_predictions(session: Session, *, run_id: int | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+    """The most recent readings (of one run's model, when given), newest first."""
+    p = predictions_table.c
+    query = select(predictions_table).order_by(p.time.desc(), p.id.desc()).limit(limit)
+    if run_id is not None:
+        query = query.where(p.run_id == run_id)
+    return [dict(row) for row in session.execute(query).mappings()]

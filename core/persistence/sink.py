@@ -154,6 +154,9 @@ class DatabaseSink(EventSink):
             "status": status,
             "best_epoch": event.best_epoch,
             "best_val_recall": event.best_val_recall,
+            "best_val_auroc": event.best_metrics.get("val_auroc"),
+            "best_val_specificity": event.best_metrics.get("val_specificity"),
+            "final_stats": event.final_stats,
             "duration": event.duration,
             "error_message": event.error,
         }

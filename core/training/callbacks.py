@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import math
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import EarlyStopping
 from torchmetrics.functional.classification import binary_accuracy, binary_f1_score, binary_recall
 
 from core.errors import DataError, RunCancelled
 from core.events import BatchMetrics, EpochEnd, Event, GradientStats, LrUpdate, RunError
 from core.events import EarlyStopping as EarlyStoppingEvent
+from core.model.checkpoint import save_checkpoint, shared_state
 from core.model.module import PneumoniaClassifier
 from core.sinks import EventSink
+from core.training.selection import Key, selection_key
 
 
 class _Publishing(pl.Callback):
@@ -31,16 +32,24 @@ class MetricsCollector(_Publishing):
     """Emits ``epoch_end`` with train and validation metrics of the same epoch, and tracks the best epoch.
 
     Lightning runs validation inside the training epoch, before ``on_train_epoch_end``, so both halves
-    are final here.
+    are final here. The best epoch is the greatest :func:`core.training.selection.selection_key`: the
+    monitored metric, except that an epoch giving every validation image one class loses to any that does
+    not, and Youden's J breaks ties.
     """
 
     def __init__(self, sink: EventSink, run_id: int | None, monitor: str, mode: str) -> None:
         super().__init__(sink, run_id)
         self.monitor, self.mode = monitor, mode
         self.best_epoch: int | None = None
-        self.best_value: float | None = None
+        self.best_key: Key | None = None
         self.best_metrics: dict[str, float] = {}
         self.epochs_completed = 0
+        self.improved = False  # whether the epoch just ended became the best
+
+    @property
+    def best_value(self) -> float | None:
+        """The monitored value of the best epoch."""
+        return self.best_metrics.get(self.monitor) if self.best_key is not None else None
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Publish the epoch's metrics."""
@@ -48,17 +57,32 @@ class MetricsCollector(_Publishing):
         metrics = pl_module.compute_split("train") | pl_module.last_val_metrics
         epoch = trainer.current_epoch + 1
         self.epochs_completed = epoch
-        self._track_best(epoch, metrics)
+        key = selection_key(metrics, self.monitor, self.mode)
+        self.improved = key is not None and (self.best_key is None or key > self.best_key)
+        if self.improved:
+            self.best_epoch, self.best_key, self.best_metrics = epoch, key, metrics
         curves = {"val_roc": pl_module.last_val_roc} if pl_module.last_val_roc else {}
         self.publish(EpochEnd(epoch=epoch, metrics=metrics, curves=curves))
 
-    def _track_best(self, epoch: int, metrics: dict[str, float]) -> None:
-        value = metrics.get(self.monitor)
-        if value is None or math.isnan(value):
+
+class BestCheckpoint(pl.Callback):
+    """Saves the weights of the best epoch (as the collector ranks it) to ``path``; place it after the collector.
+
+    Weights only (see :mod:`core.model.checkpoint`): the optimiser's moments would triple every save, and
+    only the weights are ever reused.
+    """
+
+    def __init__(self, collector: MetricsCollector, path: Path) -> None:
+        self.collector, self.path = collector, path
+        self.best_model_path = ""
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Save when the epoch just ended is the new best."""
+        if not self.collector.improved:
             return
-        better = self.best_value is None or (value > self.best_value if self.mode == "max" else value < self.best_value)
-        if better:
-            self.best_epoch, self.best_value, self.best_metrics = epoch, value, metrics
+        backbone = str(pl_module.hparams.get("backbone", ""))
+        save_checkpoint(self.path, shared_state(pl_module), self.collector.best_epoch, backbone)
+        self.best_model_path = str(self.path)
 
 
 class BatchMetricsSampler(_Publishing):
@@ -140,29 +164,35 @@ class LearningRateMonitor(_Publishing):
         self.publish(LrUpdate(epoch=trainer.current_epoch + 1, step=trainer.global_step, lr=lr))
 
 
-class EventEarlyStopping(EarlyStopping):
-    """Lightning's early stopping, announcing itself with an ``early_stopping`` event when it fires.
+class EventEarlyStopping(_Publishing):
+    """Stops training after ``patience`` epochs without a new best epoch (as the collector ranks them).
 
-    It checks at the end of the training epoch (after validation), so the epoch's ``epoch_end``
-    event is published before the stop.
+    It runs after the collector, at the end of the training epoch (after validation), so the epoch's
+    ``epoch_end`` event is published before the stop, which an ``early_stopping`` event announces.
     """
 
-    def __init__(self, sink: EventSink, run_id: int | None, monitor: str, mode: str, patience: int) -> None:
-        super().__init__(monitor=monitor, mode=mode, patience=patience, check_on_train_epoch_end=True, strict=True)
-        self.sink, self.run_id = sink, run_id
+    def __init__(self, sink: EventSink, run_id: int | None, collector: MetricsCollector, patience: int) -> None:
+        super().__init__(sink, run_id)
+        self.collector, self.patience = collector, patience
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Run the check and publish when it stops training."""
-        before = self.stopped_epoch
-        super().on_train_epoch_end(trainer, pl_module)
-        if self.stopped_epoch != before and trainer.should_stop:
-            epoch = trainer.current_epoch + 1
-            best = float(self.best_score)
-            reason = f"{self.monitor} did not improve for {self.patience} epoch(s); best {best:.4f}. Stopped after epoch {epoch}."
-            event = EarlyStoppingEvent(
-                epoch=epoch, monitor=self.monitor, best_value=best, patience=self.patience, reason=reason
+        """Stop, and say why, when the best epoch is ``patience`` epochs old."""
+        epoch = self.collector.epochs_completed
+        if epoch - (self.collector.best_epoch or 0) < self.patience or epoch >= (trainer.max_epochs or 0):
+            return
+        trainer.should_stop = True
+        monitor, best = self.collector.monitor, self.collector.best_value
+        shown = "none" if best is None else f"{best:.4f} at epoch {self.collector.best_epoch}"
+        reason = f"{monitor} did not improve for {self.patience} epoch(s); best {shown}. Stopped after epoch {epoch}."
+        self.publish(
+            EarlyStoppingEvent(
+                epoch=epoch,
+                monitor=monitor,
+                best_value=float("nan") if best is None else best,
+                patience=self.patience,
+                reason=reason,
             )
-            self.sink.handle(event.with_run(self.run_id))
+        )
 
 
 class CancelOnRequest(pl.Callback):

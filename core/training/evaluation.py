@@ -1,4 +1,8 @@
-"""Final statistics of a run: the best checkpoint's metrics on validation and test, and the Youden threshold."""
+"""Final statistics of a model: metrics with bootstrap intervals, operating points and calibration, per split.
+
+Everything a person reads about a finished run is computed here, once, from the best checkpoint's predictions
+on validation and test: thresholds are chosen on validation and only applied to test.
+"""
 
 from __future__ import annotations
 
@@ -9,25 +13,39 @@ from torch.utils.data import DataLoader
 from torchmetrics.functional.classification import binary_roc
 
 from core.model.module import flatten_metrics, make_metrics
+from core.stats.bootstrap import RESAMPLES, bootstrap_intervals
+from core.stats.calibration import calibration_summary
+from core.stats.operating_points import OPERATING_POINTS, choose_thresholds
+
+STATS_VERSION = 2
+Predictions = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 
 @torch.inference_mode()
+def predict_logits(
+    model: torch.nn.Module, loader: DataLoader, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(logits, targets)`` of ``model`` over ``loader`` in eval mode."""
+    was_training = model.training
+    model.eval()
+    logits, targets = [], []
+    for images, labels, *_ in loader:
+        if not labels.numel():
+            continue
+        logits.append(model(images.to(device)).float().cpu())
+        targets.append(labels.int())
+    model.train(was_training)
+    if not logits:
+        return torch.empty(0), torch.empty(0, dtype=torch.int)
+    return torch.cat(logits), torch.cat(targets)
+
+
 def predict(
     model: torch.nn.Module, loader: DataLoader, device: torch.device | str = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(probabilities, targets)`` of ``model`` over ``loader`` in eval mode."""
-    was_training = model.training
-    model.eval()
-    probs, targets = [], []
-    for images, labels, *_ in loader:
-        if not labels.numel():
-            continue
-        probs.append(torch.sigmoid(model(images.to(device))).float().cpu())
-        targets.append(labels.int())
-    model.train(was_training)
-    if not probs:
-        return torch.empty(0), torch.empty(0, dtype=torch.int)
-    return torch.cat(probs), torch.cat(targets)
+    logits, targets = predict_logits(model, loader, device)
+    return torch.sigmoid(logits), targets
 
 
 def metrics_at(probs: torch.Tensor, targets: torch.Tensor, threshold: float) -> dict[str, float]:
@@ -38,39 +56,75 @@ def metrics_at(probs: torch.Tensor, targets: torch.Tensor, threshold: float) -> 
     return {name.removeprefix("x_"): value for name, value in flat.items()}
 
 
-def youden_threshold(probs: torch.Tensor, targets: torch.Tensor) -> float:
-    """The threshold maximising sensitivity + specificity - 1 on the ROC curve."""
-    fpr, tpr, thresholds = binary_roc(probs, targets.int())
-    best = int(torch.argmax(tpr - fpr))
-    return float(thresholds[best].clamp(0.0, 1.0))
+def is_degenerate(metrics: dict[str, float]) -> bool:
+    """True when every image got the same decision (all pneumonia or all normal) at the threshold."""
+    predicted_positive = metrics.get("cm_tp", 0) + metrics.get("cm_fp", 0)
+    predicted_negative = metrics.get("cm_tn", 0) + metrics.get("cm_fn", 0)
+    return predicted_positive == 0 or predicted_negative == 0
 
 
-def final_stats(predictions: dict[str, tuple[torch.Tensor, torch.Tensor]], threshold: float) -> dict[str, Any]:
+def final_stats(
+    predictions: Predictions,
+    threshold: float,
+    *,
+    temperature: float | None = None,
+    uncalibrated: Predictions | None = None,
+    resamples: int = RESAMPLES,
+) -> dict[str, Any]:
     """Build the ``final_stats`` of a ``training_end`` event.
 
     Parameters
     ----------
     predictions
-        ``{"val": (probs, targets), "test": (...)}``; splits with no samples are left out.
+        ``{"val": (probs, targets), "test": (...)}``; splits without both classes are left out.
     threshold
-        The configured decision threshold.
+        The configured decision threshold (pneumonia when the probability is above it).
+    temperature
+        The temperature ``probs`` were scaled with, if any (recorded with the calibration).
+    uncalibrated
+        The probabilities before temperature scaling, to report the calibration it improved.
+    resamples
+        Bootstrap resamples per interval (0 leaves intervals out, for per-round federated evaluation).
 
     Returns
     -------
     dict
-        ``{"val": {metric: value}, "test": {...}, "youden": {"threshold": t, "val": {...}},
-        "roc": {"fpr": [...], "tpr": [...]}}`` (the ROC of the validation predictions).
-        ``recall`` is the sensitivity.
+        ``version``, ``threshold``; per split ``val``/``test`` metrics; ``samples`` (``total``, ``positive``);
+        ``intervals[split][metric] = [low, high]`` (95%, stratified bootstrap); ``operating_points[name]`` with
+        ``threshold`` (chosen on validation), ``val``, ``test`` and ``intervals``; ``youden`` (its threshold and
+        validation metrics, for older readers); ``calibration`` (``temperature``, per split Brier, ECE and
+        reliability bins); ``roc`` of validation; ``degenerate`` when validation gets one decision for every
+        image at ``threshold``.
     """
-    stats: dict[str, Any] = {}
-    for split, (probs, targets) in predictions.items():
-        if len(targets) and len(set(targets.tolist())) > 1:
+    usable = {s: p for s, p in predictions.items() if len(p[1]) and len(set(p[1].tolist())) > 1}
+    stats: dict[str, Any] = {"version": STATS_VERSION, "threshold": threshold}
+    if "val" not in usable:
+        for split, (probs, targets) in usable.items():
             stats[split] = metrics_at(probs, targets, threshold)
-    if "val" in stats:
-        probs, targets = predictions["val"]
-        t = youden_threshold(probs, targets)
-        stats["youden"] = {"threshold": t, "val": metrics_at(probs, targets, t)}
-        stats["roc"] = roc_points(probs, targets)
+        return stats if len(stats) > 2 else {}
+    chosen = choose_thresholds(*usable["val"])
+    thresholds = [threshold, *(chosen[name] for name in OPERATING_POINTS)]
+    points: dict[str, dict[str, Any]] = {
+        name: {"threshold": chosen[name], "intervals": {}} for name in OPERATING_POINTS
+    }
+    stats |= {"samples": {}, "intervals": {}, "operating_points": points, "calibration": {"temperature": temperature}}
+    for split, (probs, targets) in usable.items():
+        stats[split] = metrics_at(probs, targets, threshold)
+        stats["samples"][split] = {"total": len(targets), "positive": int(targets.sum())}
+        for name in OPERATING_POINTS:
+            points[name][split] = metrics_at(probs, targets, chosen[name])
+        if resamples:
+            base, *at_points = bootstrap_intervals(probs, targets, thresholds, resamples=resamples)
+            stats["intervals"][split] = base
+            for name, intervals in zip(OPERATING_POINTS, at_points):
+                points[name]["intervals"][split] = intervals
+        stats["calibration"][split] = calibration_summary(probs, targets)
+        if uncalibrated and split in uncalibrated:
+            before = calibration_summary(*uncalibrated[split])
+            stats["calibration"].setdefault("before_scaling", {})[split] = {k: before[k] for k in ("brier", "ece")}
+    stats["youden"] = {"threshold": chosen["youden"], "val": points["youden"]["val"]}
+    stats["roc"] = roc_points(*usable["val"])
+    stats["degenerate"] = is_degenerate(stats["val"])
     return stats
 
 

@@ -6,12 +6,11 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import platformdirs
-
 from core.config import RunConfig
 from core.data import PreparedDataset, require_trainable
 from core.data.file_check import Progress
 from core.data.validation import check_data
+from core.model.checkpoint import run_folder
 from core.persistence import Database, DatabaseSink
 from core.persistence.repository import create_run
 from core.sinks import EventSink, SinkSet
@@ -29,11 +28,6 @@ def prepare_data(
         With every problem that blocks training, one sentence each.
     """
     return require_trainable(check_data(config, progress=progress, cancel=cancel))
-
-
-def run_folder(run_id: int) -> Path:
-    """Where a run's best checkpoint is kept: the user data dir, one folder per run."""
-    return Path(platformdirs.user_data_dir("pneumofl")) / "runs" / str(run_id)
 
 
 def train_and_record(

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from core.config import RunConfig
@@ -24,10 +23,13 @@ from core.data import PreparedDataset, XrayDataset
 from core.data.dataset import collate
 from core.errors import PneumoFLError, RunCancelled
 from core.events import RunError, TrainingEnd, TrainingStart
+from core.model.checkpoint import LOCAL_STATE_PREFIXES, shared_state, weights_sha256
 from core.model.module import PneumoniaClassifier
 from core.sinks import EventSink
+from core.stats.calibration import apply_temperature, fit_temperature
 from core.training.callbacks import (
     BatchMetricsSampler,
+    BestCheckpoint,
     CancelOnRequest,
     EventEarlyStopping,
     GradientMonitor,
@@ -35,10 +37,9 @@ from core.training.callbacks import (
     MetricsCollector,
     UnreadableImageMonitor,
 )
-from core.training.evaluation import final_stats, predict
+from core.training.evaluation import final_stats, predict_logits
 
 log = logging.getLogger(__name__)
-LOCAL_STATE_PREFIXES = ("criterion.",)
 
 
 @dataclass
@@ -49,6 +50,7 @@ class RunResult:
     status: str
     best_epoch: int | None = None
     best_val_recall: float | None = None
+    best_metrics: dict[str, float] = field(default_factory=dict)  # the best epoch's metrics
     duration: float = 0.0
     fit_seconds: float = 0.0  # Trainer.fit alone (no data preparation or final evaluation)
     epochs_completed: int = 0
@@ -100,7 +102,7 @@ def positive_weight(data: PreparedDataset) -> float | None:
 
 def shared_weights(model: PneumoniaClassifier) -> dict[str, torch.Tensor]:
     """The model's weights without the loss's buffers (a site's class balance is its own, not the model's)."""
-    return {k: v.detach().cpu() for k, v in model.state_dict().items() if not k.startswith(LOCAL_STATE_PREFIXES)}
+    return shared_state(model)
 
 
 def load_shared_weights(model: PneumoniaClassifier, weights: Mapping[str, torch.Tensor]) -> None:
@@ -162,7 +164,7 @@ def run_training(
     cancel = cancel or threading.Event()
     started = time.monotonic()
     collector = MetricsCollector(sink, run_id, config.monitor, config.monitor_mode)
-    checkpoint: ModelCheckpoint | None = None
+    checkpoint: BestCheckpoint | None = None
     result = RunResult(run_id=run_id, status="failed")
     with _work_dir(work_dir) as folder, _threads(config.max_threads), _quiet_lightning():
         try:
@@ -192,22 +194,10 @@ def run_training(
                 collector,
             ]
             if not keep_last_weights:
-                # Weights only: the optimiser's moments would triple every save, and only the weights are reused.
-                checkpoint = ModelCheckpoint(
-                    dirpath=folder,
-                    filename="best",
-                    monitor=config.monitor,
-                    mode=config.monitor_mode,
-                    save_top_k=1,
-                    save_weights_only=True,
-                )
+                checkpoint = BestCheckpoint(collector, Path(folder) / "best.ckpt")
                 callbacks.append(checkpoint)
             if config.early_stopping_patience:
-                callbacks.append(
-                    EventEarlyStopping(
-                        sink, run_id, config.monitor, config.monitor_mode, config.early_stopping_patience
-                    )
-                )
+                callbacks.append(EventEarlyStopping(sink, run_id, collector, config.early_stopping_patience))
             trainer = pl.Trainer(
                 max_epochs=config.epochs,
                 accelerator=config.accelerator,
@@ -219,8 +209,8 @@ def run_training(
                 enable_progress_bar=progress_bar,
                 enable_model_summary=False,
                 default_root_dir=folder,
-                # Without ours, Lightning would add a default checkpoint: weights and optimiser every epoch.
-                enable_checkpointing=checkpoint is not None,
+                # BestCheckpoint keeps the best weights; Lightning's would save weights and optimiser every epoch.
+                enable_checkpointing=False,
             )
             sink.handle(
                 TrainingStart(
@@ -240,7 +230,12 @@ def run_training(
             if keep_last_weights:
                 result.weights = shared_weights(model)
             if final_evaluation:
-                result.final_stats = _best_checkpoint_stats(model, checkpoint, loaders, config.threshold, cancel)
+                result.final_stats = _best_checkpoint_stats(model, checkpoint, loaders, config, cancel)
+                if result.final_stats:
+                    train = {"total": len(data.train), "positive": sum(s.label for s in data.train)}
+                    result.final_stats.setdefault("samples", {})["train"] = train
+                    kept = checkpoint.best_model_path if checkpoint and work_dir is not None else ""
+                    result.final_stats["model"] = model_record(model, config, kept)
         except RunCancelled:
             result.status = "cancelled"
         except Exception as exc:
@@ -259,6 +254,7 @@ def run_training(
         result.duration = time.monotonic() - started
         result.best_epoch = collector.best_epoch
         result.best_val_recall = collector.best_metrics.get("val_recall")
+        result.best_metrics = {k: v for k, v in collector.best_metrics.items() if k.startswith("val_")}
         result.epochs_completed = collector.epochs_completed
         if checkpoint is not None and checkpoint.best_model_path:
             result.checkpoint_path = checkpoint.best_model_path if work_dir is not None else None
@@ -268,6 +264,7 @@ def run_training(
                 status=result.status,
                 best_epoch=result.best_epoch,
                 best_val_recall=result.best_val_recall,
+                best_metrics=result.best_metrics,
                 duration=result.duration,
                 final_stats=result.final_stats,
                 error=result.error,
@@ -276,22 +273,42 @@ def run_training(
     return result
 
 
+def model_record(model: PneumoniaClassifier, config: RunConfig, checkpoint: str) -> dict[str, Any]:
+    """What ``predict`` and ``model export`` need to find and check the evaluated weights (``""``: not kept)."""
+    return {
+        "backbone": config.backbone,
+        "image_size": config.image_size,
+        "weights_sha256": weights_sha256(shared_state(model)),
+        "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
+    }
+
+
 def _best_checkpoint_stats(
     model: PneumoniaClassifier,
-    checkpoint: ModelCheckpoint | None,
+    checkpoint: BestCheckpoint | None,
     loaders: Loaders,
-    threshold: float,
+    config: RunConfig,
     cancel: threading.Event,
 ) -> dict[str, Any]:
-    """Reload the best checkpoint's weights (if any) and evaluate them on validation and test."""
+    """Reload the best checkpoint's weights (if any) and evaluate them on validation and test.
+
+    With ``temperature_scaling`` a temperature is fitted on the validation logits; every reported
+    probability (and so every threshold chosen on them) is then the scaled one, as ``predict`` will give.
+    """
     if checkpoint is not None and checkpoint.best_model_path:
         state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["state_dict"])
+        model.load_state_dict(state["state_dict"], strict=False)
     device = next(model.parameters()).device
-    predictions = {"val": predict(model, loaders.val, device)}
+    logits = {"val": predict_logits(model, loaders.val, device)}
     if loaders.test is not None and not cancel.is_set():
-        predictions["test"] = predict(model, loaders.test, device)
-    return final_stats(predictions, threshold)
+        logits["test"] = predict_logits(model, loaders.test, device)
+    temperature = None
+    val_logits, val_targets = logits["val"]
+    if config.temperature_scaling and len(val_targets) and len(set(val_targets.tolist())) > 1:
+        temperature = fit_temperature(val_logits, val_targets)
+    probs = {split: (apply_temperature(z, temperature), y) for split, (z, y) in logits.items()}
+    raw = {split: (torch.sigmoid(z), y) for split, (z, y) in logits.items()} if temperature else None
+    return final_stats(probs, config.threshold, temperature=temperature, uncalibrated=raw)
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ Examples
   pneumofl runs show 12
   pneumofl runs export 12 --format csv -o run12.csv
   pneumofl runs export --all --format json -o all-runs.json
+  pneumofl runs report 12 -o run12.html
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from core.persistence import export_runs
 from core.persistence.repository import count_runs, epoch_table, final_stats, get_run, list_runs, run_warnings
 from desktop.cli.common import CommandError, add_db_option, format_duration, format_table, open_db, plain
+from desktop.cli.report import add_report_command
 from desktop.cli.stats import format_final_stats
 
 LIST_COLUMNS = (
@@ -27,10 +29,24 @@ LIST_COLUMNS = (
     "status",
     "start_time",
     "best_epoch",
+    "best_val_auroc",
     "best_val_recall",
+    "best_val_specificity",
     "duration",
 )
-LIST_HEADERS = ("ID", "Experiment", "Mode", "Role", "Status", "Started", "Best epoch", "Best val recall", "Duration")
+LIST_HEADERS = (
+    "ID",
+    "Experiment",
+    "Mode",
+    "Role",
+    "Status",
+    "Started",
+    "Best epoch",
+    "Val AUROC",
+    "Val sensitivity",
+    "Val specificity",
+    "Duration",
+)
 EPOCH_COLUMNS = (
     "epoch",
     "train_loss",
@@ -51,9 +67,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = runs.add_subparsers(dest="runs_command", required=True, metavar="{list,show,export}")
+    sub = runs.add_subparsers(dest="runs_command", required=True, metavar="{list,show,export,report}")
 
-    p = sub.add_parser("list", help="every run with status, mode, best epoch, best val recall, duration")
+    p = sub.add_parser("list", help="every run with status, mode, best epoch and its AUROC, sensitivity, specificity")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--mode", choices=("centralized", "federated"))
     p.add_argument("--status", choices=("in_progress", "completed", "failed", "cancelled", "interrupted"))
@@ -80,6 +96,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_db_option(p)
     p.set_defaults(func=run_export)
 
+    add_report_command(sub)
+
 
 def run_list(args: argparse.Namespace) -> int:
     """Print the runs."""
@@ -101,8 +119,8 @@ def run_list(args: argparse.Namespace) -> int:
             total = count_runs(session, **filters)
     finally:
         db.close()
-    if args.format == "json":
-        print(json.dumps([plain(r) for r in runs], indent=2))
+    if args.format == "json":  # the final statistics of each run are in `runs show RUN_ID --format json`
+        print(json.dumps([{k: v for k, v in plain(r).items() if k != "final_stats"} for r in runs], indent=2))
         return 0
     rows = [plain(r) | {"duration": format_duration(r.duration), "start_time": r.start_time} for r in runs]
     print(format_table(rows, LIST_COLUMNS, LIST_HEADERS))
@@ -122,7 +140,8 @@ def run_show(args: argparse.Namespace) -> int:
     finally:
         db.close()
     if args.format == "json":
-        document = {"run": plain(run), "final_stats": stats, "epochs": epochs, "warnings": plain(warnings)}
+        summary = {k: v for k, v in plain(run).items() if k != "final_stats"}
+        document = {"run": summary, "final_stats": stats, "epochs": epochs, "warnings": plain(warnings)}
         print(json.dumps(document, indent=2))
         return 0
     print(f"Run {run.id}: {run.experiment_name} ({run.training_mode}, {run.role}) - {run.status}")

@@ -4,39 +4,96 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.stats.names import LABELS, OPERATING_POINTS, interval_text
 from desktop.cli.common import format_table
 
 STAT_ROWS = (
+    ("auroc", "AUROC"),
     ("recall", "Sensitivity (recall)"),
     ("specificity", "Specificity"),
     ("precision", "Precision"),
-    ("accuracy", "Accuracy"),
     ("f1", "F1"),
-    ("auroc", "AUROC"),
-    ("cm_tp", "True positives"),
-    ("cm_fp", "False positives"),
-    ("cm_tn", "True negatives"),
-    ("cm_fn", "False negatives"),
+    ("accuracy", "Accuracy"),
+)
+SPLIT_NAMES = {"val": "Validation", "test": "Test"}
+DEGENERATE = (
+    "WARNING: at the threshold this model gives every validation image the same decision; no epoch did "
+    "better. It is not usable as it is."
 )
 
 
 def format_final_stats(stats: dict[str, Any]) -> str:
-    """Table of the best checkpoint's metrics per split, plus the Youden-optimal threshold."""
-    youden = stats.get("youden") or {}
-    columns = [split for split in ("val", "test") if stats.get(split)]
-    headers = {"val": "Validation", "test": "Test"}
+    """The best checkpoint's metrics per split with 95% intervals, the operating points and calibration."""
+    splits = [split for split in ("val", "test") if stats.get(split)]
+    if not splits:
+        return "No final statistics (the run ended before a validation epoch completed)."
+    intervals = stats.get("intervals") or {}
     rows: list[dict[str, Any]] = []
     for key, label in STAT_ROWS:
         row: dict[str, Any] = {"metric": label}
-        for split in columns:
-            row[split] = stats[split].get(key)
-        if youden.get("val"):
-            row["youden"] = youden["val"].get(key)
+        for split in splits:
+            row[split] = interval_text(stats[split].get(key), intervals.get(split, {}).get(key))
         rows.append(row)
-    cols = ["metric", *columns] + (["youden"] if youden.get("val") else [])
-    names = ["Metric", *(headers[c] for c in columns)]
-    if youden.get("val"):
-        names.append(f"Val @ Youden t={youden['threshold']:.3f}")
-    if not columns:
-        return "No final statistics (the run ended before a validation epoch completed)."
-    return format_table(rows, cols, names)
+    counts = {"metric": "TP / FP / TN / FN"}
+    for split in splits:
+        m = stats[split]
+        counts[split] = " / ".join(str(int(m.get(f"cm_{k}", 0))) for k in ("tp", "fp", "tn", "fn"))
+    rows.append(counts)
+    threshold = stats.get("threshold")
+    title = "Best checkpoint" + (f" at threshold {threshold:.3f}" if threshold is not None else "")
+    title += "; 95% bootstrap intervals in brackets" if intervals else ""
+    parts = [title, format_table(rows, ["metric", *splits], ["Metric", *(SPLIT_NAMES[s] for s in splits)])]
+    if stats.get("degenerate"):
+        parts.insert(0, DEGENERATE)
+    points = _operating_points(stats)
+    if points:
+        parts += ["", "Operating points (threshold chosen on validation, applied to test)", points]
+    calibration = _calibration(stats)
+    if calibration:
+        parts += ["", calibration]
+    return "\n".join(parts)
+
+
+def _operating_points(stats: dict[str, Any]) -> str:
+    points = stats.get("operating_points")
+    if not points and stats.get("youden"):  # runs recorded before operating points: Youden on validation only
+        points = {"youden": {"threshold": stats["youden"]["threshold"], "val": stats["youden"].get("val") or {}}}
+    if not points:
+        return ""
+    splits = [s for s in ("val", "test") if any(p.get(s) for p in points.values())]
+    rows = []
+    for name in OPERATING_POINTS:
+        point = points.get(name)
+        if not point:
+            continue
+        row: dict[str, Any] = {"point": LABELS[name], "threshold": f"{point['threshold']:.3f}"}
+        for split in splits:
+            metrics, bounds = point.get(split) or {}, (point.get("intervals") or {}).get(split, {})
+            for key in ("recall", "specificity"):
+                row[f"{split}_{key}"] = interval_text(metrics.get(key), bounds.get(key))
+        rows.append(row)
+    columns = ["point", "threshold"] + [f"{s}_{k}" for s in splits for k in ("recall", "specificity")]
+    short = {"val": "Val", "test": "Test"}
+    headers = ["Operating point", "Threshold"] + [
+        f"{short[s]} {'sensitivity' if k == 'recall' else 'specificity'}"
+        for s in splits
+        for k in ("recall", "specificity")
+    ]
+    return format_table(rows, columns, headers)
+
+
+def _calibration(stats: dict[str, Any]) -> str:
+    calibration = stats.get("calibration") or {}
+    parts = []
+    for split in ("val", "test"):
+        if split in calibration:
+            c = calibration[split]
+            parts.append(f"{SPLIT_NAMES[split].lower()} Brier {c['brier']:.4f}, ECE {c['ece']:.4f}")
+    if not parts:
+        return ""
+    line = "Calibration: " + "; ".join(parts)
+    if calibration.get("temperature"):
+        before = (calibration.get("before_scaling") or {}).get("val")
+        line += f". Temperature {calibration['temperature']:.3f} fitted on validation"
+        line += f" (validation ECE before scaling {before['ece']:.4f})" if before else ""
+    return line + "."

@@ -47,6 +47,7 @@ OVERRIDES = {
     "patience": "early_stopping_patience",
     "monitor": "monitor",
     "threshold": "threshold",
+    "temperature_scaling": "temperature_scaling",
     "threads": "max_threads",
     "workers": "num_workers",
     "accelerator": "accelerator",
@@ -78,6 +79,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs (0 = off)")
     p.add_argument("--monitor", choices=MONITORS, help="metric for the best checkpoint and early stopping")
     p.add_argument("--threshold", type=float, help="decision threshold (default 0.5)")
+    p.add_argument(
+        "--temperature-scaling",
+        action="store_const",
+        const=True,
+        help="fit a temperature on validation; predictions and exports use the calibrated probabilities",
+    )
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: all)")
     p.add_argument("--workers", type=int, help="dataloader worker processes (default 0)")
     p.add_argument("--accelerator", choices=("auto", "cpu", "gpu", "mps"))
@@ -99,6 +106,8 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         base = demo_config()
     else:
         base = RunConfig()
+    if "monitor" in overrides:  # every monitor is "greater is better" except the loss
+        overrides["monitor_mode"] = "min" if overrides["monitor"] == "val_loss" else "max"
     if args.demo:
         overrides["demo"] = True
         overrides.setdefault("experiment_name", base.experiment_name)
@@ -150,10 +159,11 @@ def run(args: argparse.Namespace) -> int:
     print(format_final_stats(result.final_stats))
     print()
     best = f"epoch {result.best_epoch}" if result.best_epoch else "-"
-    recall = f"{result.best_val_recall:.4f}" if result.best_val_recall is not None else "-"
-    print(
-        f"Run {result.run_id}: {result.status} in {format_duration(result.duration)}; best {best}, val recall {recall}."
-    )
+    auroc = result.best_metrics.get("val_auroc")
+    shown = f"val AUROC {auroc:.4f}" if auroc is not None else "no validation"
+    print(f"Run {result.run_id}: {result.status} in {format_duration(result.duration)}; best {best}, {shown}.")
+    if result.status == "completed" and result.final_stats:
+        print(f"Read images with it: pneumofl predict --run {result.run_id} IMAGES... --cam heatmaps/")
     if args.export_dir:
         print(f"Run files written to {Path(args.export_dir).expanduser()}.")
     if result.status == "failed":

@@ -2,6 +2,7 @@
 
 import math
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ from torchmetrics.functional.classification import binary_auroc, binary_recall, 
 
 from core.data import XrayDataset
 from core.events import BatchMetrics, EarlyStopping, EpochEnd, GradientStats, LrUpdate, TrainingEnd, TrainingStart
-from core.model.module import PneumoniaClassifier
+from core.model.checkpoint import load_classifier
 from core.persistence.repository import epoch_table, final_stats, get_metrics, get_run, run_warnings
 from core.sinks import EventSink, ListSink
 from core.training.recorded import prepare_data, train_and_record
@@ -25,7 +26,7 @@ def test_recorded_metrics_match_torchmetrics_recomputed_on_the_same_predictions(
     data = prepare_data(tiny_config)
 
     # Recompute from the best checkpoint on the validation images.
-    model = PneumoniaClassifier.load_from_checkpoint(result.checkpoint_path, map_location="cpu").eval()
+    model = load_classifier(Path(result.checkpoint_path))
     dataset = XrayDataset(data.val, tiny_config.image_size, train=False, cache=False)
     images = torch.stack([dataset[i][0] for i in range(len(dataset))])
     targets = torch.tensor([s.label for s in data.val])
@@ -178,3 +179,23 @@ def test_early_stopping_fires_with_an_event_and_a_reason(tiny_config):
     epochs = [e.epoch for e in events.of_type(EpochEnd)]
     assert stops[0].epoch == epochs[-1]
     assert events.events.index(stops[0]) > events.events.index(events.of_type(EpochEnd)[-1])
+
+
+def test_an_epoch_that_calls_every_image_pneumonia_never_wins_the_checkpoint(tiny_config, tmp_path, monkeypatch):
+    """Epoch 1 is forced to call every validation image pneumonia: recall 1.0, the best a recall monitor sees."""
+    from core.model.module import PneumoniaClassifier
+    from core.training import runner
+
+    class FirstEpochSaysPneumonia(PneumoniaClassifier):
+        def forward(self, images):
+            logits = super().forward(images)
+            return logits + 50.0 if not self.training and self.current_epoch == 0 else logits
+
+    monkeypatch.setattr(runner, "PneumoniaClassifier", FirstEpochSaysPneumonia)
+    events = ListSink()
+    config = tiny_config.with_overrides(epochs=3, monitor="val_recall")
+    result = run_training(config, prepare_data(config), events, work_dir=tmp_path)
+    epochs = {e.epoch: e.metrics for e in events.of_type(EpochEnd)}
+    assert epochs[1]["val_recall"] == 1.0 and epochs[1]["val_specificity"] == 0.0
+    assert result.best_epoch != 1 and result.final_stats["degenerate"] is False
+    assert torch.load(tmp_path / "best.ckpt", weights_only=True)["epoch"] == result.best_epoch

@@ -54,6 +54,7 @@ def test_train_list_show_export(dataset, env, tmp_path):
 
     shown = pneumofl("runs", "show", "1", env=env, check=0).stdout
     assert "val_recall" in shown and "Specificity" in shown
+    assert "95% bootstrap intervals" in shown and "Sensitivity >= 0.95" in shown and "Calibration:" in shown
 
     out_csv, out_json = tmp_path / "run.csv", tmp_path / "all.json"
     pneumofl("runs", "export", "1", "--format", "csv", "-o", out_csv, env=env, check=0)

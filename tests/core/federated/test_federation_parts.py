@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import pytest
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from flwr.common.config import parse_config_args
 
@@ -12,7 +13,7 @@ from core.config import RunConfig
 from core.errors import ConfigError
 from core.events import BatchMetrics, ClientUpdate, EpochEnd, RoundMetrics, RoundStart, TrainingEnd, TrainingStart
 from core.federated.console import FederationConsole
-from core.federated.server_app import best_round
+from core.federated.server_app import BestRound
 from core.federated.settings import FederationConfig, ServerSettings, SiteSettings
 from core.federated.site import RoundSink
 from core.federated.strategy import weighted_metrics
@@ -95,15 +96,23 @@ def test_weighted_metrics_average_by_examples_and_tolerate_a_missing_metric():
     assert "num-examples" not in merged
 
 
-def test_best_round_is_by_server_recall_then_auroc_never_round_zero():
-    history = {
-        0: {"val": {"recall": 1.0, "auroc": 0.5}},
-        1: {"val": {"recall": 0.8, "auroc": 0.9}},
-        2: {"val": {"recall": 0.8, "auroc": 0.95}},
-        3: {"val": {"recall": 0.7, "auroc": 0.99}},
-    }
-    assert best_round(history) == 2
-    assert best_round({0: {"val": {"recall": 1.0}}}) is None
+def _round(recall, specificity, auroc, tp=5, fp=5, tn=5, fn=5):
+    cm = {"val_cm_tp": tp, "val_cm_fp": fp, "val_cm_tn": tn, "val_cm_fn": fn}
+    return {"val_recall": recall, "val_specificity": specificity, "val_auroc": auroc} | cm
+
+
+def test_best_round_is_by_server_auroc_then_youden_and_never_a_one_class_round(tmp_path):
+    tracker = BestRound(RunConfig(backbone="small_cnn"), tmp_path / "best.ckpt")
+    state = {"w": torch.zeros(2)}
+    # Round 1 calls every image pneumonia: perfect recall, an AUROC that still ranks first. It must not win.
+    tracker.offer(1, _round(1.0, 0.0, 0.97, tp=10, fp=10, tn=0, fn=0), state, {})
+    assert tracker.round == 1  # the only round so far is the best there is
+    tracker.offer(2, _round(0.8, 0.7, 0.90), {"w": torch.ones(2)}, {})
+    tracker.offer(3, _round(0.7, 0.9, 0.90), {"w": torch.full((2,), 3.0)}, {})  # same AUROC, better Youden's J
+    tracker.offer(4, _round(0.9, 0.5, 0.90), state, {})  # same AUROC, worse J
+    assert tracker.round == 3 and tracker.metrics["val_specificity"] == 0.9
+    saved = torch.load(tmp_path / "best.ckpt", weights_only=True)
+    assert saved["epoch"] == 3 and saved["backbone"] == "small_cnn" and saved["state_dict"]["w"].tolist() == [3.0, 3.0]
 
 
 def test_console_tells_who_returned_what_and_when():

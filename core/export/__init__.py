@@ -1,0 +1,1 @@
+"""Taking a model elsewhere: ONNX and TorchScript files, each with a model card."""

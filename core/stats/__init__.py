@@ -1,0 +1,1 @@
+"""Statistics of a model's predictions: operating points, bootstrap intervals, calibration."""
