@@ -29,6 +29,7 @@ FORM_FIELDS = (
     "monitor",
     "batch_metrics_every",
     "gradient_every",
+    "temperature_scaling",
 )
 
 

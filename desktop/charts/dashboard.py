@@ -107,9 +107,14 @@ class RunDashboard(QWidget):
         self.epoch_plots: dict[str, pg.PlotItem] = {}
         self.curves: dict[str, pg.PlotDataItem] = {}
         self.markers: dict[str, list[pg.InfiniteLine]] = {"best": [], "stop": []}
+        # Legends sit in layout cells of their own, never over the curves: one train/val key above the epoch
+        # charts (it holds for all six), and the gradient key under its chart (its layers change as it runs).
+        split_legend = self._legend_cell(row=0, col=0, columns=2)
         for i, (metric, title) in enumerate(EPOCH_METRICS):
-            plot = self.plots.addPlot(row=i // 3, col=i % 3, title=title, axisItems={"bottom": EpochAxis("bottom")})
-            plot.addLegend(offset=(-5, 5)) if i == 0 else None
+            plot = self.plots.addPlot(
+                row=1 + i // 3, col=i % 3, title=title, axisItems={"bottom": EpochAxis("bottom")}
+            )
+            plot.legend = split_legend if i == 0 else None  # PlotItem adds named curves to its .legend
             plot.setLabel("bottom", "epoch")
             self.epoch_plots[metric] = plot
             for split in ("train", "val"):
@@ -120,15 +125,15 @@ class RunDashboard(QWidget):
                 line.setVisible(False)
                 plot.addItem(line, ignoreBounds=True)
                 self.markers[key].append(line)
-        self.batch_plot = self.plots.addPlot(row=2, col=0, title="Batch loss (sampled)")
+        self.batch_plot = self.plots.addPlot(row=3, col=0, title="Batch loss (sampled)")
         self.batch_plot.setLabel("bottom", "step")
         self.curves["batch/train_loss"] = _curve(self.batch_plot, pg.mkPen("#1f77b4", width=1))
-        self.grad_plot = self.plots.addPlot(row=2, col=1, title="Gradient norm")
+        self.grad_plot = self.plots.addPlot(row=3, col=1, title="Gradient norm")
         self.grad_plot.setLabel("bottom", "step")
-        self.grad_plot.addLegend(offset=(-5, 5))
+        self.grad_plot.legend = self._legend_cell(row=4, col=1, columns=2)
         self.curves["grad_norm"] = _curve(self.grad_plot, pg.mkPen("k", width=1), "global")
         self.layer_curves = [_curve(self.grad_plot, pg.mkPen(c, width=1)) for c in LAYER_COLOURS]
-        self.lr_plot = self.plots.addPlot(row=2, col=2, title="Learning rate")
+        self.lr_plot = self.plots.addPlot(row=3, col=2, title="Learning rate")
         self.lr_plot.setLabel("bottom", "step")
         self.curves["lr"] = _curve(self.lr_plot, pg.mkPen("#9467bd", width=1))
         # pyqtgraph's Y auto-range rescans the visible points on every pan/zoom frame (≈70 ms at 1M points);
@@ -148,6 +153,10 @@ class RunDashboard(QWidget):
         self.roc_widget.setLabel("left", "sensitivity")
         self.roc_widget.plot([0, 1], [0, 1], pen=pg.mkPen("#aaaaaa", width=1, style=Qt.PenStyle.DashLine))
         self.roc_curve = self.roc_widget.plot([], [], pen=pg.mkPen("#ff7f0e", width=1))
+        # The operating points of a finished run, where they sit on its validation ROC.
+        self.roc_points = pg.ScatterPlotItem(size=9, pen=pg.mkPen("k"), brush=pg.mkBrush("#2ca02c"))
+        self.roc_widget.addItem(self.roc_points)
+        self.roc_labels: list[pg.TextItem] = []
         self.roc_widget.setXRange(0, 1)
         self.roc_widget.setYRange(0, 1)
 
@@ -173,6 +182,7 @@ class RunDashboard(QWidget):
         self._roc = None
         self._latest_layer_norms = {}
         self.cm_view.set_counts({})
+        self._show_operating_points({})
         self._dirty = True
 
     def handle_event(self, event: Event) -> None:
@@ -199,6 +209,7 @@ class RunDashboard(QWidget):
         elif isinstance(event, TrainingEnd):
             self.best_epoch = event.best_epoch
             self.final_stats = event.final_stats
+            self._show_operating_points((event.final_stats or {}).get("operating_points") or {})
         else:
             return
         self._dirty = True
@@ -220,8 +231,26 @@ class RunDashboard(QWidget):
         roc = history.roc
         if roc:
             self._roc = (np.asarray(roc["fpr"]), np.asarray(roc["tpr"]))
+        self._show_operating_points(history.final_stats.get("operating_points") or {})
         self._dirty = True
         self.refresh()
+
+    def _show_operating_points(self, points: dict[str, Any]) -> None:
+        for label in self.roc_labels:
+            self.roc_widget.removeItem(label)
+        self.roc_labels = []
+        spots = []
+        for name, point in points.items():
+            val = point.get("val") or {}
+            if "recall" not in val or "specificity" not in val:
+                continue
+            x, y = 1 - val["specificity"], val["recall"]
+            spots.append({"pos": (x, y), "data": name})
+            label = pg.TextItem(f"{name} t={point['threshold']:.2f}", color="#2ca02c", anchor=(-0.05, 1.1))
+            label.setPos(x, y)
+            self.roc_widget.addItem(label)
+            self.roc_labels.append(label)
+        self.roc_points.setData(spots)
 
     def set_batch_series(self, series: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
         """Show batch-level series loaded from the database (``train_loss``, ``grad_norm``, ``grad_norm/<layer>``, ``lr``)."""
@@ -292,6 +321,14 @@ class RunDashboard(QWidget):
         hi = max(float(np.nanmax(v)) for v in values)
         if np.isfinite(lo) and np.isfinite(hi):
             plot.setYRange(lo, hi if hi > lo else lo + 1e-9, padding=0.05)
+
+    def _legend_cell(self, row: int, col: int, columns: int) -> pg.LegendItem:
+        legend = pg.LegendItem(colCount=columns)
+        self.plots.addItem(legend, row=row, col=col)
+        self.plots.ci.layout.setRowStretchFactor(row, 0)  # as tall as its entries; the charts take the rest
+        for plot_row in (1, 2, 3):
+            self.plots.ci.layout.setRowStretchFactor(plot_row, 1)
+        return legend
 
     def _update_grad_legend(self, top: list[str]) -> None:
         self._legend_layers = top

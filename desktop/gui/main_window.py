@@ -15,6 +15,7 @@ from core.errors import PneumoFLError
 from core.persistence import Database
 from desktop.gui.federation_page import FederationPage
 from desktop.gui.preferences import PreferencesDialog
+from desktop.gui.reading_page import ReadingPage
 from desktop.gui.remote_viewer import RemoteViewer
 from desktop.gui.runs_page import CompareView, RunsPage, RunViewer
 from desktop.gui.share_dialog import ConnectDialog, ShareDialog
@@ -25,7 +26,7 @@ from desktop.settings import FORM_FIELDS, Settings, save_settings
 log = logging.getLogger(__name__)
 
 
-PERMANENT_TABS = 3  # Training, Federation, Runs
+PERMANENT_TABS = 4  # Training, Federation, Runs, Read images
 
 
 class MainWindow(QMainWindow):
@@ -61,6 +62,9 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.training_page, "Training")
         self.tabs.addTab(self.federation_page, "Federation")
         self.tabs.addTab(self.runs_page, "Runs")
+        self.reading_page = ReadingPage(self.db)
+        self.training_page.run_finished.connect(lambda _id: self.reading_page.refresh_runs())
+        self.tabs.addTab(self.reading_page, "Read images")
         for i in range(PERMANENT_TABS):  # the pages stay
             self.tabs.tabBar().setTabButton(i, self.tabs.tabBar().ButtonPosition.RightSide, None)
 
@@ -146,6 +150,7 @@ class MainWindow(QMainWindow):
             self.training_page.db_url = self.db_url
             self.federation_page.db_url = self.db_url
             self.runs_page.set_database(self.db)
+            self.reading_page.set_database(self.db)
 
     def save_training_defaults(self) -> None:
         """Remember the Training page's settings for next time."""
@@ -168,7 +173,13 @@ class MainWindow(QMainWindow):
         except PneumoFLError as exc:
             self.banner.show_message(str(exc))
             return
+        viewer.read_requested.connect(self.read_with_run)
         self.tabs.setCurrentIndex(self.tabs.addTab(viewer, f"Run {run_id}"))
+
+    def read_with_run(self, run_id: int) -> None:
+        """Open the Read images page with run ``run_id`` chosen."""
+        self.reading_page.select_run(run_id)
+        self.tabs.setCurrentWidget(self.reading_page)
 
     def compare_runs(self, run_ids: list[int]) -> None:
         """Overlay runs in a tab."""

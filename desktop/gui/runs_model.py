@@ -17,7 +17,9 @@ COLUMNS = (
     ("status", "Status"),
     ("start_time", "Started"),
     ("best_epoch", "Best epoch"),
-    ("best_val_recall", "Best val recall"),
+    ("best_val_auroc", "Val AUROC"),
+    ("best_val_recall", "Val sensitivity"),
+    ("best_val_specificity", "Val specificity"),
     ("duration", "Duration"),
 )
 PAGE = 200

@@ -18,16 +18,16 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QPushButton,
     QTableView,
-    QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
+from core.errors import PneumoFLError
 from core.persistence import Database, export_runs
 from core.persistence.history import RunHistory, load_batch_series, load_run_history
 from core.persistence.repository import delete_run, get_run, metric_series
 from desktop.charts.dashboard import EpochAxis, RunDashboard
+from desktop.gui.final_stats import FinalStatsPanel
 from desktop.gui.runs_model import RunsTableModel
 from desktop.gui.widgets import MessageBanner
 from desktop.workers import run_in_thread
@@ -44,18 +44,6 @@ COMPARE_METRICS = (
     "train_loss",
     "train_recall",
     "train_accuracy",
-)
-STAT_ROWS = (
-    ("recall", "Sensitivity (recall)"),
-    ("specificity", "Specificity"),
-    ("precision", "Precision"),
-    ("accuracy", "Accuracy"),
-    ("f1", "F1"),
-    ("auroc", "AUROC"),
-    ("cm_tp", "True positives"),
-    ("cm_fp", "False positives"),
-    ("cm_tn", "True negatives"),
-    ("cm_fn", "False negatives"),
 )
 
 
@@ -224,7 +212,12 @@ class RunsPage(QWidget):
 
 
 class RunViewer(QWidget):
-    """One recorded run: the live dashboard's charts rebuilt from the database, plus its final statistics."""
+    """One recorded run: the live dashboard's charts rebuilt from the database, plus its final statistics.
+
+    Emits ``read_requested(run_id)`` when the user asks to read images with the run's model.
+    """
+
+    read_requested = Signal(int)
 
     def __init__(self, db: Database, run_id: int, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -233,20 +226,27 @@ class RunViewer(QWidget):
         self.title = QLabel()
         self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.dashboard = RunDashboard()
-        self.stats = QTableWidget(len(STAT_ROWS), 3)
-        self.stats.setHorizontalHeaderLabels(["Validation", "Test", "Val @ Youden"])
-        self.stats.setVerticalHeaderLabels([label for _, label in STAT_ROWS])
-        self.stats.setMaximumWidth(420)
-        self.stats.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.stats = FinalStatsPanel()
+        self.read_button = QPushButton("Read images with this model…")
+        self.read_button.clicked.connect(lambda: self.read_requested.emit(self.run_id))
+        self.report_button = QPushButton("Report…")
+        self.report_button.setToolTip("Save the run's report as a self-contained HTML page or a PDF")
+        self.report_button.clicked.connect(self.save_report)
+        header = QHBoxLayout()
+        header.addWidget(self.title, 1)
+        header.addWidget(self.read_button)
+        header.addWidget(self.report_button)
         body = QHBoxLayout()
         body.addWidget(self.dashboard, 1)
         body.addWidget(self.stats)
         layout = QVBoxLayout(self)
         layout.addWidget(self.banner)
-        layout.addWidget(self.title)
+        layout.addLayout(header)
         layout.addLayout(body, 1)
         self.history: RunHistory | None = None
         self.full_loaded = False
+        # Replaceable hook for the save dialog (tests answer it directly).
+        self.choose_report_path: Callable[[str], str] = self._ask_report_path
         self.load()
 
     def load(self) -> None:
@@ -282,15 +282,39 @@ class RunViewer(QWidget):
         if run.error_message:
             self.banner.show_message(f"This run failed: {run.error_message}")
         self.dashboard.load_history(history)
-        stats = history.final_stats
-        youden = stats.get("youden") or {}
-        for row, (key, _) in enumerate(STAT_ROWS):
-            for col, source in enumerate((stats.get("val"), stats.get("test"), youden.get("val"))):
-                value = (source or {}).get(key)
-                text = "–" if value is None else (f"{int(value)}" if key.startswith("cm_") else f"{value:.4f}")
-                self.stats.setItem(row, col, QTableWidgetItem(text))
-        if youden:
-            self.stats.setHorizontalHeaderItem(2, QTableWidgetItem(f"Val @ Youden t={youden['threshold']:.3f}"))
+        self.stats.set_stats(history.final_stats)
+        self.read_button.setEnabled(bool((history.final_stats or {}).get("model")))
+        if not self.read_button.isEnabled():
+            self.read_button.setToolTip("This run kept no evaluated model to read images with.")
+
+    def save_report(self) -> None:
+        """Ask where, then write the report (HTML or PDF by the file's suffix) in the background."""
+        path = self.choose_report_path(f"run-{self.run_id}-report")
+        if not path:
+            return
+        from desktop.report import write_report
+
+        self.report_button.setEnabled(False)
+
+        def done(out: Path) -> None:
+            self.report_button.setEnabled(True)
+            self.banner.show_message(f"Report saved to {out}.", kind="info")
+
+        def failed(message: str, details: str) -> None:
+            self.report_button.setEnabled(True)
+            self.banner.show_message(f"The report could not be written: {message}", details)
+
+        if path.lower().endswith(".pdf"):  # Qt paints PDFs on the GUI thread only
+            try:
+                done(write_report(self.db, self.run_id, Path(path)))
+            except PneumoFLError as exc:
+                failed(str(exc), "")
+            return
+        run_in_thread(self, write_report, self.db, self.run_id, Path(path), on_result=done, on_error=failed)
+
+    def _ask_report_path(self, stem: str) -> str:
+        path, _ = QFileDialog.getSaveFileName(self, "Save report", f"{stem}.html", "HTML page (*.html);;PDF (*.pdf)")
+        return path
 
 
 class CompareView(QWidget):

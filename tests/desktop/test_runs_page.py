@@ -56,7 +56,10 @@ def test_open_a_past_run_rebuilds_the_charts_from_the_database(qtbot, trained_db
     np.testing.assert_allclose(ys, [row["val_recall"] for row in table])
     xs, ys = viewer.dashboard.curve_data("batch/train_loss")
     np.testing.assert_allclose(ys, history.batch_series["train_loss"][1])
-    assert viewer.stats.item(0, 0).text() == f"{history.final_stats['val']['recall']:.4f}"
+    stats = history.final_stats
+    auroc = stats["val"]["auroc"]
+    low, high = stats["intervals"]["val"]["auroc"]
+    assert viewer.stats.cell(viewer.stats.metrics, 0, 0) == f"{auroc:.3f} ({low:.3f}-{high:.3f})"
     assert viewer.dashboard.cm_view.values["tp"] == history.final_stats["val"]["cm_tp"]
     assert history.roc and viewer.dashboard.roc_curve.getData()[0] is not None
     assert f"Run {ids[0]}" in viewer.title.text()
@@ -159,3 +162,50 @@ def test_overlay_a_federated_server_run_with_a_centralized_run(qtbot, trained_db
     finally:
         with db.begin() as session:
             delete_run(session, server_id)
+
+
+def test_final_statistics_fit_the_run_tab_and_legends_never_cover_curves(qtbot, trained_db):
+    db, ids = trained_db
+    viewer = RunViewer(db, ids[0])
+    qtbot.addWidget(viewer)
+    viewer.resize(1600, 1000)
+    viewer.show()
+    qtbot.waitUntil(lambda: viewer.full_loaded, timeout=20_000)
+    qtbot.wait(50)
+    panel = viewer.stats
+    assert panel.horizontalScrollBar().maximum() == 0  # nothing to scroll sideways
+    for table in (panel.metrics, panel.points):
+        assert table.isVisible()
+        shown = table.viewport().width()
+        assert sum(table.columnWidth(c) for c in range(table.columnCount())) <= shown + 1
+        for col in range(table.columnCount()):  # every cell's text fits its column
+            for row in range(table.rowCount()):
+                width = table.fontMetrics().horizontalAdvance(panel.cell(table, row, col))
+                assert width <= table.columnWidth(col), (row, col, panel.cell(table, row, col))
+    assert (
+        panel.cell(panel.points, 0, 0) == f"{viewer.history.final_stats['operating_points']['youden']['threshold']:.3f}"
+    )
+    dashboard = viewer.dashboard
+    for plot in (*dashboard.epoch_plots.values(), dashboard.grad_plot):
+        view = plot.vb.sceneBoundingRect()
+        for legend in (dashboard.grad_plot.legend, dashboard.epoch_plots["loss"].legend):
+            assert not legend.sceneBoundingRect().intersects(view)
+    assert len(dashboard.grad_plot.legend.items) >= 2  # the layers are named under the chart
+
+
+def test_a_run_whose_every_epoch_calls_one_class_is_flagged(qtbot, tmp_path):
+    from core.persistence.repository import create_run, finish_run
+
+    db = Database.open(f"sqlite:///{tmp_path / 'one-class.db'}")
+    try:
+        metrics = {"recall": 1.0, "specificity": 0.0, "auroc": 0.5, "cm_tp": 10, "cm_fp": 8, "cm_tn": 0, "cm_fn": 0}
+        with db.begin() as session:
+            run_id = create_run(session, experiment_name="flat", config={})
+            finish_run(session, run_id, status="completed", final_stats={"val": metrics, "degenerate": True})
+        viewer = RunViewer(db, run_id)
+        qtbot.addWidget(viewer)
+        viewer.show()
+        assert viewer.stats.warning.isVisible() and "not usable" in viewer.stats.warning.text()
+        assert not viewer.read_button.isEnabled()
+    finally:
+        db.close()

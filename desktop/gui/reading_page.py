@@ -1,0 +1,459 @@
+"""The Read images page: pick a model (a run or an exported file) and images, read them, see where it looked.
+
+Reading runs in a background thread and streams its results here batch by batch, so the window stays live
+through hundreds of images. Changing the operating point re-decides the readings at once (the probabilities do
+not change) and records what is now shown.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.errors import PneumoFLError
+from core.inference.models import ReadingModel, load_exported_model, load_run_model
+from core.inference.reader import (
+    Reading,
+    at_threshold,
+    image_paths,
+    read_images,
+    reading_row,
+    record_readings,
+    write_csv,
+)
+from core.persistence import Database
+from core.persistence.repository import list_runs
+from desktop.gui.image_view import HeatmapImageView
+from desktop.gui.widgets import MessageBanner
+from desktop.workers import run_in_thread
+
+POINTS = (
+    ("youden", "Youden's J (best sensitivity + specificity)"),
+    ("sens95", "Sensitivity >= 0.95"),
+    ("spec95", "Specificity >= 0.95"),
+    ("default", "The run's threshold"),
+    ("manual", "Threshold…"),
+)
+COLUMNS = ("File", "Probability", "Decision")
+STREAM_EVERY = 16  # readings per update of the table
+
+
+class _Stream(QObject):
+    """Carries readings from the reading thread to the page (signals cross threads as queued calls)."""
+
+    batch = Signal(list)
+    progressed = Signal(int, int)
+
+
+class ReadingPage(QWidget):
+    """Read images with a model. ``select_run(id)`` preselects a run (the run view's *Read images* button)."""
+
+    def __init__(self, db: Database | None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.db = db
+        self.banner = MessageBanner()
+        self.model_choice = QComboBox()
+        self.model_choice.setMinimumContentsLength(28)
+        self.model_file_button = QPushButton("Exported model…")
+        self.model_file_button.clicked.connect(self.choose_model_file)
+        self.refresh_button = QPushButton("Refresh")
+        self.refresh_button.clicked.connect(self.refresh_runs)
+        self.add_files_button = QPushButton("Add images…")
+        self.add_files_button.clicked.connect(lambda: self.add_paths(self.choose_images()))
+        self.add_folder_button = QPushButton("Add folder…")
+        self.add_folder_button.clicked.connect(lambda: self.add_paths([p for p in [self.choose_folder()] if p]))
+        self.clear_button = QPushButton("Clear")
+        self.clear_button.clicked.connect(self.clear)
+        self.images_label = QLabel("No images chosen.")
+        self.point = QComboBox()
+        for key, label in POINTS:
+            self.point.addItem(label, key)
+        self.manual = QDoubleSpinBox()
+        self.manual.setRange(0.001, 0.999)
+        self.manual.setDecimals(3)
+        self.manual.setSingleStep(0.05)
+        self.manual.setValue(0.5)
+        self.manual.setVisible(False)
+        self.point.currentIndexChanged.connect(self._point_changed)
+        self.manual.valueChanged.connect(lambda _v: self._point_changed())
+        self.threshold_label = QLabel()
+        self.read_button = QPushButton("Read images")
+        self.read_button.clicked.connect(self.start_or_cancel)
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.currentCellChanged.connect(lambda row, *_: self.show_reading(row))
+        self.export_button = QPushButton("Export CSV…")
+        self.export_button.clicked.connect(self.export_csv)
+        self.export_button.setEnabled(False)
+        self.view = HeatmapImageView()
+        self.caption = QLabel()
+        self.caption.setWordWrap(True)
+        self.previous_button = QPushButton("◀ Previous")
+        self.next_button = QPushButton("Next ▶")
+        self.previous_button.clicked.connect(lambda: self.show_reading(self.current - 1))
+        self.next_button.clicked.connect(lambda: self.show_reading(self.current + 1))
+        self._build_layout()
+
+        self.model: ReadingModel | None = None
+        self.model_file: Path | None = None
+        self.paths: list[Path] = []
+        self.readings: list[Reading] = []
+        self.current = -1
+        self.cancel: threading.Event | None = None
+        self.reading = False
+        self.batches_received = 0
+        # Replaceable hooks for the file dialogs (tests answer them directly).
+        self.choose_images: Callable[[], list[str]] = self._ask_images
+        self.choose_folder: Callable[[], str] = self._ask_folder
+        self.choose_model: Callable[[], str] = self._ask_model
+        self.choose_csv_path: Callable[[], str] = self._ask_csv
+        self.refresh_runs()
+
+    def _build_layout(self) -> None:
+        form = QFormLayout()
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model_choice, 1)
+        model_row.addWidget(self.model_file_button)
+        model_row.addWidget(self.refresh_button)
+        form.addRow("Model", model_row)
+        image_row = QHBoxLayout()
+        for w in (self.add_files_button, self.add_folder_button, self.clear_button):
+            image_row.addWidget(w)
+        image_row.addWidget(self.images_label, 1)
+        form.addRow("Images", image_row)
+        point_row = QHBoxLayout()
+        point_row.addWidget(self.point, 1)
+        point_row.addWidget(self.manual)
+        point_row.addWidget(self.threshold_label)
+        form.addRow("Operating point", point_row)
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.addLayout(form)
+        run_row = QHBoxLayout()
+        run_row.addWidget(self.read_button)
+        run_row.addWidget(self.progress, 1)
+        left_layout.addLayout(run_row)
+        left_layout.addWidget(self.table, 1)
+        left_layout.addWidget(self.export_button)
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.addWidget(self.caption)
+        right_layout.addWidget(self.view, 1)
+        nav = QHBoxLayout()
+        nav.addWidget(self.previous_button)
+        nav.addStretch(1)
+        nav.addWidget(self.next_button)
+        right_layout.addLayout(nav)
+        split = QSplitter()
+        split.addWidget(left)
+        split.addWidget(right)
+        split.setSizes([560, 800])
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.banner)
+        layout.addWidget(split, 1)
+
+    # ------------------------------------------------------------------ choosing
+    def set_database(self, db: Database | None) -> None:
+        """Use another database's runs."""
+        self.db = db
+        self.refresh_runs()
+
+    def refresh_runs(self) -> None:
+        """List the completed runs that kept an evaluated model."""
+        current = self.model_choice.currentData()
+        self.model_choice.clear()
+        if self.model_file is not None:
+            self.model_choice.addItem(f"File: {self.model_file.name}", ("file", str(self.model_file)))
+        if self.db is not None:
+            try:
+                with self.db.begin() as session:
+                    runs = list_runs(session, status="completed", limit=500)
+            except Exception as exc:  # noqa: BLE001 - a dropped connection must not break the page
+                self.banner.show_message(f"The runs could not be listed: {exc}")
+                runs = []
+            for run in runs:
+                if not (run.final_stats or {}).get("model"):
+                    continue
+                auroc = f" · val AUROC {run.best_val_auroc:.3f}" if run.best_val_auroc is not None else ""
+                self.model_choice.addItem(f"Run {run.id} · {run.experiment_name}{auroc}", ("run", run.id))
+        index = self.model_choice.findData(current)
+        self.model_choice.setCurrentIndex(max(0, index))
+        if not self.model_choice.count():
+            self.model_choice.addItem("No trained model yet: train a run or open an exported model", None)
+
+    def select_run(self, run_id: int) -> None:
+        """Choose run ``run_id`` as the model."""
+        self.refresh_runs()
+        index = self.model_choice.findData(("run", run_id))
+        if index < 0:
+            self.banner.show_message(f"Run {run_id} kept no evaluated model to read images with.")
+            return
+        self.model_choice.setCurrentIndex(index)
+
+    def choose_model_file(self) -> None:
+        """Pick an exported .onnx or .pt file (its card must be next to it)."""
+        path = self.choose_model()
+        if not path:
+            return
+        self.model_file = Path(path)
+        self.refresh_runs()
+        self.model_choice.setCurrentIndex(0)
+
+    def add_paths(self, items: list[str] | list[Path]) -> None:
+        """Add image files and folders (searched recursively)."""
+        if not items:
+            return
+        try:
+            found = image_paths(items)
+        except PneumoFLError as exc:
+            self.banner.show_message(str(exc))
+            return
+        known = set(self.paths)
+        self.paths += [p for p in found if p not in known]
+        self.images_label.setText(f"{len(self.paths)} image(s) chosen.")
+
+    def clear(self) -> None:
+        """Forget the chosen images and the readings."""
+        self.paths, self.readings = [], []
+        self.images_label.setText("No images chosen.")
+        self.table.setRowCount(0)
+        self.export_button.setEnabled(False)
+        self.show_reading(-1)
+
+    # ------------------------------------------------------------------ reading
+    def operating_point(self) -> str:
+        """The operating point as ``read_images`` takes it (a name, or the manual threshold)."""
+        key = self.point.currentData()
+        return f"{self.manual.value():.6g}" if key == "manual" else key
+
+    def start_or_cancel(self) -> None:
+        """Read the chosen images, or stop the reading in progress."""
+        if self.reading:
+            if self.cancel is not None:
+                self.cancel.set()
+            return
+        choice = self.model_choice.currentData()
+        if choice is None:
+            self.banner.show_message("Choose a model first: a completed run, or an exported model file.")
+            return
+        if not self.paths:
+            self.banner.show_message("Choose the images to read first (Add images… or Add folder…).", kind="info")
+            return
+        self.banner.hide()
+        self.readings, self.current, self.batches_received = [], -1, 0
+        self.table.setRowCount(0)
+        self.cancel = threading.Event()
+        stream = _Stream(self)
+        stream.batch.connect(self._add_batch)
+        stream.progressed.connect(lambda done, total: self.progress.setValue(done))
+        self.progress.setRange(0, len(self.paths))
+        self.progress.setValue(0)
+        self.progress.setVisible(True)
+        self._set_reading(True)
+        run_in_thread(
+            self,
+            _read_in_background,
+            self.db,
+            choice,
+            list(self.paths),
+            self.operating_point(),
+            self.cancel,
+            stream,
+            on_result=self._finished,
+            on_error=self._failed,
+        )
+
+    def _set_reading(self, reading: bool) -> None:
+        self.reading = reading
+        self.read_button.setText("Cancel" if reading else "Read images")
+        for w in (
+            self.model_choice,
+            self.model_file_button,
+            self.add_files_button,
+            self.add_folder_button,
+            self.clear_button,
+        ):
+            w.setEnabled(not reading)
+
+    def _add_batch(self, batch: list) -> None:
+        first = self.table.rowCount()
+        self.readings += batch
+        self.batches_received += 1
+        self.table.setRowCount(len(self.readings))
+        for row, reading in enumerate(batch, first):
+            self._fill_row(row, reading)
+        if self.current < 0 and self.readings:
+            self.table.selectRow(0)
+
+    def _finished(self, outcome: tuple[ReadingModel, str]) -> None:
+        self.model, note = outcome
+        self._set_reading(False)
+        self.progress.setVisible(False)
+        self.export_button.setEnabled(bool(self.readings))
+        self._show_threshold()
+        failed = sum(r.error is not None for r in self.readings)
+        positives = sum(r.decision == "PNEUMONIA" for r in self.readings)
+        text = f"{len(self.readings)} image(s) read with {self.model.name}: {positives} PNEUMONIA"
+        text += f", {len(self.readings) - positives - failed} NORMAL" + (f", {failed} unreadable" if failed else "")
+        self.banner.show_message(f"{text}. {note}".strip(), kind="warning" if failed else "info")
+
+    def _failed(self, message: str, details: str) -> None:
+        self._set_reading(False)
+        self.progress.setVisible(False)
+        self.export_button.setEnabled(bool(self.readings))
+        self.banner.show_message(message, details)
+
+    def _point_changed(self) -> None:
+        self.manual.setVisible(self.point.currentData() == "manual")
+        if self.model is None or not self.readings or self.reading:
+            return
+        try:
+            point, threshold = self.model.threshold(self.operating_point())
+        except PneumoFLError as exc:
+            self.banner.show_message(str(exc))
+            return
+        self.readings = at_threshold(self.readings, point, threshold)
+        for row, reading in enumerate(self.readings):
+            self._fill_row(row, reading)
+        self._show_threshold()
+        self.show_reading(self.current)
+        if self.db is not None:  # what is shown now is a reading too
+            run_in_thread(self, record_readings, self.db, self.model, list(self.readings), on_error=self._failed)
+
+    def _show_threshold(self) -> None:
+        if self.readings:
+            self.threshold_label.setText(f"threshold {self.readings[0].threshold:.3f}")
+
+    def _fill_row(self, row: int, reading: Reading) -> None:
+        probability = "–" if reading.probability is None else f"{reading.probability:.3f}"
+        decision = reading.decision or "unreadable"
+        for col, text in enumerate((reading.path.name, probability, decision)):
+            item = QTableWidgetItem(text)
+            if reading.error:
+                item.setToolTip(reading.error)
+            self.table.setItem(row, col, item)
+
+    # ------------------------------------------------------------------ viewing
+    def show_reading(self, index: int) -> None:
+        """Show reading ``index`` (clamped; -1 shows nothing)."""
+        if not self.readings or index < 0:
+            self.current = -1
+            self.view.set_image(None, None)
+            self.caption.setText("")
+            self._update_nav()
+            return
+        index = max(0, min(index, len(self.readings) - 1))
+        changed = index != self.current
+        self.current = index
+        reading = self.readings[index]
+        if changed and self.table.currentRow() != index:
+            self.table.selectRow(index)
+        self.view.set_image(reading.path, reading.heatmap)
+        if reading.error:
+            self.caption.setText(f"<b>{reading.path.name}</b>: {reading.error}")
+        else:
+            self.caption.setText(
+                f"<b>{reading.path.name}</b> — probability of pneumonia <b>{reading.probability:.3f}</b>, "
+                f"<b>{reading.decision}</b> at threshold {reading.threshold:.3f} ({reading.operating_point})"
+            )
+        self._update_nav()
+
+    def _update_nav(self) -> None:
+        self.previous_button.setEnabled(self.current > 0)
+        self.next_button.setEnabled(0 <= self.current < len(self.readings) - 1)
+
+    def export_csv(self) -> None:
+        """Write the readings as shown to a CSV file."""
+        path = self.choose_csv_path()
+        if not path:
+            return
+        try:
+            write_csv(Path(path), [reading_row(r) for r in self.readings])
+        except PneumoFLError as exc:
+            self.banner.show_message(str(exc))
+            return
+        self.banner.show_message(f"{len(self.readings)} reading(s) written to {path}.", kind="info")
+
+    # ------------------------------------------------------------------ dialogs
+    def _ask_images(self) -> list[str]:
+        paths, _ = QFileDialog.getOpenFileNames(
+            self, "Choose X-rays", "", "X-ray images (*.png *.jpg *.jpeg *.dcm *.PNG *.JPG *.JPEG *.DCM)"
+        )
+        return paths
+
+    def _ask_folder(self) -> str:
+        return QFileDialog.getExistingDirectory(self, "Choose a folder of X-rays")
+
+    def _ask_model(self) -> str:
+        path, _ = QFileDialog.getOpenFileName(self, "Open an exported model", "", "Exported models (*.onnx *.pt)")
+        return path
+
+    def _ask_csv(self) -> str:
+        path, _ = QFileDialog.getSaveFileName(self, "Export readings", "readings.csv", "CSV (*.csv)")
+        return path
+
+
+def _read_in_background(
+    db: Database | None,
+    choice: tuple[str, Any],
+    paths: list[Path],
+    operating_point: str,
+    cancel: threading.Event,
+    stream: _Stream,
+) -> tuple[ReadingModel, str]:
+    """Load the model, read every image (with heatmaps when the model can explain), stream, record."""
+    kind, value = choice
+    if kind == "run":
+        if db is None:
+            raise PneumoFLError("No database is open: open one in File → Preferences.")
+        model = load_run_model(db, int(value))
+    else:
+        model = load_exported_model(Path(value))
+    readings: list[Reading] = []
+    pending: list[Reading] = []
+    for reading in read_images(
+        model, paths, operating_point, cam=model.explains, cancel=cancel, progress=stream.progressed.emit
+    ):
+        pending.append(reading)
+        if len(pending) >= STREAM_EVERY:
+            stream.batch.emit(pending)
+            readings += pending
+            pending = []
+    if pending:
+        stream.batch.emit(pending)
+        readings += pending
+    notes = []
+    if not model.explains:
+        notes.append("This ONNX model shows no heatmaps (a TorchScript export or the run does).")
+    if cancel.is_set():
+        notes.append(f"Stopped after {len(readings)} of {len(paths)} images.")
+    if db is not None:
+        record_readings(db, model, readings)
+    return model, " ".join(notes)
