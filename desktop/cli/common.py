@@ -61,9 +61,18 @@ def setup_logging(verbose: bool = False) -> Path:
     console.setLevel(logging.INFO if verbose else logging.ERROR)
     if not verbose:  # libraries log their own failures with tracebacks; ours are already sentences
         console.addFilter(lambda record: record.name.split(".")[0] in _OWN_LOGGERS)
-    console.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    console.setFormatter(SentenceFormatter("%(levelname)s: %(message)s"))
     root.addHandler(console)
     return path
+
+
+class SentenceFormatter(logging.Formatter):
+    """The message alone: tracebacks belong in the log file, never on a user's console."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Format ``record`` without its exception text or stack."""
+        record.message = record.getMessage()
+        return self.formatMessage(record)
 
 
 def plain(value: Any) -> Any:

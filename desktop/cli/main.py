@@ -49,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KeyboardInterrupt, RunCancelled):
         print("pneumofl: interrupted.", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `pneumofl runs show 3 | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 0
     except Exception as exc:
         log.exception("unexpected error")
         print(f"pneumofl: unexpected error: {type(exc).__name__}: {exc} (details in {log_path})", file=sys.stderr)

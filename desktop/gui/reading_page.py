@@ -138,21 +138,24 @@ class ReadingPage(QWidget):
 
     def _build_layout(self) -> None:
         form = QFormLayout()
-        model_row = QHBoxLayout()
-        model_row.addWidget(self.model_choice, 1)
-        model_row.addWidget(self.model_file_button)
-        model_row.addWidget(self.refresh_button)
-        form.addRow("Model", model_row)
-        image_row = QHBoxLayout()
-        for w in (self.add_files_button, self.add_folder_button, self.clear_button):
-            image_row.addWidget(w)
-        image_row.addWidget(self.images_label, 1)
-        form.addRow("Images", image_row)
-        point_row = QHBoxLayout()
-        point_row.addWidget(self.point, 1)
-        point_row.addWidget(self.manual)
-        point_row.addWidget(self.threshold_label)
-        form.addRow("Operating point", point_row)
+        rows = (
+            ("Model", [(self.model_choice, 1), (self.model_file_button, 0), (self.refresh_button, 0)]),
+            (
+                "Images",
+                [
+                    (self.add_files_button, 0),
+                    (self.add_folder_button, 0),
+                    (self.clear_button, 0),
+                    (self.images_label, 1),
+                ],
+            ),
+            ("Operating point", [(self.point, 1), (self.manual, 0), (self.threshold_label, 0)]),
+        )
+        for label, widgets in rows:
+            row = QHBoxLayout()
+            for widget, stretch in widgets:
+                row.addWidget(widget, stretch)
+            form.addRow(label, row)
         left = QWidget()
         left_layout = QVBoxLayout(left)
         left_layout.addLayout(form)

@@ -150,3 +150,43 @@ def _recorded_epochs(db_path: Path) -> list[int]:
     except sqlite3.OperationalError:  # schema not created yet
         return []
     return [r[0] for r in rows]
+
+
+def test_the_console_gets_sentences_never_tracebacks():
+    import io
+    import logging
+
+    from desktop.cli.common import SentenceFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(SentenceFormatter("%(levelname)s: %(message)s"))
+    log = logging.getLogger("pneumofl.test-console")
+    log.addHandler(handler)
+    try:
+        raise OSError("disk full")
+    except OSError:
+        log.exception("writing %s failed", "run.csv")
+    finally:
+        log.removeHandler(handler)
+    assert stream.getvalue() == "ERROR: writing run.csv failed\n"
+
+
+def test_a_closed_pipe_ends_quietly(env, tmp_path):
+    """`pneumofl runs list --format json | head -1` on many runs: no traceback when head stops reading."""
+    with Database.open(env["PNEUMOFL_DB_URL"]) as db, db.begin() as session:
+        from core.persistence.repository import create_run
+
+        for i in range(300):
+            create_run(session, experiment_name=f"run-{i}", config={"note": "x" * 200})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "desktop", "runs", "list", "--format", "json", "--limit", "300"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=Path(__file__).parents[2],
+    )
+    proc.stdout.read(100)
+    proc.stdout.close()  # as `head` does once it has its lines
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0 and "Traceback" not in stderr and "Error" not in stderr, stderr
