@@ -17,8 +17,8 @@ STAT_ROWS = (
 )
 SPLIT_NAMES = {"val": "Validation", "test": "Test"}
 DEGENERATE = (
-    "WARNING: at the threshold this model gives every validation image the same decision; no epoch did "
-    "better. It is not usable as it is."
+    "WARNING: at its threshold this model gives every validation image the same decision, and no epoch (or "
+    "round) did better: it is not usable at that threshold. Use an operating point below, chosen from its ranking."
 )
 
 

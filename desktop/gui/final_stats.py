@@ -44,8 +44,9 @@ POINT_ROWS = (
 SPLITS = {"val": "Validation", "test": "Test"}
 PANEL_WIDTH = 560
 DEGENERATE = (
-    "At its threshold this model gives every validation image the same decision, and no epoch did better: "
-    "it is not usable as it is. Train longer, with class weighting, or with more data."
+    "At its threshold this model gives every validation image the same decision, and no epoch (or round) did "
+    "better: it is not usable at that threshold. Read images at an operating point below, or train longer or on "
+    "more data."
 )
 
 
