@@ -16,6 +16,7 @@ from core.model.module import flatten_metrics, make_metrics
 from core.stats.bootstrap import RESAMPLES, bootstrap_intervals
 from core.stats.calibration import calibration_summary
 from core.stats.operating_points import OPERATING_POINTS, choose_thresholds
+from core.training.selection import one_class
 
 STATS_VERSION = 2
 Predictions = dict[str, tuple[torch.Tensor, torch.Tensor]]
@@ -54,13 +55,6 @@ def metrics_at(probs: torch.Tensor, targets: torch.Tensor, threshold: float) -> 
     collection.update(probs, targets.int())
     flat = flatten_metrics(collection.compute(), "x")
     return {name.removeprefix("x_"): value for name, value in flat.items()}
-
-
-def is_degenerate(metrics: dict[str, float]) -> bool:
-    """True when every image got the same decision (all pneumonia or all normal) at the threshold."""
-    predicted_positive = metrics.get("cm_tp", 0) + metrics.get("cm_fp", 0)
-    predicted_negative = metrics.get("cm_tn", 0) + metrics.get("cm_fn", 0)
-    return predicted_positive == 0 or predicted_negative == 0
 
 
 def final_stats(
@@ -124,7 +118,7 @@ def final_stats(
             stats["calibration"].setdefault("before_scaling", {})[split] = {k: before[k] for k in ("brier", "ece")}
     stats["youden"] = {"threshold": chosen["youden"], "val": points["youden"]["val"]}
     stats["roc"] = roc_points(*usable["val"])
-    stats["degenerate"] = is_degenerate(stats["val"])
+    stats["degenerate"] = one_class(stats["val"], prefix="")
     return stats
 
 

@@ -39,12 +39,3 @@ def selection_key(metrics: Mapping[str, float], monitor: str, mode: str, prefix:
         youden = -math.inf
     return (not one_class(metrics, prefix), value if mode == "max" else -value, youden)
 
-
-def best_of(candidates: Mapping[int, Mapping[str, float]], monitor: str, mode: str, prefix: str = "val_") -> int | None:
-    """The epoch (or round) number with the greatest :func:`selection_key`; the earliest wins a full tie."""
-    best: tuple[Key, int] | None = None
-    for number in sorted(candidates):
-        key = selection_key(candidates[number], monitor, mode, prefix)
-        if key is not None and (best is None or key > best[0]):
-            best = (key, number)
-    return None if best is None else best[1]
