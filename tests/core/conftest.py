@@ -13,9 +13,14 @@ def tiny_dataset(tmp_path_factory):
 @pytest.fixture
 def tiny_config(tiny_dataset):
     """A run that trains in a couple of seconds on two CPU cores."""
+    return tiny_run_config(tiny_dataset)
+
+
+def tiny_run_config(data_path, **overrides) -> RunConfig:
+    """The :func:`tiny_config` run on the images at ``data_path`` (for module-scoped fixtures too)."""
     return RunConfig(
         experiment_name="tiny",
-        data_path=str(tiny_dataset),
+        data_path=str(data_path),
         backbone="resnet18",
         image_size=32,
         epochs=2,
@@ -27,4 +32,4 @@ def tiny_config(tiny_dataset):
         val_fraction=0.25,
         test_fraction=0.25,
         max_threads=2,
-    )
+    ).with_overrides(**overrides)

@@ -21,27 +21,15 @@ from core.persistence import Database
 from core.persistence.models import predictions_table
 from core.persistence.repository import delete_run, list_predictions
 from core.training.recorded import prepare_data, train_and_record
+from tests.core.conftest import tiny_run_config
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_dataset, tmp_path_factory):
     """One small run with temperature scaling, trained once for the module."""
-    from core.config import RunConfig
-
     folder = tmp_path_factory.mktemp("inference")
-    config = RunConfig(
-        experiment_name="reader",
-        data_path=str(tiny_dataset),
-        backbone="small_cnn",
-        image_size=32,
-        epochs=3,
-        batch_size=8,
-        learning_rate=3e-3,
-        early_stopping_patience=0,
-        val_fraction=0.25,
-        test_fraction=0.25,
-        max_threads=2,
-        temperature_scaling=True,
+    config = tiny_run_config(
+        tiny_dataset, experiment_name="reader", backbone="small_cnn", epochs=3, temperature_scaling=True
     )
     db = Database.open(f"sqlite:///{folder / 'runs.db'}")
     result = train_and_record(config, db, work_dir=folder / "ckpt")

@@ -17,7 +17,6 @@ import pytest
 from PIL import Image
 from sqlalchemy import insert
 
-from core.config import RunConfig
 from core.errors import PneumoFLError, RunNotFoundError
 from core.events import EpochEnd
 from core.persistence import Database
@@ -29,6 +28,7 @@ from core.stats.operating_points import LABELS, OPERATING_POINTS
 from core.training.recorded import train_and_record
 from desktop.cli.report import add_report_command
 from desktop.report import write_report
+from tests.core.conftest import tiny_run_config
 from tests.imaging import write_folder_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,22 +41,8 @@ NO_STATS = "There are no final statistics for this run"
 def recorded(tmp_path_factory):
     """One real run (small CNN, 32 px, 2 epochs, temperature scaling) in a real SQLite file, and its stats."""
     folder = tmp_path_factory.mktemp("report")
-    config = RunConfig(
-        experiment_name="report <tiny> & co",
-        data_path=str(write_folder_dataset(folder / "xrays", per_class=24, size=32)),
-        backbone="small_cnn",
-        image_size=32,
-        epochs=2,
-        batch_size=8,
-        learning_rate=3e-3,
-        batch_metrics_every=2,
-        gradient_every=2,
-        early_stopping_patience=0,
-        val_fraction=0.25,
-        test_fraction=0.25,
-        temperature_scaling=True,
-        max_threads=2,
-    )
+    data = write_folder_dataset(folder / "xrays", per_class=24, size=32)
+    config = tiny_run_config(data, experiment_name="report <tiny> & co", backbone="small_cnn", temperature_scaling=True)
     url = f"sqlite:///{folder / 'report.db'}"
     db = Database.open(url)
     result = train_and_record(config, db, work_dir=folder / "run")
