@@ -100,7 +100,9 @@ def test_train_serves_live_events_to_viewers(tmp_path):
             stderr=subprocess.PIPE,
             text=True,
         )
+        seen = []  # what the viewer said while we waited, for the failure message
         for line in viewer.stderr:  # wait until it follows the run
+            seen.append(line)
             if line.startswith("[connected to") and "run" in line:
                 break
         trainer.send_signal(2)  # Ctrl-C: the run stops, is recorded, viewers get training_end
@@ -108,7 +110,7 @@ def test_train_serves_live_events_to_viewers(tmp_path):
         assert trainer.returncode == 130, err
         assert "cancelled" in out
         viewed, viewer_err = viewer.communicate(timeout=60)
-        assert viewer.returncode == 0, viewer_err
+        assert viewer.returncode == 0, "".join(seen) + viewer_err
         assert "epoch 1:" in viewed and "cancelled" in viewed  # replayed from the start, then the end
     finally:
         for proc in (trainer, viewer):
