@@ -34,9 +34,10 @@ gate() {
   export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1
   echo "== ruff"; "$VENV/bin/ruff" check .
   echo "== import contract"; "$VENV/bin/lint-imports" --no-cache
-  # Two workers, one test file each at a time (module fixtures train once): most tests wait on Flower processes,
-  # sockets and Qt timers, so two files overlap well even on 2 cores. PNEUMOFL_TEST_WORKERS=0 runs in one process.
-  echo "== tests"; "$VENV/bin/pytest" -n "${PNEUMOFL_TEST_WORKERS:-2}" --dist loadfile "$@"
+  # Two workers: most tests wait on Flower processes, sockets and Qt timers, so they overlap well even on 2 cores.
+  # Groups (tests/conftest.py): every file on one worker, and every federation test on the same one, in turn.
+  # PNEUMOFL_TEST_WORKERS=0 runs everything in one process.
+  echo "== tests"; "$VENV/bin/pytest" -n "${PNEUMOFL_TEST_WORKERS:-2}" --dist loadgroup "$@"
 }
 
 cmd=${1:-run}

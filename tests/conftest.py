@@ -93,3 +93,17 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatu
     terminalreporter.write_line(line, red=True, bold=True)
     terminalreporter.write_line(f"POSTGRESQL WAS NOT TESTED: {_pg_problem[0]}. {consequence}", red=True, bold=True)
     terminalreporter.write_line(line, red=True, bold=True)
+
+
+# Tests that run Flower federations: on two pytest-xdist workers they share one worker, one after another (two
+# federations at once on 2 cores miss their round timeouts). Every other file is a group of its own, so module
+# fixtures (trained runs) are built once, as with --dist loadfile.
+FLOWER_FILES = ("test_federation_page.py",)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Put each test in its xdist group (see ``--dist loadgroup`` in packaging/dev.sh)."""
+    for item in items:
+        path = Path(item.path)
+        group = "flower" if "federation" in path.parts or path.name in FLOWER_FILES else str(path)
+        item.add_marker(pytest.mark.xdist_group(group))
