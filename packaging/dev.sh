@@ -34,10 +34,12 @@ gate() {
   export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1
   echo "== ruff"; "$VENV/bin/ruff" check .
   echo "== import contract"; "$VENV/bin/lint-imports" --no-cache
-  # Two workers: most tests wait on Flower processes, sockets and Qt timers, so they overlap well even on 2 cores.
-  # Groups (tests/conftest.py): every file on one worker, and every federation test on the same one, in turn.
-  # PNEUMOFL_TEST_WORKERS=0 runs everything in one process.
-  echo "== tests"; "$VENV/bin/pytest" -n "${PNEUMOFL_TEST_WORKERS:-2}" --dist loadgroup "$@"
+  # One process by default: on 2 cores a second pytest-xdist worker starves Flower's ClientApps past their round
+  # timeouts. PNEUMOFL_TEST_WORKERS=N opts in to N workers (groups in tests/conftest.py: a file per group, and
+  # every federation test in one group, run in turn).
+  local workers=()
+  [ "${PNEUMOFL_TEST_WORKERS:-0}" -gt 0 ] && workers=(-n "$PNEUMOFL_TEST_WORKERS" --dist loadgroup)
+  echo "== tests"; "$VENV/bin/pytest" "${workers[@]}" "$@"
 }
 
 cmd=${1:-run}
