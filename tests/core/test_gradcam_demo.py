@@ -13,11 +13,9 @@ from core.inference.reader import image_paths, read_images
 from core.persistence import Database
 from core.training.recorded import train_and_record
 
-# Measured with this recipe: 0.61-0.66 of peaks inside the opacity, 0.76-0.80 with the CAM's own 8 x 8 grid (the
-# peak's cell overlaps it). Issue 10 asks for 0.8 of peaks inside: not reached yet, see its closing note.
-MIN_INSIDE = 0.5
-MIN_CELL = 0.65
-GRID = 8  # small_cnn's last feature map at 64 px input
+# Measured with this recipe: 0.88-0.94 of peaks inside the opacity over training seeds (the last map's Grad-CAM
+# alone: 0.60-0.68, its peak confined to the centres of an 8 x 8 grid).
+MIN_INSIDE = 0.8
 
 
 @pytest.mark.slow
@@ -29,7 +27,7 @@ def test_grad_cam_peaks_inside_the_synthetic_opacity(tmp_path, capsys):
         assert result.status == "completed", result.error
         model = load_run_model(db, result.run_id)
         paths = image_paths([ensure_demo_dataset() / "test" / "PNEUMONIA"])
-        inside = cell = correct = 0
+        inside = correct = 0
         for reading in read_images(model, paths, "youden", cam=True):
             if reading.decision != "PNEUMONIA":
                 continue
@@ -38,18 +36,11 @@ def test_grad_cam_peaks_inside_the_synthetic_opacity(tmp_path, capsys):
             y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
             mask = opacity_mask(reading.path)
             inside += bool(mask[y, x])
-            side = SIZE // GRID
-            cell += bool(
-                mask[y // side * side : (y // side + 1) * side, x // side * side : (x // side + 1) * side].any()
-            )
     finally:
         db.close()
-    rate, cell_rate = inside / max(correct, 1), cell / max(correct, 1)
-    stated = (
-        f"Grad-CAM peak inside the opacity for {inside} of {correct} correctly read pneumonia test images "
-        f"({rate:.0%}); the peak's cell of the 8 x 8 map overlaps it for {cell} ({cell_rate:.0%})"
-    )
+    rate = inside / max(correct, 1)
+    stated = f"Grad-CAM peak inside the opacity for {inside} of {correct} correctly read pneumonia test images ({rate:.0%})"
     with capsys.disabled():
         print(f"\n{stated}")
     assert correct >= 60, f"only {correct} of {len(paths)} pneumonia test images were read as pneumonia"
-    assert rate >= MIN_INSIDE and cell_rate >= MIN_CELL, stated
+    assert rate >= MIN_INSIDE, stated
