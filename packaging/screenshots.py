@@ -5,6 +5,7 @@ Runs two short demo trainings from the Training page and saves:
   runs.png      the Runs page with both runs
   compare.png   the two runs overlaid on val_auroc
   federation.png  the Federation page after a simulated 3-site, 3-round federation on the demo data
+  web.png       the browser dashboard (headless Chromium) on that federation's server run
 
 Usage (Debian: apt-get install xvfb libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libxkbcommon-x11-0):
   xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python packaging/screenshots.py [OUT_DIR]
@@ -29,6 +30,29 @@ from PySide6.QtWidgets import QApplication  # noqa: E402
 from desktop.app import collect_garbage_on_gui_thread  # noqa: E402
 from desktop.gui.main_window import MainWindow  # noqa: E402
 from desktop.settings import Settings  # noqa: E402
+
+
+def browser_shot(db_url: str, run_id: int | None, path: Path) -> None:
+    """The browser dashboard on ``run_id``, in Debian's headless Chromium (as the browser tests drive it)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.web.conftest import CHROMIUM_ARGS, TOKEN, ServedHub, chromium_path, sign_in
+
+    served = ServedHub(db_url, TOKEN)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            sign_in(page, served)
+            page.wait_for_selector("table.runs")
+            page.goto(f"{served.page}#/run/{run_id}")
+            page.wait_for_selector("#site-replies tbody tr")
+            page.wait_for_timeout(800)
+            page.screenshot(path=str(path), full_page=True)
+            browser.close()
+        print(f"saved {path}", flush=True)
+    finally:
+        served.stop()
 
 
 def main() -> None:
@@ -65,6 +89,7 @@ def main() -> None:
                 app.processEvents()
                 save("federation.png")
                 window.close()
+                browser_shot(f"sqlite:///{tmp}/shots.db", fed.last_outcome.server_run_id, out / "web.png")
             return
         val = page.dashboard.store["val_auroc"]
         if state["phase"] == "first" and not state["shot"] and len(val) >= 3:

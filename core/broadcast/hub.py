@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -45,6 +46,7 @@ from core.broadcast.protocol import (
     parse_viewer_message,
 )
 from core.broadcast.tokens import tokens_match
+from core.broadcast.web import WebDashboard, default_web_root, same_origin
 from core.events import Event, TrainingEnd, TrainingStart, event_from_json
 from core.sinks import EventSink
 
@@ -137,6 +139,10 @@ class BroadcastHub:
         Lag past which a viewer is disconnected as too slow.
     batch_window
         Seconds to gather events into one frame (20-50 ms keeps latency low and frames few).
+    db_url
+        Serve the browser dashboard of this database's runs at ``/`` (see :mod:`core.broadcast.web`).
+    web_root
+        The dashboard's static files (default: those shipped with PneumoFL).
     """
 
     def __init__(
@@ -152,6 +158,8 @@ class BroadcastHub:
         max_lag: int = 50_000,
         batch_window: float = 0.025,
         max_message: int = 1 << 20,
+        db_url: str | None = None,
+        web_root: Path | None = None,
     ) -> None:
         self.host, self.port = host, port
         self._token = token
@@ -170,6 +178,17 @@ class BroadcastHub:
         self.listeners: list[Callable[[Event], None]] = []  # in-process consumers (the console, the GUI)
         self.coalesced_events = 0  # batch-level samples dropped for slow viewers
         self.slow_disconnects = 0
+        root = web_root or default_web_root()
+        self.web: WebDashboard | None = None
+        if db_url and root is not None:
+            self.web = WebDashboard(
+                root,
+                db_url,
+                lambda: self.token,
+                lambda: {c.run_id: c.summary() for c in self.channels.values()},
+                self._refuse,
+                tls=ssl_context is not None,
+            )
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -187,6 +206,13 @@ class BroadcastHub:
         scheme = "wss" if self.ssl_context else "ws"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{scheme}://{host}:{self.port}"
+
+    @property
+    def page_url(self) -> str | None:
+        """``http(s)://host:port/``, the browser dashboard (None when this hub serves none)."""
+        if self.web is None:
+            return None
+        return self.url.replace("ws", "http", 1) + "/"
 
     @property
     def running(self) -> bool:
@@ -222,6 +248,8 @@ class BroadcastHub:
         self._server.close()
         await self._server.wait_closed()
         self._server = None
+        if self.web is not None:
+            self.web.close()
 
     def delivered(self) -> bool:
         """Whether every viewer has been sent everything of the run it follows (nothing waiting)."""
@@ -282,9 +310,17 @@ class BroadcastHub:
             if not self.producer_secret or not tokens_match(request.headers.get(SECRET_HEADER), self.producer_secret):
                 return await self._refuse(connection, peer, "Missing or wrong producer secret.\n")
             return None
+        if "websocket" not in request.headers.get("Upgrade", "").lower():  # a browser asking for the page
+            if self.web is None:
+                return connection.respond(HTTPStatus.NOT_FOUND, "This node serves live viewers only (pneumofl view).\n")
+            return await self.web.respond(connection, request, peer)
         if parts.path not in ("/", "/viewer"):
             return connection.respond(HTTPStatus.NOT_FOUND, "Unknown path; viewers connect to /.\n")
-        if tokens_match(_presented_token(request.headers, parts.query), self.token):
+        if not same_origin(request.headers):  # cross-site WebSocket hijacking: another site's page, our cookie
+            return connection.respond(HTTPStatus.FORBIDDEN, "A page from another site may not open this socket.\n")
+        if tokens_match(_presented_token(request.headers, parts.query), self.token) or (
+            self.web is not None and self.web.signed_in(request.headers)
+        ):
             self._failures.pop(peer, None)
             return None
         return await self._refuse(connection, peer, "Missing or wrong viewer token.\n")

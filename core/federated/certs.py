@@ -22,6 +22,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -215,6 +216,25 @@ def public_key_fingerprint(pub_path: Path) -> str:
         key = serialization.load_ssh_public_key(Path(pub_path).read_bytes())
     except (OSError, ValueError, UnsupportedAlgorithm) as exc:
         raise CertificateError(f"{pub_path} is not a readable OpenSSH public key: {exc}") from exc
+    return _fingerprint(key)
+
+
+def private_key_fingerprint(key_path: Path) -> str:
+    """The :func:`public_key_fingerprint` of a site's private node key (what the server enrolled, or not).
+
+    Raises
+    ------
+    CertificateError
+        If the file is missing or not an OpenSSH private key.
+    """
+    try:
+        key = serialization.load_ssh_private_key(Path(key_path).read_bytes(), password=None)
+    except (OSError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise CertificateError(f"{key_path} is not a readable OpenSSH private key: {exc}") from exc
+    return _fingerprint(key.public_key())
+
+
+def _fingerprint(key: Any) -> str:
     # Re-serialise so that the comment and any whitespace differences do not change the fingerprint.
     blob = base64.b64decode(
         key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).split()[1]

@@ -43,12 +43,28 @@ class FederationConsole(EventSink):
             if event.failed:
                 self._say(f"  {name} FAILED after {waited:.0f} s: {event.error}")
             else:
+                m = event.metrics
+                waited = m.get("round_trip_seconds", waited)
+                extras = []
+                if "train_seconds" in m:
+                    extras.append(f"trained {m['train_seconds']:.0f} s")
+                if "bytes_from_site" in m:
+                    extras.append(f"{m['bytes_from_site'] / 1e6:.1f} MB")
+                note = f" ({', '.join(extras)})" if extras else ""
+                here = f", global model's AUROC here {m['global_val_auroc']:.3f}" if "global_val_auroc" in m else ""
                 self._say(
-                    f"  {name} sent its update ({event.num_examples} images) after {waited:.0f} s: {_brief(event.metrics)}"
+                    f"  {name} sent its update ({event.num_examples} images) after {waited:.0f} s{note}: "
+                    f"{_brief(m)}{here}"
                 )
         elif isinstance(event, RoundMetrics):
             label = "initial model" if event.round_number == 0 else f"Round {event.round_number}"
-            self._say(f"{label}: server evaluation {_brief(event.server_metrics) or '(no evaluation set)'}")
+            privacy = event.server_metrics.get("dp_epsilon")
+            spent = (
+                f"; privacy spent epsilon {privacy:.2f} at delta {event.server_metrics.get('dp_delta')}"
+                if privacy
+                else ""
+            )
+            self._say(f"{label}: server evaluation {_brief(event.server_metrics) or '(no evaluation set)'}{spent}")
         elif isinstance(event, EpochEnd) and self.sites and event.run_id not in self.server_runs:
             self._say(
                 f"  site run {event.run_id}, round {event.round_number}, epoch {event.epoch}: {_brief(event.metrics)}"

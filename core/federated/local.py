@@ -85,6 +85,8 @@ class LocalFederation:
                 )
                 node.start()
                 self.sites.append(node)
+            for node in self.sites:  # started together, so they connect while we wait for the first
+                self.server.site_names.add(node.wait_connected(), node.site.site_name)
         except BaseException:
             self.stop()
             raise
@@ -99,10 +101,23 @@ class LocalFederation:
     ) -> FederationOutcome:
         """Submit ``plan`` and wait for it to end (``cancel`` stops it)."""
         assert self.server is not None, "start() first"
+        self._prepare_sites(plan)
         run_id = self.server.submit(plan)
         if on_submitted is not None:
             on_submitted(run_id)
         return self.server.follow(run_id, cancel=cancel, on_status=on_status)
+
+    def _prepare_sites(self, plan: FederationConfig) -> None:
+        """Check the data and cut each site's share once, here, before the rounds.
+
+        Each site's first ClientApp would otherwise check the same images and load the partitioning libraries,
+        all at once on this one machine; they now find their share in their node folder.
+        """
+        from core.federated.site_data import prepare_site_data, site_training_config
+
+        for node in self.sites:
+            site = node.node_settings()
+            prepare_site_data(site_training_config(plan, site).validate(), site)
 
     def stop(self) -> None:
         """Stop every site, then the server (idempotent)."""

@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
+import re
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -16,11 +19,13 @@ import platformdirs
 from core.federated.control import BUNDLE_DIR, FlowerControl, RunStatus
 from core.federated.processes import FlowerProcessError, ManagedProcess, flower_environment, free_port, wait_for_port
 from core.federated.settings import SERVER_SETTINGS_ENV, FederationConfig, ServerSettings, SiteSettings
+from core.federated.site_names import SiteNames
 from core.persistence import Database
-from core.persistence.repository import federated_runs, finish_run
+from core.persistence.repository import federated_runs, finish_run, owned_runs, set_run_status
 
 log = logging.getLogger(__name__)
 STOP_GRACE_S = 30.0  # how long a stopped run may take to be reported finished
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,8 @@ class Security:
 
     @classmethod
     def from_dir(cls, folder: Path) -> Security:
-        """The server's material in a ``certs init`` folder."""
+        """The server's material in a ``certs init`` folder (absolute paths: Flower's config wants them)."""
+        folder = Path(folder).expanduser().resolve()
         return cls(folder / "ca.pem", folder / "server.pem", folder / "server.key")
 
 
@@ -54,6 +60,18 @@ class FederationOutcome:
     inbound_bytes: int = 0
     outbound_bytes: int = 0
     seconds: float = 0.0
+
+
+def reachable_address(host: str, port: int) -> str:
+    """``host:port`` as a site should type it: a wildcard listen address becomes this machine's name."""
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.getfqdn() or socket.gethostname()
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def log_text(process: ManagedProcess, chars: int = 1500) -> str:
+    """The end of a Flower process's log without its colour codes."""
+    return _ANSI.sub("", process.log_tail(chars)).strip()
 
 
 def fresh_work_dir(kind: str, root: Path | None = None) -> Path:
@@ -110,13 +128,43 @@ class ServerNode:
         self.front = None
         self.control: FlowerControl | None = None
         self._extra_env = dict(extra_env or {})
+        self.site_names = SiteNames(work_dir / "site-names.json")
 
     @property
     def fleet_address(self) -> str:
-        """``host:port`` sites connect to."""
+        """``host:port`` sites connect to (a wildcard listen address is named as this machine)."""
         if self.front is not None:
-            return f"{self.public_host}:{self.front.port}"
+            return reachable_address(self.public_host, self.front.port)
         return f"127.0.0.1:{self.port}"
+
+    def enrol(self, public_key: Path, name: str = "") -> str:
+        """Let the site holding ``public_key`` connect; remember its name for its Flower node id.
+
+        Raises
+        ------
+        FlowerProcessError
+            If the server is not running, or the key is missing or refused by Flower.
+        """
+        if self.control is None:
+            raise FlowerProcessError("Start the server before enrolling sites.")
+        key = Path(public_key).expanduser().resolve()
+        if not key.is_file():
+            raise FlowerProcessError(f"Site key {key} does not exist (sites' public keys are nodes/<site>.pub).")
+        name = name or key.stem
+        node_id = self.control.register_node(key, name=name)
+        if node_id:
+            self.site_names.add(node_id, name)
+        return node_id
+
+    def online_sites(self) -> list[str]:
+        """The names of the sites online now (their node ids when a name is unknown)."""
+        assert self.control is not None
+        names = self.site_names.read()
+        return [
+            names.get(int(node["node-id"]), f"node {node['node-id']}")
+            for node in self.control.nodes()
+            if node.get("status") == "online" and str(node.get("node-id", "")).isdigit()
+        ]
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the SuperLink (and the fleet front) and wait until they listen.
@@ -125,6 +173,7 @@ class ServerNode:
         app processes never race to migrate a fresh database.
         """
         Database.open(self.settings.db_url).close()
+        self.settings = dataclasses.replace(self.settings, sites_file=str(self.site_names.path))
         if not self.settings.cache_dir:
             self.settings = dataclasses.replace(self.settings, cache_dir=str(self.work_dir / "dataset-cache"))
         if self.settings.eval_data:
@@ -256,6 +305,11 @@ class ServerNode:
                 for run in runs:
                     if run.status == "in_progress":
                         finish_run(session, run.id, status=outcome.status, error_message=outcome.message or None)
+                if outcome.status == "cancelled":
+                    # A stopped federation is stopped everywhere: a site that had finished its last round
+                    # trained for a federation that did not complete. What each run recorded is kept.
+                    done = [r.id for r in runs if r.status not in ("in_progress", "cancelled")]
+                    set_run_status(session, done, "cancelled", outcome.message or "Stopped by the user.")
         finally:
             db.close()
         return outcome
@@ -305,12 +359,15 @@ class SiteNode:
                 "--insecure is only for 127.0.0.1."
             )
         self.site, self.superlink_address, self.work_dir = site, superlink, work_dir
-        self.root_certificates, self.private_key = root_certificates, private_key
+        # Flower's SuperNode reads these relative to its own working folder: resolve what the user typed.
+        self.root_certificates = Path(root_certificates).expanduser().resolve() if root_certificates else None
+        self.private_key = Path(private_key).expanduser().resolve() if private_key else None
         self._extra_env = dict(extra_env or {})
         self.process: ManagedProcess | None = None
+        self.node_id: int | None = None
 
     def start(self) -> None:
-        """Start the SuperNode (it keeps retrying until the SuperLink answers)."""
+        """Start the SuperNode (it keeps retrying until the SuperLink answers; see :meth:`wait_connected`)."""
         Database.open(self.site.db_url).close()  # fail here, not in every round, on a bad URL
         env = flower_environment(self.work_dir / "flwr-home", self._extra_env)
         command = [
@@ -320,7 +377,7 @@ class SiteNode:
             "--port",
             str(free_port()),
             "--node-config",
-            str(self._node_settings().write_node_config(self.work_dir / "node-config.toml")),
+            str(self.node_settings().write_node_config(self.work_dir / "node-config.toml")),
         ]
         if self.root_certificates is not None:
             command += ["--root-certificates", str(self.root_certificates)]
@@ -333,12 +390,59 @@ class SiteNode:
             name, command, env, self.work_dir / "logs" / f"supernode-{self.site.site_name}.log"
         )
 
+    def wait_connected(self, timeout: float = 60.0) -> int:
+        """Wait until the SuperLink has accepted this site; return its Flower node id.
+
+        Raises
+        ------
+        FlowerProcessError
+            In one sentence: the server refused the site's key (naming its fingerprint and what the server's
+            administrator must do), or the SuperNode stopped or could not connect in time.
+        """
+        assert self.process is not None, "start() first"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = _ANSI.sub("", self.process.log_tail(20_000))
+            found = re.search(r"SuperNode ID: (\d+)", text)
+            if found:
+                self.node_id = int(found.group(1))
+                return self.node_id
+            if not self.process.alive() or "Exit Code:" in text:
+                raise FlowerProcessError(self._refusal(text))
+            time.sleep(0.2)
+        raise FlowerProcessError(
+            f"Site '{self.site.site_name}' could not reach the server at {self.superlink_address} within "
+            f"{timeout:.0f} s: check the address and that the server is running. The SuperNode's log is in "
+            f"{self.process.log_path}."
+        )
+
+    def _refusal(self, log: str) -> str:
+        if "Failed to activate SuperNode" in log and self.private_key is not None:
+            from core.federated.certs import CertificateError, private_key_fingerprint
+
+            try:
+                print_ = private_key_fingerprint(self.private_key)
+            except CertificateError:
+                print_ = "unreadable"
+            return (
+                f"The server at {self.superlink_address} refused site '{self.site.site_name}': its key "
+                f"(fingerprint {print_}) is not enrolled. Ask the server's administrator to enrol this site's "
+                f"public key ({self.private_key.with_suffix('.pub').name}), e.g. `pneumofl server start ... "
+                f"--enrol {self.private_key.with_suffix('.pub').name}`, then join again."
+            )
+        assert self.process is not None
+        return (
+            f"Site '{self.site.site_name}' could not connect to the server at {self.superlink_address}. "
+            f"The SuperNode's log ({self.process.log_path}) ends with:\n{log_text(self.process, 800)}"
+        )
+
     @property
     def dataset_cache(self) -> Path:
         """Where the site's validated dataset is kept between rounds (see :mod:`core.federated.site_cache`)."""
         return Path(self.site.cache_dir) if self.site.cache_dir else self.work_dir / "dataset-cache"
 
-    def _node_settings(self) -> SiteSettings:
+    def node_settings(self) -> SiteSettings:
+        """The settings the site's ClientApp reads (its node config), with the node's dataset cache."""
         return dataclasses.replace(self.site, cache_dir=str(self.dataset_cache))
 
     def alive(self) -> bool:
@@ -346,9 +450,21 @@ class SiteNode:
         return self.process is not None and self.process.alive()
 
     def stop(self) -> None:
-        """Stop the SuperNode and any ClientApp it is running."""
-        if self.process is not None:
-            self.process.stop()
+        """Stop the SuperNode and any ClientApp it is running; a run it left unfinished is recorded cancelled."""
+        if self.process is None:
+            return
+        self.process.stop()
+        try:
+            db = Database.open(self.site.db_url, migrate=False)
+        except Exception:
+            log.warning("could not record the site's runs as cancelled", exc_info=True)
+            return
+        try:
+            with db.begin() as session:
+                left = owned_runs(session, os.getpid(), "client")
+                set_run_status(session, left, "cancelled", "The site left the federation before it ended.")
+        finally:
+            db.close()
 
     def kill(self) -> None:
         """Kill the SuperNode and its ClientApp at once, as a crash or power cut would (fault tests)."""

@@ -1,4 +1,4 @@
-"""The Flower ServerApp: records the federation, runs :class:`RecordedFedAvg`, evaluates centrally each round."""
+"""The Flower ServerApp: records the federation around the chosen Flower strategy, evaluates centrally each round."""
 
 from __future__ import annotations
 
@@ -17,10 +17,14 @@ from core.config import RunConfig
 from core.data import PreparedDataset, XrayDataset
 from core.data.dataset import collate
 from core.events import RunError, TrainingEnd, TrainingStart
+from core.federated.local_layers import recalibrate_normalisation, site_local_keys, split_state
+from core.federated.prompt_grid import PromptGrid
+from core.federated.recorder import RecordingStrategy, RoundFailed, weighted_metrics
 from core.federated.settings import FederationConfig, ServerSettings, owner_pid
 from core.federated.site_cache import prepare_data_cached
-from core.federated.strategy import RecordedFedAvg, RoundFailed
-from core.model.checkpoint import save_checkpoint, weights_sha256
+from core.federated.site_names import SiteNames
+from core.federated.strategies import build_aggregation
+from core.model.checkpoint import save_checkpoint, shared_state, weights_sha256
 from core.model.module import PneumoniaClassifier
 from core.persistence import Database, DatabaseSink
 from core.persistence.repository import create_run
@@ -28,7 +32,7 @@ from core.sinks import EventSink, SinkSet
 from core.stats.calibration import apply_temperature, fit_temperature
 from core.training.evaluation import Predictions, final_stats, predict_logits
 from core.training.recorded import run_folder
-from core.training.runner import load_shared_weights, shared_weights
+from core.training.runner import load_shared_weights
 from core.training.selection import selection_key
 
 log = logging.getLogger(__name__)
@@ -59,7 +63,10 @@ def main(grid: Grid, context: Context) -> None:
         sink = SinkSet([DatabaseSink(db, run_id), *([producer] if producer else [])])
         sink.run_id = run_id
         try:
-            run_federation(grid, plan, sink, run_id, evaluator, Path(settings.work_dir or run_folder(run_id)))
+            names = SiteNames(Path(settings.sites_file)) if settings.sites_file else None
+            run_federation(
+                grid, plan, sink, run_id, evaluator, Path(settings.work_dir or run_folder(run_id)), site_names=names
+            )
         finally:
             sink.close()
     finally:
@@ -75,6 +82,8 @@ def run_federation(
     run_id: int,
     evaluator: CentralEvaluator,
     work_dir: Path,
+    *,
+    site_names: SiteNames | None = None,
 ) -> None:
     """Train ``plan.rounds`` rounds; end the run with the best round by the server's evaluation."""
     started = time.monotonic()
@@ -88,24 +97,34 @@ def run_federation(
             config=plan.to_dict(),
         )
     )
-    strategy = RecordedFedAvg(sink, run_id, min_sites=plan.min_sites, round_timeout=plan.round_timeout)
+    aggregation = build_aggregation(plan, weighted_metrics)
+    strategy = RecordingStrategy(
+        aggregation,
+        sink,
+        run_id,
+        min_sites=plan.min_sites,
+        round_timeout=plan.round_timeout,
+        site_names=site_names.read if site_names is not None else None,
+    )
     tracker = BestRound(plan.training, work_dir / "best.ckpt")
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        state = arrays.to_torch_state_dict()
-        logits = evaluator.logits(state)
+        logits = evaluator.logits(arrays.to_torch_state_dict())
         stats = evaluator.stats(logits, resamples=0)
         metrics = {f"val_{k}": v for k, v in (stats.get("val") or {}).items() if isinstance(v, (int, float))}
         if server_round > 0:  # round 0 is the untrained initial model
-            tracker.offer(server_round, metrics, state, logits)
-        strategy.round_metrics(server_round, metrics)
-        return MetricRecord(metrics)
+            tracker.offer(server_round, metrics, evaluator.state(), logits)
+        return MetricRecord(strategy.round_metrics(server_round, metrics))
 
-    initial = ArrayRecord(shared_weights(evaluator.new_model()))
+    model = evaluator.new_model()
+    # Site-local tensors (FedBN's normalisation layers; BatchNorm statistics under differential privacy) never
+    # travel, not even the initial ones.
+    initial = ArrayRecord(split_state(shared_state(model), evaluator.local_keys(model))[0])
     status, error = "completed", None
+    prompt = PromptGrid(grid, on_reply=strategy.arrived.__setitem__)
     try:
         result = strategy.start(
-            grid=grid,
+            grid=prompt,
             initial_arrays=initial,
             num_rounds=plan.rounds,
             timeout=plan.round_timeout,
@@ -133,10 +152,27 @@ def run_federation(
             best_metrics=tracker.metrics,
             duration=time.monotonic() - started,
             # The full statistics (with intervals) only for the round that is reported.
-            final_stats=tracker.final_stats(evaluator),
+            final_stats=tracker.final_stats(evaluator) | privacy_report(plan, aggregation.privacy_spent()),
             error=error,
         )
     )
+
+
+def privacy_report(plan: FederationConfig, spent: dict[str, float] | None) -> dict[str, Any]:
+    """``{"privacy": ...}`` for the final statistics of a differentially private federation (else empty)."""
+    if spent is None:
+        return {}
+    return {
+        "privacy": {
+            "epsilon": spent["dp_epsilon"],
+            "delta": spent["dp_delta"],
+            "releases": int(spent["dp_releases"]),
+            "noise_multiplier": plan.dp_noise,
+            "clipping": plan.dp_clipping,
+            "clipping_norm": plan.dp_clip,
+            "accounting": "Renyi DP, Flower's RdpAccountant (no sampling amplification)",
+        }
+    }
 
 
 class BestRound:
@@ -190,6 +226,7 @@ class CentralEvaluator:
                 if settings.eval_split == "all"
                 else list(getattr(self.data, settings.eval_split))
             )
+        self.local_bn, self.local_statistics = plan.local_bn, plan.local_statistics
         self._model: PneumoniaClassifier | None = None
 
     def new_model(self) -> PneumoniaClassifier:
@@ -202,19 +239,33 @@ class CentralEvaluator:
             threshold=self.config.threshold,
         )
 
+    def local_keys(self, model: torch.nn.Module) -> set[str]:
+        """The tensors the sites keep to themselves (see :func:`core.federated.local_layers.site_local_keys`)."""
+        return site_local_keys(model, local_bn=self.local_bn, statistics=self.local_statistics)
+
     def logits(self, state: dict[str, torch.Tensor]) -> Predictions:
         """``{"val": (logits, targets)}`` of the model with ``state`` on the held-out set (empty without one)."""
         if not self.samples:
             return {}
         if self._model is None:
             self._model = self.new_model()
-        load_shared_weights(self._model, state)
+        local = self.local_keys(self._model)
+        load_shared_weights(self._model, state, allow_missing=local)
         loader = torch.utils.data.DataLoader(
             XrayDataset(self.samples, self.config.image_size, train=False),
             batch_size=self.config.batch_size,
             collate_fn=collate,
         )
+        if local:
+            # No site's normalisation statistics reach the server: estimate them on the held-out images (no
+            # labels used), as a new site would before using the model.
+            recalibrate_normalisation(self._model, (images for images, *_ in loader))
         return {"val": predict_logits(self._model, loader)}
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The weights just evaluated, normalisation included (what the run's best checkpoint keeps)."""
+        assert self._model is not None, "logits() first"
+        return shared_state(self._model)
 
     def stats(self, logits: Predictions, resamples: int | None = None) -> dict[str, Any]:
         """``final_stats`` of held-out logits (temperature-scaled when the plan asks for it)."""

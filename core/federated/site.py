@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import platformdirs
 import torch
 
 from core.config import RunConfig
 from core.data import PreparedDataset
-from core.data.partitions import partition_samples
-from core.data.splits import stratified_split
 from core.events import (
     BatchMetrics,
     EpochEnd,
@@ -30,8 +29,11 @@ from core.events import (
     TrainingEnd,
     TrainingStart,
 )
+from core.federated.local_layers import LocalLayerStore, site_local_keys, split_state
 from core.federated.settings import FederationConfig, SiteSettings, owner_pid
-from core.federated.site_cache import prepare_data_cached
+from core.federated.site_data import prepare_site_data, site_training_config
+from core.model.checkpoint import run_folder, save_checkpoint
+from core.model.module import PneumoniaClassifier
 from core.persistence import Database, DatabaseSink
 from core.persistence.repository import create_run, find_federated_run
 from core.sinks import EventSink, SinkSet
@@ -42,7 +44,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SiteRoundResult:
-    """What a site sends back: weights, its train-set size, and aggregate metrics (numbers only)."""
+    """What a site sends back: weights (without its local tensors), its train-set size, aggregate metrics."""
 
     weights: dict[str, torch.Tensor]
     num_examples: int
@@ -81,45 +83,24 @@ class RoundSink(EventSink):
         self.inner.handle(dataclasses.replace(event, **changes))
 
 
-def site_training_config(plan: FederationConfig, site: SiteSettings) -> RunConfig:
-    """The shared training settings with this site's data, local epochs and no early stopping."""
-    return plan.training.with_overrides(
-        experiment_name=f"{plan.name} · {site.site_name}",
-        demo=False,
-        data_path=site.data_path,
-        epochs=plan.local_epochs,
-        early_stopping_patience=0,
-        max_threads=site.max_threads or plan.training.max_threads,
-    )
+@dataclass
+class RoundInput:
+    """What the server sent a site for one round."""
 
-
-def prepare_site_data(config: RunConfig, site: SiteSettings) -> PreparedDataset:
-    """Validate the site's data; a local-federation site keeps its partition of the source's train split.
-
-    Raises
-    ------
-    core.errors.DataError
-        With every problem that blocks training, naming the file or folder.
-    """
-    data = prepare_data_cached(config, Path(site.cache_dir) if site.cache_dir else None)
-    if not site.partitioned:
-        return data
-    shards = partition_samples(data.train, site.num_partitions, site.partition, seed=config.seed)
-    share = shards[site.partition_id]
-    train, val, _ = stratified_split(share, config.val_fraction, 0.0, config.seed)
-    return dataclasses.replace(data, train=train, val=val, test=[])
+    server_round: int
+    weights: Mapping[str, torch.Tensor]
+    proximal_mu: float = 0.0
 
 
 def train_site_round(
     plan: FederationConfig,
     site: SiteSettings,
     federation_run_id: str,
-    server_round: int,
-    global_weights: Mapping[str, torch.Tensor],
+    received: RoundInput,
     *,
     sinks: tuple[EventSink, ...] = (),
 ) -> SiteRoundResult:
-    """Train one round at this site and record it in the site's database.
+    """Evaluate the received global model, train one round from it and record both in the site's database.
 
     Parameters
     ----------
@@ -129,10 +110,8 @@ def train_site_round(
         This site's own settings.
     federation_run_id
         Flower's run id: all rounds of one federation land in one site run.
-    server_round
-        The round (1-based).
-    global_weights
-        The global model's state dict.
+    received
+        The round number, the global weights (without site-local tensors) and FedProx's mu.
     sinks
         Further listeners (the local hub).
 
@@ -143,8 +122,15 @@ def train_site_round(
     RuntimeError
         If local training failed.
     """
+    server_round = received.server_round
     config = site_training_config(plan, site).validate()
     data = prepare_site_data(config, site)
+    model = PneumoniaClassifier(backbone=config.backbone, threshold=config.threshold)
+    local = site_local_keys(model, local_bn=plan.local_bn, statistics=plan.local_statistics)
+    store = LocalLayerStore(site_state_dir(site), federation_run_id)
+    start = {**received.weights, **store.load()}  # the site's own layers over the global weights
+    # Cross-site evaluation: how the global model does on this site's validation images, before it trains.
+    global_metrics = evaluate_global_model(model, config, data, start, local)
     db = Database.open(site.db_url, migrate=False)  # the node migrated it before starting
     try:
         run_id, created = _site_run(db, plan, site, config, federation_run_id, data.summary.source)
@@ -166,15 +152,18 @@ def train_site_round(
         round_sink = RoundSink(
             fanout, server_round, (server_round - 1) * plan.local_epochs, (server_round - 1) * steps_per_round
         )
+        last = server_round >= plan.rounds
         try:
             result = run_training(
                 config,
                 data,
                 round_sink,
                 run_id=run_id,
-                initial_weights=global_weights,
+                initial_weights=start,
                 keep_last_weights=True,
-                final_evaluation=server_round >= plan.rounds,
+                final_evaluation=last,
+                proximal_mu=received.proximal_mu,
+                allow_missing=local,
             )
             if result.status != "completed" or result.weights is None:
                 # Not the run's end: the site may take part in later rounds.
@@ -182,29 +171,88 @@ def train_site_round(
                     RunError(run_id=run_id, round_number=server_round, message=f"Round {server_round}: {result.error}")
                 )
                 raise RuntimeError(f"local training {result.status}: {result.error or 'no weights'}")
-            if server_round >= plan.rounds:
-                fanout.handle(
-                    TrainingEnd(
-                        run_id=run_id,
-                        status="completed",
-                        round_number=server_round,
-                        best_epoch=server_round * plan.local_epochs,
-                        best_val_recall=(result.final_stats.get("val") or {}).get("recall"),
-                        best_metrics={f"val_{k}": v for k, v in (result.final_stats.get("val") or {}).items()},
-                        duration=result.duration,
-                        final_stats=result.final_stats,
-                    )
-                )
+            shared, own = split_state(result.weights, local)
+            if own:
+                store.save(own)
+            if last:
+                _finish_site_run(fanout, run_id, plan, server_round, result)
         finally:
             fanout.close()
         return SiteRoundResult(
-            weights=result.weights,
+            weights=shared,
             num_examples=len(data.train),
-            metrics=_reply_metrics(round_sink.last_epoch_metrics),
+            metrics=_reply_metrics(round_sink.last_epoch_metrics)
+            | global_metrics
+            | {"train_seconds": result.fit_seconds},
             run_id=run_id,
         )
     finally:
         db.close()
+
+
+def _finish_site_run(fanout: EventSink, run_id: int, plan: FederationConfig, server_round: int, result: Any) -> None:
+    """End the site's run after the last round; keep its model (with its own layers) so it can read images."""
+    final = dict(result.final_stats)
+    if final.get("model") is not None and result.weights is not None:
+        path = run_folder(run_id) / "best.ckpt"
+        save_checkpoint(path, result.weights, server_round * plan.local_epochs, plan.training.backbone)
+        final["model"] = dict(final["model"]) | {"checkpoint": str(path.resolve())}
+    fanout.handle(
+        TrainingEnd(
+            run_id=run_id,
+            status="completed",
+            round_number=server_round,
+            best_epoch=server_round * plan.local_epochs,
+            best_val_recall=(final.get("val") or {}).get("recall"),
+            best_metrics={f"val_{k}": v for k, v in (final.get("val") or {}).items()},
+            duration=result.duration,
+            final_stats=final,
+        )
+    )
+
+
+def site_state_dir(site: SiteSettings) -> Path:
+    """Where a site keeps what lasts between rounds (its own layers): next to its dataset cache."""
+    if site.cache_dir:
+        return Path(site.cache_dir).parent / "site-state"
+    return Path(platformdirs.user_data_dir("pneumofl")) / "federation" / f"site-state-{site.site_name}"
+
+
+def evaluate_global_model(
+    model: torch.nn.Module,
+    config: RunConfig,
+    data: PreparedDataset,
+    weights: Mapping[str, torch.Tensor],
+    allowed_missing: set[str],
+) -> dict[str, float]:
+    """``global_val_*``: AUROC, sensitivity, specificity and loss of ``weights`` on the site's validation split."""
+    if not data.val:
+        return {}
+    from torch.utils.data import DataLoader
+
+    from core.data import XrayDataset
+    from core.data.dataset import collate
+    from core.training.evaluation import metrics_at, predict_logits
+    from core.training.runner import load_shared_weights
+
+    load_shared_weights(model, weights, allowed_missing)
+    loader = DataLoader(
+        XrayDataset(data.val, config.image_size, train=False), batch_size=config.batch_size, collate_fn=collate
+    )
+    logits, targets = predict_logits(model, loader)
+    if not len(targets):
+        return {}
+    probs = torch.sigmoid(logits)
+    values = metrics_at(probs, targets, config.threshold)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets.float())
+    out = {
+        "global_val_sensitivity": values.get("recall"),
+        "global_val_specificity": values.get("specificity"),
+        "global_val_loss": float(loss),
+    }
+    if len(set(targets.tolist())) > 1:
+        out["global_val_auroc"] = values.get("auroc")
+    return {k: float(v) for k, v in out.items() if v is not None and math.isfinite(float(v))}
 
 
 def _site_run(

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from core.config import RunConfig
 from core.data import PreparedDataset
 from core.data.discovery import Problem, Sample
 from core.data.summary import DatasetSummary
-from core.training.recorded import prepare_data
+from core.data.validation import check_data, require_trainable
 
 log = logging.getLogger(__name__)
 _KEY_FIELDS = (
@@ -37,18 +38,35 @@ _CACHE_FORMAT = 2  # bump when the cached summary changes shape
 
 
 def prepare_data_cached(config: RunConfig, cache_dir: Path | None) -> PreparedDataset:
-    """:func:`~core.training.recorded.prepare_data`, reusing an earlier result for unchanged data.
+    """The checked, trainable dataset (as ``train`` checks it), reusing an earlier result for unchanged data.
 
     Raises
     ------
     core.errors.DataError
-        As ``prepare_data`` (a dataset that failed validation is never cached).
+        With every problem that blocks training (a dataset that failed validation is never cached).
     """
+    return _cached(config, cache_dir, "dataset", {}, lambda: require_trainable(check_data(config)))
+
+
+def prepare_partition_cached(
+    config: RunConfig, cache_dir: Path | None, partition: dict[str, Any], make: Callable[[], PreparedDataset]
+) -> PreparedDataset:
+    """A site's share of a partitioned dataset (``make()``), kept like :func:`prepare_data_cached`."""
+    return _cached(config, cache_dir, "partition", partition, make)
+
+
+def _cached(
+    config: RunConfig,
+    cache_dir: Path | None,
+    kind: str,
+    extra: dict[str, Any],
+    make: Callable[[], PreparedDataset],
+) -> PreparedDataset:
     if cache_dir is None:
-        return prepare_data(config)
-    settings = {name: getattr(config, name) for name in _KEY_FIELDS} | {"format": _CACHE_FORMAT}
+        return make()
+    settings = {name: getattr(config, name) for name in _KEY_FIELDS} | {"format": _CACHE_FORMAT} | extra
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    path = cache_dir / f"dataset-{key}.json"
+    path = cache_dir / f"{kind}-{key}.json"
     signature = data_signature(config)
     try:
         cached = json.loads(path.read_text(encoding="utf-8"))
@@ -56,7 +74,7 @@ def prepare_data_cached(config: RunConfig, cache_dir: Path | None) -> PreparedDa
             return _from_json(cached)
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    data = prepare_data(config)
+    data = make()
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")

@@ -64,6 +64,9 @@ class PneumoniaClassifier(pl.LightningModule):
         ``bce`` or ``focal``; ``pos_weight`` (negatives / positives) balances the classes.
     threshold
         Probability above which a prediction counts as pneumonia.
+    proximal_mu
+        FedProx: adds ``mu / 2 * ||w - w_global||^2`` to the training loss, where ``w_global`` are the weights
+        when :meth:`anchor_proximal_term` was called (the global model a federated round starts from).
     """
 
     def __init__(
@@ -77,9 +80,11 @@ class PneumoniaClassifier(pl.LightningModule):
         focal_gamma: float = 2.0,
         pos_weight: float | None = None,
         threshold: float = 0.5,
+        proximal_mu: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self._anchor: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
         self.model = build_backbone(backbone, weights_path)
         self.criterion = build_loss(loss, pos_weight, focal_gamma)
         # ModuleDict keys may not shadow Module attributes ("train" is a method), hence the suffix.
@@ -89,6 +94,18 @@ class PneumoniaClassifier(pl.LightningModule):
         # Binned ROC: constant memory, enough resolution for the live chart.
         self.val_roc = BinaryROC(thresholds=101)
         self.last_val_roc: dict[str, list[float]] = {}
+
+    def anchor_proximal_term(self) -> None:
+        """Take the current weights as FedProx's ``w_global`` (a copy, not part of the state dict)."""
+        self._anchor = [(p, p.detach().clone()) for p in self.model.parameters() if p.requires_grad]
+
+    def proximal_term(self) -> torch.Tensor | None:
+        """``mu / 2 * ||w - w_global||^2`` over the trainable weights (None without FedProx)."""
+        mu = float(self.hparams.get("proximal_mu", 0.0))
+        if mu <= 0 or not self._anchor:
+            return None
+        squared = sum(((p - anchor.to(p.device)) ** 2).sum() for p, anchor in self._anchor)
+        return 0.5 * mu * squared  # type: ignore[return-value]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Return one logit per image."""
@@ -114,7 +131,13 @@ class PneumoniaClassifier(pl.LightningModule):
         """
         if batch[1].numel() < 2:
             return None
-        return self._step(batch, "train")
+        outputs = self._step(batch, "train")
+        proximal = self.proximal_term()
+        if outputs is not None and proximal is not None:
+            # Lightning minimises "loss"; the recorded training loss stays the classification loss alone.
+            outputs["data_loss"] = outputs["loss"]
+            outputs["loss"] = outputs["loss"] + proximal
+        return outputs
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         """Accumulate validation metrics."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from core.persistence.models import metrics_table as m
@@ -139,3 +139,45 @@ def _group(rows: list[Any]) -> list[tuple[str, np.ndarray, np.ndarray]]:
             out.append((names[start], steps[start:i], values[start:i]))
             start = i
     return out
+
+
+def downsampled_batch_series(
+    session: Session, run_id: int, names: list[str], max_points: int = 2000
+) -> dict[str, Arrays]:
+    """Batch series thinned inside the database to about ``max_points`` points, keeping every bucket's peaks.
+
+    A run with a million batch points is a few thousand rows over the wire: each bucket of consecutive steps
+    gives its lowest and its highest value (at the bucket's first and last step), as the desktop's peak
+    downsampling draws it. Series at or under ``max_points`` come back whole.
+    """
+    series: dict[str, Arrays] = {}
+    where = (m.c.run_id == run_id) & (m.c.context == "batch") & m.c.client_id.is_(None)
+    for name in names:
+        low, high, count = session.execute(
+            select(func.min(m.c.step), func.max(m.c.step), func.count()).where(where, m.c.metric_name == name)
+        ).one()
+        if not count:
+            continue
+        if count <= max_points:
+            rows = session.execute(
+                select(m.c.step, m.c.metric_value).where(where, m.c.metric_name == name).order_by(m.c.step)
+            ).all()
+            data = np.array([(s, np.nan if v is None else v) for s, v in rows], dtype=np.float64)
+            series[name] = (data[:, 0], data[:, 1])
+            continue
+        width = max(1, -(-(int(high) - int(low) + 1) // (max_points // 2)))
+        bucket = ((m.c.step - int(low)) // width).label("bucket")  # integer division on every backend
+        rows = session.execute(
+            select(func.min(m.c.step), func.max(m.c.step), func.min(m.c.metric_value), func.max(m.c.metric_value))
+            .where(where, m.c.metric_name == name)
+            .group_by(bucket)
+            .order_by(bucket)
+        ).all()
+        steps = np.empty(2 * len(rows), dtype=np.float64)
+        values = np.empty(2 * len(rows), dtype=np.float64)
+        for i, (first, last, lowest, highest) in enumerate(rows):
+            steps[2 * i], steps[2 * i + 1] = first, last if last != first else first + 0.5
+            values[2 * i] = np.nan if lowest is None else lowest
+            values[2 * i + 1] = np.nan if highest is None else highest
+        series[name] = (steps, values)
+    return series

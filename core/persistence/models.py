@@ -1,4 +1,4 @@
-"""SQLAlchemy 2.0 models of the six tables: runs, run_metrics, clients, rounds, run_warnings and predictions.
+"""SQLAlchemy 2.0 models of the tables: runs, run_metrics, clients, rounds, site_updates, run_warnings, predictions.
 
 The Alembic revisions in ``core/persistence/migrations`` must produce exactly this schema; a test compares
 them with ``alembic.autogenerate.compare_metadata`` on SQLite and PostgreSQL.
@@ -12,6 +12,7 @@ from typing import Any, cast
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
     Float,
@@ -155,6 +156,27 @@ class Round(Base):
     end_time: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
+class SiteUpdate(Base):
+    """One site's outcome in one federated round at the server: replied, or failed and why.
+
+    Its numbers (training loss, time, traffic, the global model's AUROC at the site) are ``run_metrics`` rows
+    with the same run, client and round; this row says whether the site answered at all.
+    """
+
+    __tablename__ = "site_updates"
+    __table_args__ = (Index("ix_site_updates_run_round", "run_id", "round_number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    round_number: Mapped[int] = mapped_column(Integer)
+    client_id: Mapped[str] = mapped_column(String(64))
+    client_name: Mapped[str] = mapped_column(String(255))
+    failed: Mapped[bool] = mapped_column(Boolean)
+    error: Mapped[str | None] = mapped_column(Text)
+    num_examples: Mapped[int] = mapped_column(Integer)
+    time: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class RunWarning(Base):
     """Something a run went on despite (an image that became unreadable, a sink that failed), as a sentence."""
 
@@ -199,4 +221,5 @@ metrics_table = cast(Table, RunMetric.__table__)
 clients_table = cast(Table, Client.__table__)
 rounds_table = cast(Table, Round.__table__)
 warnings_table = cast(Table, RunWarning.__table__)
+site_updates_table = cast(Table, SiteUpdate.__table__)
 predictions_table = cast(Table, Prediction.__table__)

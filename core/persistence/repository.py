@@ -27,6 +27,7 @@ from core.persistence.models import (
     predictions_table,
     rounds_table,
     runs_table,
+    site_updates_table,
     utcnow,
     warnings_table,
 )
@@ -161,6 +162,31 @@ def finish_run(
     session.execute(update(runs_table).where(runs_table.c.id == run_id).values(**values))
 
 
+def set_run_status(session: Session, run_ids: list[int], status: str, message: str | None = None) -> None:
+    """Change the status of runs, keeping what they recorded (``end_time`` is set if it was not)."""
+    if status not in RUN_STATUSES:
+        raise ValueError(f"status must be one of {', '.join(RUN_STATUSES)}, not {status!r}")
+    if not run_ids:
+        return
+    values: dict[str, Any] = {"status": status, "end_time": func.coalesce(runs_table.c.end_time, utcnow())}
+    if message is not None:
+        values["error_message"] = message
+    session.execute(update(runs_table).where(runs_table.c.id.in_(run_ids)).values(**values))
+
+
+def owned_runs(session: Session, pid: int, role: str, status: str = "in_progress") -> list[int]:
+    """Ids of this host's runs owned by process ``pid`` with ``role`` and ``status``."""
+    rows = session.execute(
+        select(runs_table.c.id).where(
+            runs_table.c.host == socket.gethostname(),
+            runs_table.c.pid == pid,
+            runs_table.c.role == role,
+            runs_table.c.status == status,
+        )
+    )
+    return [int(r) for r in rows.scalars()]
+
+
 def set_run_error(session: Session, run_id: int, message: str) -> None:
     """Store an error message on a run without changing its status."""
     session.execute(update(runs_table).where(runs_table.c.id == run_id).values(error_message=message))
@@ -253,7 +279,7 @@ def count_runs(
 
 
 def delete_run(session: Session, run_id: int) -> None:
-    """Delete a run and (by cascade) its metrics, clients and rounds.
+    """Delete a run and (by cascade) its metrics, clients, rounds, site updates and warnings.
 
     Raises
     ------
@@ -263,7 +289,7 @@ def delete_run(session: Session, run_id: int) -> None:
     get_run(session, run_id)
     # Explicit child deletes: the database cascades too, but a SQLite connection opened elsewhere without
     # PRAGMA foreign_keys would not.
-    for table in (metrics_table, clients_table, rounds_table, warnings_table):
+    for table in (metrics_table, clients_table, rounds_table, site_updates_table, warnings_table):
         session.execute(delete(table).where(table.c.run_id == run_id))
     # Readings stay (they are a record of what was told to whom), traceable by the model's SHA-256.
     session.execute(update(predictions_table).where(predictions_table.c.run_id == run_id).values(run_id=None))
@@ -417,6 +443,11 @@ def upsert_client(session: Session, run_id: int, client_id: str, client_name: st
         session.execute(insert(clients_table).values(run_id=run_id, client_id=client_id, client_name=client_name))
     else:
         session.execute(update(clients_table).where(clients_table.c.id == existing).values(client_name=client_name))
+
+
+def record_site_update(session: Session, update: dict[str, Any]) -> None:
+    """Insert one site's outcome in one round (see :class:`~core.persistence.models.SiteUpdate`)."""
+    session.execute(insert(site_updates_table).values(**update))
 
 
 def record_round(

@@ -31,7 +31,14 @@ from core.events import (
 )
 from core.persistence.engine import Database, describe_failure, iter_chunks
 from core.persistence.models import RUN_STATUSES, metrics_table
-from core.persistence.repository import add_run_warning, finish_run, record_round, set_run_error, upsert_client
+from core.persistence.repository import (
+    add_run_warning,
+    finish_run,
+    record_round,
+    record_site_update,
+    set_run_error,
+    upsert_client,
+)
 from core.persistence.rows import COLUMNS, CONTEXT_INDEX, Row, event_rows
 from core.sinks import EventSink
 
@@ -137,7 +144,17 @@ class DatabaseSink(EventSink):
         elif isinstance(event, ClientUpdate):
             client = event.client_id or "unknown"
             name = event.client_name or client
-            self._add(rows, ops=[lambda s: upsert_client(s, self.run_id, client, name)])
+            update = {
+                "run_id": self.run_id,
+                "round_number": event.round_number or 0,
+                "client_id": client,
+                "client_name": name,
+                "failed": event.failed,
+                "error": event.error,
+                "num_examples": event.num_examples,
+                "time": _utc(event.timestamp),
+            }
+            self._add(rows, ops=[lambda s: upsert_client(s, self.run_id, client, name), lambda s: record_site_update(s, update)])
         elif isinstance(event, RoundMetrics):
             number = event.round_number or 0
             server, aggregated = dict(event.server_metrics), dict(event.aggregated_client_metrics)

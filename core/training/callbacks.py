@@ -112,7 +112,7 @@ class BatchMetricsSampler(_Publishing):
         targets = outputs["targets"]
         self._probs.append(outputs["probs"])
         self._targets.append(targets)
-        self._loss_sum = self._loss_sum + outputs["loss"].detach() * targets.numel()
+        self._loss_sum = self._loss_sum + outputs.get("data_loss", outputs["loss"]).detach() * targets.numel()
         self._count += targets.numel()
         last_batch = batch_idx + 1 >= trainer.num_training_batches
         if len(self._probs) >= self.every or last_batch:

@@ -9,7 +9,7 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,15 +100,16 @@ def positive_weight(data: PreparedDataset) -> float | None:
     return negatives / positives if positives and negatives else None
 
 
-def shared_weights(model: PneumoniaClassifier) -> dict[str, torch.Tensor]:
-    """The model's weights without the loss's buffers (a site's class balance is its own, not the model's)."""
-    return shared_state(model)
+def load_shared_weights(
+    model: PneumoniaClassifier, weights: Mapping[str, torch.Tensor], allow_missing: Iterable[str] = ()
+) -> None:
+    """Load weights from :func:`~core.model.checkpoint.shared_state`; anything else missing or unexpected is an error.
 
-
-def load_shared_weights(model: PneumoniaClassifier, weights: Mapping[str, torch.Tensor]) -> None:
-    """Load weights from :func:`shared_weights`; anything else missing or unexpected is an error."""
+    ``allow_missing`` names tensors the sender keeps to itself (site-local normalisation layers).
+    """
     missing, unexpected = model.load_state_dict(dict(weights), strict=False)
-    missing = [k for k in missing if not k.startswith(LOCAL_STATE_PREFIXES)]
+    allowed = set(allow_missing)
+    missing = [k for k in missing if not k.startswith(LOCAL_STATE_PREFIXES) and k not in allowed]
     if missing or unexpected:
         raise PneumoFLError(
             f"The received weights do not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]}); "
@@ -128,6 +129,8 @@ def run_training(
     initial_weights: Mapping[str, torch.Tensor] | None = None,
     keep_last_weights: bool = False,
     final_evaluation: bool = True,
+    proximal_mu: float = 0.0,
+    allow_missing: Iterable[str] = (),
 ) -> RunResult:
     """Train one model and publish every step of it as events to ``sink``.
 
@@ -155,6 +158,10 @@ def run_training(
     final_evaluation
         Compute ``final_stats`` after fitting (a federated site skips it in all but the last round: the
         epoch-end validation already has the numbers it reports).
+    proximal_mu
+        FedProx's proximal term, anchored at ``initial_weights``.
+    allow_missing
+        Tensors ``initial_weights`` may lack (they keep the model's own initial values).
 
     Returns
     -------
@@ -180,9 +187,11 @@ def run_training(
                 focal_gamma=config.focal_gamma,
                 pos_weight=positive_weight(data) if config.class_weighting else None,
                 threshold=config.threshold,
+                proximal_mu=proximal_mu,
             )
             if initial_weights is not None:
-                load_shared_weights(model, initial_weights)
+                load_shared_weights(model, initial_weights, allow_missing)
+                model.anchor_proximal_term()
             callbacks: list[pl.Callback] = [
                 CancelOnRequest(cancel),
                 LearningRateMonitor(sink, run_id),
@@ -228,7 +237,7 @@ def run_training(
                 result.fit_seconds = time.monotonic() - fit_started
             result.status = "completed"
             if keep_last_weights:
-                result.weights = shared_weights(model)
+                result.weights = shared_state(model)
             if final_evaluation:
                 result.final_stats = _best_checkpoint_stats(model, checkpoint, loaders, config, cancel)
                 if result.final_stats:

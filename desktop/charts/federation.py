@@ -1,16 +1,44 @@
-"""The federation's live view: server evaluation per round, each site's training curve, who returned what when."""
+"""The federation view: server evaluation, cross-site heatmap, site curves, privacy spent, who returned what when.
+
+The server's evaluation per round; a site x round heatmap of how each round's global model does on each site's
+validation images; each site's training curve; and a table of every site's reply per round.
+
+Fed live with :meth:`FederationDashboard.handle_event`, or with a finished server run's history
+(:meth:`FederationDashboard.load_history`, the same events rebuilt from the database). Charts redraw from a timer.
+"""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QHeaderView, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+from core.persistence.federation import FederationHistory
+from PySide6.QtCore import QRectF, QTimer
+from PySide6.QtWidgets import QHeaderView, QLabel, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
 from core.events import ClientUpdate, EpochEnd, Event, RoundMetrics, RoundStart, TrainingStart
 from desktop.charts.dashboard import EpochAxis
 
-SERVER_CURVES = (("val_auroc", "AUROC"), ("val_recall", "sensitivity"), ("val_specificity", "specificity"))
-UPDATE_COLUMNS = ("Round", "Site", "After (s)", "Images", "Train loss", "Val AUROC", "Status")
+SERVER_CURVES = (("val_auroc", "AUROC", "#1f77b4"), ("val_recall", "sensitivity", "#d62728"))
+SERVER_CURVES += (("val_specificity", "specificity", "#2ca02c"),)
+UPDATE_COLUMNS = (
+    "Round",
+    "Site",
+    "Returned after (s)",
+    "Training (s)",
+    "Waiting (s)",
+    "Images",
+    "To site (MB)",
+    "From site (MB)",
+    "Train loss",
+    "Global model AUROC here",
+    "Status",
+)
+STATUS_COLUMN = UPDATE_COLUMNS.index("Status")
+SITE_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#ff7f0e", "#1f77b4")
+FAILED = "#b00020"
+MAX_CELL_LABELS = 80  # above this many heatmap cells the values are left to the colour scale
 
 
 class FederationDashboard(QWidget):
@@ -18,59 +46,97 @@ class FederationDashboard(QWidget):
 
     def __init__(self, parent: QWidget | None = None, refresh_hz: float = 5.0) -> None:
         super().__init__(parent)
-        self.server_plot = pg.PlotWidget(
-            title="Server evaluation (held-out set) per round", axisItems={"bottom": EpochAxis("bottom")}
+        self.plots = pg.GraphicsLayoutWidget()
+        self.plots.setBackground("w")
+        self.server_plot = self.plots.addPlot(
+            row=0, col=0, title="Server evaluation (held-out set) per round", axisItems={"bottom": EpochAxis("bottom")}
         )
-        self.server_plot.addLegend(offset=(-10, 10))
         self.server_plot.setLabel("bottom", "round")
         self.server_plot.setYRange(0, 1)
-        self.site_plot = pg.PlotWidget(title="Site training loss per epoch", axisItems={"bottom": EpochAxis("bottom")})
-        self.site_plot.addLegend(offset=(-10, 10))
+        self.heatmap_plot = self.plots.addPlot(row=0, col=1, title="Global model's AUROC on each site's images")
+        self.heatmap_plot.setLabel("bottom", "round")
+        self.heatmap_plot.setMouseEnabled(x=False, y=False)
+        self.heatmap = pg.ImageItem(axisOrder="row-major")
+        self.heatmap.setColorMap(pg.colormap.get("viridis"))
+        self.heatmap_plot.addItem(self.heatmap)
+        self._cell_labels: list[pg.TextItem] = []
+        self.site_plot = self.plots.addPlot(
+            row=1, col=0, title="Site training loss per epoch", axisItems={"bottom": EpochAxis("bottom")}
+        )
         self.site_plot.setLabel("bottom", "epoch (all rounds)")
+        # Legends in cells of their own, beside their charts, never over the curves.
+        self.server_legend = self._legend(row=0, col=2, plot=self.server_plot)
+        self.site_legend = self._legend(row=1, col=2, plot=self.site_plot)
+        self.privacy = QLabel("")
+        self.privacy.setObjectName("privacy")
+        self.privacy.setVisible(False)
         self.updates = QTableWidget(0, len(UPDATE_COLUMNS))
         self.updates.setHorizontalHeaderLabels(UPDATE_COLUMNS)
         self.updates.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.updates.horizontalHeader().setStretchLastSection(True)
         self.updates.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        charts = QSplitter()
-        charts.addWidget(self.server_plot)
-        charts.addWidget(self.site_plot)
+        self.updates.verticalHeader().setVisible(False)
         split = QSplitter()
         split.setOrientation(pg.QtCore.Qt.Orientation.Vertical)
-        split.addWidget(charts)
+        split.addWidget(self.plots)
         split.addWidget(self.updates)
-        split.setSizes([400, 200])
+        split.setSizes([480, 200])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.privacy)
         layout.addWidget(split)
-        self.server: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name, _ in SERVER_CURVES}
+
+        self.server: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name, _, _ in SERVER_CURVES}
         self.sites: dict[str, tuple[list[float], list[float]]] = {}
+        self.cross_site: dict[tuple[str, int], float] = {}  # (site, round) -> global model's AUROC there
         self.site_names: dict[int, str] = {}
         self.server_runs: set[int] = set()
+        self.epsilon: dict[int, float] = {}
         self._round_started: dict[int, float] = {}
         self._curves: dict[str, pg.PlotDataItem] = {}
         self._dirty = False
-        pens = ("#1f77b4", "#d62728", "#2ca02c")
-        for (name, label), color in zip(SERVER_CURVES, pens):
-            self._curves[name] = self.server_plot.plot(
-                [], [], name=label, pen=pg.mkPen(color, width=1), symbol="o", symbolSize=5
-            )
+        for name, label, colour in SERVER_CURVES:
+            pen = pg.mkPen(colour, width=1)
+            self._curves[name] = self.server_plot.plot([], [], name=label, pen=pen, symbol="o", symbolSize=5)
+            self._curves[name].setSymbolBrush(colour)
         self.timer = QTimer(self)
         self.timer.timeout.connect(self.refresh)
         self.timer.start(int(1000 / refresh_hz))
 
+    def _legend(self, row: int, col: int, plot: pg.PlotItem) -> pg.LegendItem:
+        holder = self.plots.addViewBox(row=row, col=col, enableMouse=False)
+        holder.setMaximumWidth(130)
+        legend = pg.LegendItem(offset=(0, 0), labelTextColor="#333333")
+        legend.setParentItem(holder)
+        plot.legend = legend  # PlotItem adds named curves to its .legend
+        return legend
+
+    # ------------------------------------------------------------------ input
     def clear(self) -> None:
         """Forget everything drawn (a new federation starts)."""
         for xs, ys in self.server.values():
             xs.clear()
             ys.clear()
         for name in list(self.sites):
-            self.site_plot.removeItem(self._curves.pop(f"site:{name}"))
+            item = self._curves.pop(f"site:{name}", None)
+            if item is not None:
+                self.site_plot.removeItem(item)
+                self.site_legend.removeItem(item)
         self.sites.clear()
+        self.cross_site.clear()
         self.site_names.clear()
         self.server_runs.clear()
+        self.epsilon.clear()
+        self.privacy.setVisible(False)
         self.updates.setRowCount(0)
         self._dirty = True
+
+    def load_history(self, history: FederationHistory) -> None:
+        """Show a recorded federation (a finished or running server run opened from the database)."""
+        self.clear()
+        for event in history.events():
+            self.handle_event(event)
+        self.refresh()
 
     def handle_event(self, event: Event) -> None:
         """Take one event of the server's or a site's run."""
@@ -86,6 +152,15 @@ class FederationDashboard(QWidget):
                 if name in event.server_metrics:
                     xs.append(float(event.round_number or 0))
                     ys.append(float(event.server_metrics[name]))
+            epsilon = event.server_metrics.get("dp_epsilon")
+            if epsilon is not None:
+                self.epsilon[event.round_number or 0] = float(epsilon)
+                delta = event.server_metrics.get("dp_delta", float("nan"))
+                self.privacy.setText(
+                    f"Privacy spent after round {event.round_number}: ε = {_number(epsilon)} at δ = {delta:g} "
+                    "(Flower's Rényi accountant)"
+                )
+                self.privacy.setVisible(True)
             self._dirty = True
         elif isinstance(event, EpochEnd) and event.run_id not in self.server_runs and "train_loss" in event.metrics:
             name = self.site_names.get(event.run_id or 0, f"run {event.run_id}")
@@ -97,26 +172,40 @@ class FederationDashboard(QWidget):
             self._add_update(event)
 
     def _add_update(self, event: ClientUpdate) -> None:
-        waited = event.timestamp - self._round_started.get(event.round_number or 0, event.timestamp)
-        status = f"FAILED: {event.error}" if event.failed else "ok"
+        name = event.client_name or event.client_id or "?"
+        metrics = event.metrics
+        auroc = metrics.get("global_val_auroc")
+        if auroc is not None and event.round_number is not None:
+            self.cross_site[(name, event.round_number)] = float(auroc)
+            self._dirty = True
+        returned = metrics.get("round_trip_seconds")
+        if returned is None:
+            returned = event.timestamp - self._round_started.get(event.round_number or 0, event.timestamp)
         values = (
             str(event.round_number),
-            event.client_name or event.client_id or "?",
-            f"{waited:.0f}",
-            str(event.num_examples) if not event.failed else "",
-            _fmt(event.metrics.get("train_loss")),
-            _fmt(event.metrics.get("val_auroc")),
-            status,
+            name,
+            _fixed(returned, 1),
+            _fixed(metrics.get("train_seconds"), 1),
+            _fixed(metrics.get("wait_seconds"), 1),
+            "" if event.failed else str(event.num_examples),
+            _megabytes(metrics.get("bytes_to_site")),
+            _megabytes(metrics.get("bytes_from_site")),
+            _fixed(metrics.get("train_loss"), 3),
+            _fixed(auroc, 3),
+            f"FAILED: {event.error}" if event.failed else "ok",
         )
         row = self.updates.rowCount()
         self.updates.insertRow(row)
         for col, text in enumerate(values):
             item = QTableWidgetItem(text)
             if event.failed:
-                item.setForeground(pg.mkColor("#b00020"))
+                item.setForeground(pg.mkColor(FAILED))
+            if col == STATUS_COLUMN and event.failed:
+                item.setToolTip(event.error or "")
             self.updates.setItem(row, col, item)
         self.updates.scrollToBottom()
 
+    # ------------------------------------------------------------------ drawing
     def refresh(self) -> None:
         """Redraw what changed since the last tick."""
         if not self._dirty:
@@ -124,13 +213,43 @@ class FederationDashboard(QWidget):
         self._dirty = False
         for name, (xs, ys) in self.server.items():
             self._curves[name].setData(xs, ys)
-        colors = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
         for i, (name, (xs, ys)) in enumerate(sorted(self.sites.items())):
             key = f"site:{name}"
             if key not in self._curves:
-                pen = pg.mkPen(colors[i % len(colors)], width=1)
-                self._curves[key] = self.site_plot.plot([], [], name=name, pen=pen, symbol="o", symbolSize=4)
+                colour = SITE_COLOURS[i % len(SITE_COLOURS)]
+                self._curves[key] = self.site_plot.plot(
+                    [], [], name=name, pen=pg.mkPen(colour, width=1), symbol="o", symbolSize=4, symbolBrush=colour
+                )
             self._curves[key].setData(xs, ys)
+        self._draw_heatmap()
+
+    def _draw_heatmap(self) -> None:
+        sites = self.heatmap_sites()
+        rounds = sorted({r for _, r in self.cross_site})
+        for label in self._cell_labels:
+            self.heatmap_plot.removeItem(label)
+        self._cell_labels = []
+        if not sites or not rounds:
+            self.heatmap.clear()
+            return
+        first, last = rounds[0], rounds[-1]
+        grid = np.full((len(sites), last - first + 1), np.nan, dtype=np.float32)
+        for (site, number), value in self.cross_site.items():
+            grid[sites.index(site), number - first] = value
+        self.heatmap.setImage(grid, levels=(0.5, 1.0))
+        self.heatmap.setRect(QRectF(first - 0.5, -0.5, grid.shape[1], grid.shape[0]))
+        self.heatmap_plot.getAxis("left").setTicks([list(enumerate(sites))])
+        self.heatmap_plot.getAxis("bottom").setTicks([[(r, str(r)) for r in range(first, last + 1)]])
+        if grid.size <= MAX_CELL_LABELS:
+            for (site, number), value in self.cross_site.items():
+                label = pg.TextItem(f"{value:.2f}", color="w" if value < 0.8 else "k", anchor=(0.5, 0.5))
+                label.setPos(number, sites.index(site))
+                self.heatmap_plot.addItem(label)
+                self._cell_labels.append(label)
+
+    def heatmap_sites(self) -> list[str]:
+        """The heatmap's rows, top to bottom: sites by name."""
+        return sorted({site for site, _ in self.cross_site})
 
     def curve(self, name: str) -> tuple[list[float], list[float]]:
         """The points of a server curve (``val_auroc``...) or a site's loss (``site:<name>``), for tests."""
@@ -138,6 +257,18 @@ class FederationDashboard(QWidget):
             return self.sites.get(name[5:], ([], []))
         return self.server[name]
 
+    def shutdown(self) -> None:
+        """Stop redrawing (the page is closing)."""
+        self.timer.stop()
 
-def _fmt(value: float | None) -> str:
-    return "" if value is None else f"{value:.3f}"
+
+def _fixed(value: float | None, digits: int) -> str:
+    return "" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _megabytes(value: float | None) -> str:
+    return "" if value is None else f"{value / 1e6:.2f}"
+
+
+def _number(value: float) -> str:
+    return "∞" if not math.isfinite(value) else f"{value:.2f}"

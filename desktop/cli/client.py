@@ -27,6 +27,8 @@ from desktop.cli.common import CommandError, add_db_option, open_db, stop_on_int
 from desktop.cli.live import run_with_live_events
 from desktop.cli.serving import add_serve_options, parse_address
 
+CONNECT_TIMEOUT_S = 120.0  # the SuperNode retries; past this the server is named unreachable
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     """Add ``client join``."""
@@ -54,7 +56,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Validate, start the SuperNode and stay until Ctrl-C (or until the SuperNode stops)."""
-    from core.federated.nodes import SiteNode, fresh_work_dir
+    from core.federated.nodes import SiteNode, fresh_work_dir, log_text
+    from core.federated.processes import FlowerProcessError
     from core.federated.site_cache import prepare_data_cached
 
     host, _port = parse_address(args.server)
@@ -65,10 +68,13 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--ca", args.ca), ("--key", args.key)):
         if value and not Path(value).expanduser().is_file():
             raise CommandError(f"{flag} {value} does not exist.")
-    work_dir = Path(args.work_dir).expanduser() if args.work_dir else fresh_work_dir(f"site-{args.name}")
+    # Resolved here: Flower's SuperNode runs in its own folder and reads these paths from there.
+    ca = Path(args.ca).expanduser().resolve() if args.ca else None
+    key = Path(args.key).expanduser().resolve() if args.key else None
+    work_dir = Path(args.work_dir).expanduser().resolve() if args.work_dir else fresh_work_dir(f"site-{args.name}")
     site = SiteSettings(
         site_name=args.name,
-        data_path=str(Path(args.data).expanduser()),
+        data_path=str(Path(args.data).expanduser().resolve()),
         db_url=args.db or default_database_url(),
         server_address=args.server,
         max_threads=args.threads,
@@ -81,25 +87,23 @@ def run(args: argparse.Namespace) -> int:
     leave = threading.Event()
 
     def work(env: dict[str, str]) -> int:
-        node = SiteNode(
-            site,
-            args.server,
-            work_dir,
-            root_certificates=Path(args.ca).expanduser() if args.ca else None,
-            private_key=Path(args.key).expanduser() if args.key else None,
-            extra_env=env,
-        )
+        node = SiteNode(site, args.server, work_dir, root_certificates=ca, private_key=key, extra_env=env)
         node.start()
-        print(
-            f"Site '{args.name}' connected to {args.server}; training when the server asks (Ctrl-C leaves).",
-            file=sys.stderr,
-        )
         try:
+            print(f"Connecting to {args.server} as site '{args.name}'...", file=sys.stderr)
+            try:
+                node.wait_connected(timeout=CONNECT_TIMEOUT_S)
+            except FlowerProcessError as exc:
+                raise CommandError(str(exc), 1) from None
+            print(
+                f"Site '{args.name}' connected to {args.server}; training when the server asks (Ctrl-C leaves).",
+                file=sys.stderr,
+            )
             while node.alive() and not leave.is_set():
                 time.sleep(0.5)
-            if not node.alive():
+            if not node.alive() and node.process is not None:
                 raise CommandError(
-                    f"The SuperNode stopped. Its log ({work_dir / 'logs'}) ends with:\n{node.process.log_tail(1500) if node.process else ''}",
+                    f"The SuperNode stopped. Its log ({node.process.log_path}) ends with:\n{log_text(node.process)}",
                     1,
                 )
         finally:

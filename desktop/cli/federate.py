@@ -5,8 +5,9 @@ server's run and every site's).
 
 Examples
 --------
-  pneumofl federate --demo --sites 3 --rounds 3
-  pneumofl federate --demo --sites 4 --partition label-skew --backbone resnet18
+  pneumofl federate --demo
+  pneumofl federate --demo --partition label-skew --strategy fedprox
+  pneumofl federate --demo --dp-noise 1.0 --dp-clip 1.0
   pneumofl federate --data ~/xrays --sites 2 --rounds 5 --serve 127.0.0.1:8765
 
 The data needs train and val splits (folders or a split column): sites share out the train split, the server
@@ -24,7 +25,7 @@ from pathlib import Path
 from core.config import BACKBONES, RunConfig, demo_config
 from core.federated.console import FederationConsole
 from core.federated.nodes import FederationOutcome, fresh_work_dir
-from core.federated.settings import PARTITION_SCHEMES, FederationConfig
+from core.federated.settings import DP_CLIPPING, PARTITION_SCHEMES, STRATEGIES, FederationConfig
 from core.persistence import default_database_url
 from desktop.cli.common import CommandError, add_db_option, format_duration, open_db, stop_on_interrupt
 from desktop.cli.live import run_with_live_events
@@ -57,8 +58,14 @@ def register(commands: argparse._SubParsersAction) -> None:
 def add_plan_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``federate`` and ``server start``: the federation's plan."""
     p.add_argument("--name", default="federation", help="federation name (sites' runs are '<name> · <site>')")
-    p.add_argument("--rounds", type=int, default=3, help="federated rounds (default 3)")
-    p.add_argument("--local-epochs", type=int, default=1, help="epochs each site trains per round (default 1)")
+    default = FederationConfig()  # defaults measured on the demo federation (README, tests/bench/fl_quality.py)
+    p.add_argument("--rounds", type=int, default=default.rounds, help=f"federated rounds (default {default.rounds})")
+    p.add_argument(
+        "--local-epochs",
+        type=int,
+        default=default.local_epochs,
+        help=f"epochs each site trains per round (default {default.local_epochs})",
+    )
     p.add_argument(
         "--min-sites",
         type=int,
@@ -70,6 +77,32 @@ def add_plan_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, help="learning rate")
     p.add_argument("--seed", type=int, default=42)
+    algo = p.add_argument_group("aggregation (Flower's strategies)")
+    algo.add_argument("--strategy", choices=STRATEGIES, default="fedavg", help="how the server combines the sites")
+    algo.add_argument(
+        "--proximal-mu",
+        type=float,
+        default=0.0,
+        metavar="MU",
+        help="FedProx's proximal term (0.01 with --strategy fedprox)",
+    )
+    algo.add_argument(
+        "--server-lr", type=float, default=0.0, metavar="LR", help="server learning rate of fedavgm, fedadam, fedyogi"
+    )
+    algo.add_argument("--local-bn", action="store_true", help="FedBN: normalisation layers stay at each site")
+    dp = p.add_argument_group("differential privacy (Flower's DP wrappers)")
+    dp.add_argument(
+        "--dp-noise", type=float, default=0.0, metavar="Z", help="noise multiplier of the sites' updates (0: off)"
+    )
+    dp.add_argument(
+        "--dp-clip", type=float, default=1.0, metavar="C", help="clipping norm (initial norm when adaptive)"
+    )
+    dp.add_argument(
+        "--dp-clipping", choices=DP_CLIPPING, default="fixed", help="server-side fixed or client-side adaptive"
+    )
+    dp.add_argument(
+        "--dp-delta", type=float, default=1e-5, help="delta at which the privacy spent (epsilon) is reported"
+    )
 
 
 def build_plan(args: argparse.Namespace, default_min_sites: int) -> FederationConfig:
@@ -90,6 +123,14 @@ def build_plan(args: argparse.Namespace, default_min_sites: int) -> FederationCo
         min_sites=args.min_sites or default_min_sites,
         round_timeout=args.round_timeout,
         training=training,
+        strategy=args.strategy,
+        proximal_mu=args.proximal_mu,
+        server_lr=args.server_lr,
+        local_bn=args.local_bn,
+        dp_noise=args.dp_noise,
+        dp_clip=args.dp_clip,
+        dp_clipping=args.dp_clipping,
+        dp_delta=args.dp_delta,
     ).validate()
 
 

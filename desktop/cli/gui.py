@@ -11,6 +11,12 @@ from desktop.system_libraries import missing_gui_message, missing_gui_packages
 def register(commands: argparse._SubParsersAction) -> None:
     """Add ``gui``."""
     p = commands.add_parser("gui", help="open the desktop application (default)", description=__doc__)
+    p.add_argument(
+        "--quit-after",
+        type=float,
+        metavar="SECONDS",
+        help="open the window, say how long that took, and close it after SECONDS (to check an installation)",
+    )
     add_db_option(p)
     p.set_defaults(func=run)
 
@@ -22,4 +28,20 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(missing_gui_message(missing))
     from desktop.app import run_app  # Qt is imported only when the GUI is wanted
 
-    return run_app(getattr(args, "db", None))
+    quit_after = getattr(args, "quit_after", None)
+    if quit_after is None:
+        return run_app(getattr(args, "db", None))
+
+    def report_and_close(window) -> None:
+        import time
+
+        import psutil
+        from PySide6.QtCore import QTimer
+        from PySide6.QtWidgets import QApplication
+
+        QApplication.processEvents()  # painted once
+        shown = time.time() - psutil.Process().create_time()
+        print(f"PneumoFL main window shown {shown:.2f} s after the process started.", flush=True)
+        QTimer.singleShot(int(quit_after * 1000), window.close)
+
+    return run_app(getattr(args, "db", None), on_window=report_and_close)

@@ -16,10 +16,11 @@ import json
 from pathlib import Path
 
 from core.persistence import export_runs
+from core.persistence.federation import load_federation
 from core.persistence.repository import count_runs, epoch_table, final_stats, get_run, list_runs, run_warnings
 from desktop.cli.common import CommandError, add_db_option, format_duration, format_table, open_db, plain
 from desktop.cli.report import add_report_command
-from desktop.cli.stats import format_final_stats
+from desktop.cli.stats import format_federation, format_final_stats
 
 LIST_COLUMNS = (
     "id",
@@ -137,11 +138,17 @@ def run_show(args: argparse.Namespace) -> int:
             epochs = epoch_table(session, args.run_id)
             stats = final_stats(session, args.run_id)
             warnings = run_warnings(session, args.run_id)
+            federation = load_federation(session, args.run_id) if run.role == "server" else None
     finally:
         db.close()
     if args.format == "json":
         summary = {k: v for k, v in plain(run).items() if k != "final_stats"}
         document = {"run": summary, "final_stats": stats, "epochs": epochs, "warnings": plain(warnings)}
+        if federation is not None:
+            document["federation"] = {
+                "rounds": plain(federation.rounds),
+                "sites": plain([vars(reply) for reply in federation.replies]),
+            }
         print(json.dumps(document, indent=2))
         return 0
     print(f"Run {run.id}: {run.experiment_name} ({run.training_mode}, {run.role}) - {run.status}")
@@ -155,6 +162,9 @@ def run_show(args: argparse.Namespace) -> int:
     print()
     print(format_final_stats(stats))
     print()
+    if federation is not None:
+        print(format_federation(federation))
+        return 0
     columns = [c for c in EPOCH_COLUMNS if any(c in e for e in epochs)] or ["epoch"]
     print(format_table(epochs, columns) if epochs else "No completed epochs.")
     return 0

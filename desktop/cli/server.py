@@ -21,6 +21,7 @@ import sys
 import threading
 from pathlib import Path
 
+from core.federated.certs import public_key_fingerprint
 from core.federated.console import FederationConsole
 from core.federated.nodes import FederationOutcome, Security, fresh_work_dir
 from core.federated.settings import ServerSettings
@@ -68,23 +69,24 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--insecure is only for 127.0.0.1, not {host}: run `pneumofl certs init` and pass --certs.")
     if not args.insecure and not args.certs:
         raise CommandError("Give --certs DIR (from `pneumofl certs init`), or --insecure for a 127.0.0.1 trial.")
-    security = Security.from_dir(Path(args.certs).expanduser()) if args.certs else Security()
+    # Every path is resolved here: Flower's processes run in other folders and want absolute paths.
+    security = Security.from_dir(Path(args.certs)) if args.certs else Security()
     for path in (security.ca_cert, security.server_cert, security.server_key):
         if path is not None and not path.is_file():
             raise CommandError(f"{path} is missing: run `pneumofl certs init --out {args.certs}` first.")
-    keys = [Path(k).expanduser() for k in args.enrol]
+    keys = [Path(k).expanduser().resolve() for k in args.enrol]
     for key in keys:
         if not key.is_file():
             raise CommandError(f"Site key {key} does not exist (sites' public keys are nodes/<site>.pub).")
     if keys and not security.tls:
         raise CommandError("--enrol needs --certs: sites are only authenticated over TLS.")
     plan = build_plan(args, default_min_sites=2)
-    eval_data = Path(args.eval_data).expanduser()
+    eval_data = Path(args.eval_data).expanduser().resolve()
     if not eval_data.exists():
         raise CommandError(f"--eval-data {eval_data} does not exist.")
     open_db(args).close()
     settings = ServerSettings(db_url=args.db or default_database_url(), eval_data=str(eval_data), address=args.listen)
-    work_dir = Path(args.work_dir).expanduser() if args.work_dir else fresh_work_dir("server")
+    work_dir = Path(args.work_dir).expanduser().resolve() if args.work_dir else fresh_work_dir("server")
     cancel = threading.Event()
     console = FederationConsole()
 
@@ -102,8 +104,8 @@ def run(args: argparse.Namespace) -> int:
             node.start()
             assert node.control is not None
             for key in keys:
-                node.control.register_node(key, name=key.stem)
-                print(f"Enrolled site {key.stem} ({key}).", file=sys.stderr)
+                node.enrol(key)
+                print(f"Enrolled site {key.stem} (key {public_key_fingerprint(key)}).", file=sys.stderr)
             print(f"Sites connect to {node.fleet_address} (logs in {work_dir}).", file=sys.stderr)
             run_id = node.submit(plan)
             print(f"Submitted Flower run {run_id}; waiting for {plan.min_sites} site(s)...", file=sys.stderr)

@@ -47,7 +47,10 @@ def hub_from_args(args: argparse.Namespace) -> BroadcastHub | None:
             raise CommandError(
                 f"Cannot use the TLS certificate {args.tls_cert} with key {args.tls_key}: {exc}"
             ) from None
-    return BroadcastHub(host, port, load_or_create_token, ssl_context=context)
+    from core.persistence import default_database_url
+
+    db_url = getattr(args, "db", None) or default_database_url()
+    return BroadcastHub(host, port, load_or_create_token, ssl_context=context, db_url=db_url)
 
 
 def run_serving(hub: BroadcastHub | None, work: Callable[[], T]) -> T:
@@ -60,7 +63,8 @@ def run_serving(hub: BroadcastHub | None, work: Callable[[], T]) -> T:
             await hub.start()
         except OSError as exc:
             raise CommandError(f"Cannot serve on {hub.host}:{hub.port}: {exc.strerror or exc}.") from None
-        print(f"Streaming live events at {hub.url} (viewers need the token: pneumofl token show).", file=sys.stderr)
+        where = f"{hub.url}, in a browser at {hub.page_url}" if hub.page_url else hub.url
+        print(f"Streaming live events at {where} (viewers need the token: pneumofl token show).", file=sys.stderr)
         try:
             return await asyncio.to_thread(work)
         finally:

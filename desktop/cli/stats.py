@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.persistence.federation import FederationHistory
 from core.stats.names import LABELS, OPERATING_POINTS, interval_text
 from desktop.cli.common import format_table
 
@@ -51,7 +52,61 @@ def format_final_stats(stats: dict[str, Any]) -> str:
     calibration = _calibration(stats)
     if calibration:
         parts += ["", calibration]
+    privacy = stats.get("privacy")
+    if privacy:
+        parts += [
+            "",
+            f"Differential privacy: epsilon {privacy['epsilon']:.2f} at delta {privacy['delta']} after "
+            f"{privacy['releases']} rounds (noise multiplier {privacy['noise_multiplier']}, {privacy['clipping']} "
+            f"clipping at {privacy['clipping_norm']}; {privacy.get('accounting', '')})",
+        ]
     return "\n".join(parts)
+
+
+def format_federation(history: FederationHistory) -> str:
+    """A server run's rounds (its evaluation, privacy spent) and every site's reply per round."""
+    rounds = []
+    for row in history.rounds:
+        metrics = row.get("server_metrics") or {}
+        rounds.append(
+            {
+                "round": row["round_number"],
+                "auroc": _fixed(metrics.get("val_auroc")),
+                "sensitivity": _fixed(metrics.get("val_recall")),
+                "specificity": _fixed(metrics.get("val_specificity")),
+                "epsilon": _fixed(metrics.get("dp_epsilon"), 2),
+            }
+        )
+    columns = ["round", "auroc", "sensitivity", "specificity"] + (
+        ["epsilon"] if any(r["epsilon"] for r in rounds) else []
+    )
+    parts = ["Server evaluation per round (held-out set)", format_table(rounds, columns) if rounds else "No rounds."]
+    sites = []
+    for reply in history.replies:
+        m = reply.metrics
+        sites.append(
+            {
+                "round": reply.round_number,
+                "site": reply.client_name,
+                "status": f"FAILED: {reply.error}" if reply.failed else "ok",
+                "images": "" if reply.failed else reply.num_examples,
+                "train_loss": _fixed(m.get("train_loss")),
+                "global_auroc": _fixed(m.get("global_val_auroc")),
+                "train_s": _fixed(m.get("train_seconds"), 1),
+                "wait_s": _fixed(m.get("wait_seconds"), 1),
+                "mb_to": _fixed(m["bytes_to_site"] / 1e6, 2) if "bytes_to_site" in m else "",
+                "mb_from": _fixed(m["bytes_from_site"] / 1e6, 2) if "bytes_from_site" in m else "",
+            }
+        )
+    if sites:
+        headers = ["Round", "Site", "Status", "Images", "Train loss", "Global AUROC here", "Train s", "Wait s"]
+        headers += ["MB to site", "MB from site"]
+        parts += ["", "Every site per round", format_table(sites, list(sites[0]), headers)]
+    return "\n".join(parts)
+
+
+def _fixed(value: float | None, digits: int = 3) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
 
 
 def _operating_points(stats: dict[str, Any]) -> str:

@@ -9,19 +9,22 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from PySide6.QtCore import QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QListWidget,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
     QSpinBox,
+    QSplitter,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -29,7 +32,7 @@ from PySide6.QtWidgets import (
 
 from core.broadcast.collector import EventCollector
 from core.errors import PneumoFLError
-from core.federated.nodes import FederationOutcome, Security, ServerNode, SiteNode, fresh_work_dir
+from core.federated.nodes import FederationOutcome, Security, ServerNode, SiteNode, fresh_work_dir, reachable_address
 from core.federated.settings import PARTITION_SCHEMES, ServerSettings, SiteSettings
 from core.persistence import default_database_url
 from core.sinks import EventSink
@@ -67,26 +70,40 @@ class FederationPage(QWidget):
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
+        # As on the Training page: the forms in a column at their natural width, the live view beside them.
         self.banner = MessageBanner()
         self.modes = QTabWidget()
-        self.modes.addTab(self._simulate_form(), "Simulate on this machine")
+        self.modes.addTab(self._simulate_form(), "Simulate")
         self.modes.addTab(self._server_form(), "Server")
         self.modes.addTab(self._join_form(), "Join as a site")
-        # The forms take the height they need; the live view gets the rest.
         self.modes.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
         self.status = QLabel("No federation running.")
+        self.status.setWordWrap(True)
         self.stop_button = QPushButton("Stop")
         self.stop_button.setEnabled(False)
         self.stop_button.clicked.connect(self.stop)
-        row = QHBoxLayout()
-        row.addWidget(self.status, 1)
-        row.addWidget(self.stop_button)
+        column = QWidget()
+        controls = QVBoxLayout(column)
+        controls.setContentsMargins(0, 0, 0, 0)
+        controls.addWidget(self.modes)
+        controls.addWidget(self.stop_button)
+        controls.addWidget(self.status)
+        controls.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidget(column)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(column.sizeHint().width() + 20)
+        scroll.setMaximumWidth(460)
         self.dashboard = FederationDashboard()
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(scroll)
+        splitter.addWidget(self.dashboard)
+        splitter.setStretchFactor(1, 1)
         layout = QVBoxLayout(self)
         layout.addWidget(self.banner)
-        layout.addWidget(self.modes)
-        layout.addLayout(row)
-        layout.addWidget(self.dashboard, 1)
+        layout.addWidget(splitter, 1)
 
     def _simulate_form(self) -> QWidget:
         box = QWidget()
@@ -243,12 +260,12 @@ class FederationPage(QWidget):
             try:
                 server.start()
                 for key in keys:
-                    server.control.register_node(key, name=key.stem)
+                    server.enrol(key)
                 return server.follow(server.submit(plan), cancel=self.cancel)
             finally:
                 server.stop()
 
-        self._launch(work, f"Server running; sites connect to {self.listen.text().strip()}.")
+        self._launch(work, f"Server running; sites connect to {reachable_address(host, port)}.")
 
     def join(self) -> None:
         """Check the site's images, then start its SuperNode."""
@@ -361,11 +378,10 @@ class FederationPage(QWidget):
             self.stop_button.setEnabled(False)
         server = self.server
         if server is not None and server.control is not None and server.alive():
-            run_in_thread(self, server.control.nodes, on_result=self._show_nodes, on_error=lambda m, d: None)
+            run_in_thread(self, server.online_sites, on_result=self._show_sites, on_error=lambda m, d: None)
 
-    def _show_nodes(self, nodes: list) -> None:
-        online = [n.get("node-id", "?") for n in nodes if n.get("status") == "online"]
-        self.online.setText(f"{len(online)} online" + (f": {', '.join(online)}" if online else ""))
+    def _show_sites(self, names: list[str]) -> None:
+        self.online.setText(f"{len(names)} online" + (f": {', '.join(sorted(names))}" if names else ""))
 
     def _relay(self, event) -> None:  # collector thread
         self._bridge_sink.handle(event)
@@ -394,13 +410,7 @@ class FederationPage(QWidget):
         self.enrolled.addItem(str(path))
         server = self.server
         if server is not None and server.control is not None and server.alive():
-            run_in_thread(
-                self,
-                server.control.register_node,
-                path,
-                path.stem,
-                on_error=lambda m, d: self.banner.show_message(m, d),
-            )
+            run_in_thread(self, server.enrol, path, on_error=lambda m, d: self.banner.show_message(m, d))
 
     def _create_certs(self) -> None:
         dialog = CertsDialog(self)

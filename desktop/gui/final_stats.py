@@ -50,6 +50,15 @@ DEGENERATE = (
 )
 
 
+def privacy_text(privacy: dict[str, Any]) -> str:
+    """The privacy spent by a differentially private federation, in one paragraph."""
+    return (
+        f"<b>Differential privacy</b><br>ε = {privacy.get('epsilon', float('nan')):.2f} at δ = {privacy.get('delta')} "
+        f"after {privacy.get('releases')} rounds; noise multiplier {privacy.get('noise_multiplier')}, "
+        f"{privacy.get('clipping')} clipping at norm {privacy.get('clipping_norm')} ({privacy.get('accounting', '')})."
+    )
+
+
 def _table(rows: int, headers: list[str], row_labels: list[str]) -> QTableWidget:
     table = QTableWidget(rows, len(headers))
     table.setHorizontalHeaderLabels(headers)
@@ -95,6 +104,9 @@ class FinalStatsPanel(QScrollArea):
         self.reliability.plotItem.layout.addItem(self.reliability_legend, 4, 1)
         self.empty = QLabel("No final statistics: the run ended before a validation epoch completed.")
         self.empty.setWordWrap(True)
+        self.privacy = QLabel()
+        self.privacy.setObjectName("privacy")
+        self.privacy.setWordWrap(True)
         body = QWidget()
         layout = QVBoxLayout(body)
         for widget in (
@@ -106,6 +118,7 @@ class FinalStatsPanel(QScrollArea):
             self.points,
             self.calibration_text,
             self.reliability,
+            self.privacy,
         ):
             layout.addWidget(widget)
         layout.addStretch(1)
@@ -134,6 +147,10 @@ class FinalStatsPanel(QScrollArea):
             self._set(self.metrics, len(METRICS), col, counts if values else "–")
         self._show_points(stats)
         self._show_calibration(stats)
+        privacy = stats.get("privacy") or {}
+        self.privacy.setVisible(bool(privacy))
+        if privacy:
+            self.privacy.setText(privacy_text(privacy))
         for table in (self.metrics, self.points):
             table.resizeRowsToContents()
             table.setFixedHeight(table.horizontalHeader().height() + table.verticalHeader().length() + 4)

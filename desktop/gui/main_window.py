@@ -117,7 +117,7 @@ class MainWindow(QMainWindow):
 
     def edit_sharing(self) -> None:
         """Start/stop serving the live view; runs trained while sharing are streamed to viewers."""
-        dialog = ShareDialog(self.hub, self)
+        dialog = ShareDialog(self.hub, self, db_url=self.db_url)
         dialog.sharing_changed.connect(self._sharing_changed)
         dialog.open()
 

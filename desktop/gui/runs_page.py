@@ -24,9 +24,11 @@ from PySide6.QtWidgets import (
 
 from core.errors import PneumoFLError
 from core.persistence import Database, export_runs
+from core.persistence.federation import load_federation
 from core.persistence.history import RunHistory, load_batch_series, load_run_history
 from core.persistence.repository import delete_run, get_run, metric_series
 from desktop.charts.dashboard import EpochAxis, RunDashboard
+from desktop.charts.federation import FederationDashboard
 from desktop.gui.final_stats import FinalStatsPanel
 from desktop.gui.runs_model import RunsTableModel
 from desktop.gui.widgets import MessageBanner
@@ -226,6 +228,9 @@ class RunViewer(QWidget):
         self.title = QLabel()
         self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.dashboard = RunDashboard()
+        # A federation server's run: its rounds, each site per round and the failures, as the live view drew them.
+        self.federation = FederationDashboard()
+        self.federation.hide()
         self.stats = FinalStatsPanel()
         self.read_button = QPushButton("Read images with this model…")
         self.read_button.clicked.connect(lambda: self.read_requested.emit(self.run_id))
@@ -238,6 +243,7 @@ class RunViewer(QWidget):
         header.addWidget(self.report_button)
         body = QHBoxLayout()
         body.addWidget(self.dashboard, 1)
+        body.addWidget(self.federation, 1)
         body.addWidget(self.stats)
         layout = QVBoxLayout(self)
         layout.addWidget(self.banner)
@@ -281,7 +287,14 @@ class RunViewer(QWidget):
         )
         if run.error_message:
             self.banner.show_message(f"This run failed: {run.error_message}")
-        self.dashboard.load_history(history)
+        if run.role == "server":
+            with self.db.begin() as session:
+                federation = load_federation(session, run.id)
+            self.dashboard.hide()
+            self.federation.show()
+            self.federation.load_history(federation)
+        else:
+            self.dashboard.load_history(history)
         self.stats.set_stats(history.final_stats)
         self.read_button.setEnabled(bool((history.final_stats or {}).get("model")))
         if not self.read_button.isEnabled():

@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 
 from core.broadcast import BroadcastHub, load_or_create_token, rotate_token
 from core.broadcast.hub import server_ssl_context
+from core.persistence import default_database_url
 
 
 class ShareDialog(QDialog):
@@ -31,10 +32,11 @@ class ShareDialog(QDialog):
 
     sharing_changed = Signal(object)
 
-    def __init__(self, hub: BroadcastHub | None, parent: QWidget | None = None) -> None:
+    def __init__(self, hub: BroadcastHub | None, parent: QWidget | None = None, db_url: str | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Share live view")
         self.hub = hub
+        self.db_url = db_url  # the runs the browser page lists
         self._task: asyncio.Task[None] | None = None
         self.host = QLineEdit(hub.host if hub else "127.0.0.1")
         self.host.setToolTip("127.0.0.1 shares with this computer only; 0.0.0.0 with your network (use TLS then).")
@@ -47,6 +49,11 @@ class ShareDialog(QDialog):
         self.key.setPlaceholderText("optional: private key (PEM)")
         self.url = QLineEdit()
         self.url.setReadOnly(True)
+        self.page = QLineEdit()
+        self.page.setReadOnly(True)
+        self.page.setToolTip("Any browser opens every recorded run here, live while it trains (sign in with the token).")
+        copy_page = QPushButton("Copy")
+        copy_page.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.page.text()))
         self.token = QLineEdit(load_or_create_token())
         self.token.setReadOnly(True)
         copy_url, copy_token, rotate = QPushButton("Copy"), QPushButton("Copy"), QPushButton("Rotate token")
@@ -64,6 +71,7 @@ class ShareDialog(QDialog):
         form.addRow("TLS key", self.key)
         form.addRow(self.toggle)
         form.addRow("Address", _row(self.url, copy_url))
+        form.addRow("In a browser", _row(self.page, copy_page))
         form.addRow("Viewer token", _row(self.token, copy_token, rotate))
         form.addRow(self.status)
         close = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
@@ -75,6 +83,7 @@ class ShareDialog(QDialog):
         running = self.hub is not None and self.hub.running
         self.toggle.setText("Stop sharing" if running else "Start sharing")
         self.url.setText(self.hub.url if running and self.hub else "")
+        self.page.setText((self.hub.page_url or "") if running and self.hub else "")
         for field in (self.host, self.port, self.cert, self.key):
             field.setEnabled(not running)
 
@@ -89,7 +98,13 @@ class ShareDialog(QDialog):
         except (OSError, ssl.SSLError) as exc:
             self.status.setText(f"The TLS certificate or key cannot be used: {exc}")
             return
-        self.hub = BroadcastHub(self.host.text().strip(), self.port.value(), load_or_create_token, ssl_context=context)
+        self.hub = BroadcastHub(
+            self.host.text().strip(),
+            self.port.value(),
+            load_or_create_token,
+            ssl_context=context,
+            db_url=self.db_url or default_database_url(),
+        )
         self._task = loop.create_task(self._start())  # kept: the loop holds tasks only weakly
 
     async def _start(self) -> None:

@@ -6,13 +6,16 @@ torch loop and Flower's FedAvg: no Lightning callbacks, sinks, database or live 
 is what `pneumofl federate` runs, live events to a collector included.
 
 A round's wall time is measured the same way for both: from sending the global model (configure_train) to the
-end of the central evaluation of the new global model.
+end of the central evaluation of the new global model. Its time outside training is that wall time less the
+round's longest site training (each site reports its training seconds): process start, imports, data loading,
+the cross-site evaluation, transfers and Flower's polling.
 
 Usage: .venv/bin/python tests/bench/fl_round.py [--sites 2] [--rounds 3] [--backbone resnet18] [--image-size 64]
                                                [--repeats 1]
 With --repeats N the two federations alternate N times (round times on a shared 2-core machine vary by 10-20%).
 Last line: JSON with every per-round time of each, their medians, the ratio of medians (PneumoFL / bare; target
-<= 1.10), and bytes sent and received per site per round.
+<= 1.10), the median time outside training of each (target: PneumoFL's <= the bare app's), and bytes sent and
+received per site per round.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from core.data.demo import ensure_demo_dataset
 from core.federated.local import LocalFederation
 from core.federated.settings import FederationConfig
 from core.persistence import Database
-from core.persistence.repository import list_rounds
+from core.persistence.repository import get_metrics, list_rounds
 
 BARE_APP = Path(__file__).parent / "bare_app"
 
@@ -56,16 +59,30 @@ def run_variant(kind: str, plan: FederationConfig, sites: int, data: Path, work:
     if outcome.status != "completed":
         raise SystemExit(f"{kind} federation {outcome.status}: {outcome.message} (logs in {work})")
     if kind == "bare":
-        rounds = json.loads(timings.read_text())["round_seconds"]
+        recorded = json.loads(timings.read_text())
+        rounds, training = recorded["round_seconds"], recorded["train_seconds"]
     else:
         db = Database.open(db_url)
         with db.begin() as s:
-            rows = list_rounds(s, outcome.server_run_id)
+            rows = [r for r in list_rounds(s, outcome.server_run_id) if r["round_number"] > 0]
+            per_site = get_metrics(s, outcome.server_run_id, context="aggregated")
         db.close()
-        rounds = [(r["end_time"] - r["start_time"]).total_seconds() for r in rows if r["round_number"] > 0]
+        rounds = [(r["end_time"] - r["start_time"]).total_seconds() for r in rows]
+        training = [
+            max(
+                (
+                    m.metric_value
+                    for m in per_site
+                    if m.metric_name == "train_seconds" and m.round_id == r["round_number"]
+                ),
+                default=0.0,
+            )
+            for r in rows
+        ]
     per_site_round = sites * plan.rounds
     return {
         "round_seconds": [round(x, 2) for x in rounds],
+        "outside_training_seconds": [round(x - t, 2) for x, t in zip(rounds, training)],
         "mean_round_s": round(statistics.fmean(rounds), 2),
         "total_s": round(time.monotonic() - started, 1),
         "bytes_sent_per_site_round": outcome.inbound_bytes // per_site_round,
@@ -97,9 +114,11 @@ def main() -> None:
     results = {}
     for kind, done in runs.items():
         rounds = [x for run in done for x in run["round_seconds"]]
+        outside = [x for run in done for x in run["outside_training_seconds"]]
         results[kind] = {
             "round_seconds": rounds,
             "median_round_s": round(statistics.median(rounds), 2),
+            "median_outside_training_s": round(statistics.median(outside), 2),
             "bytes_sent_per_site_round": done[-1]["bytes_sent_per_site_round"],
             "bytes_received_per_site_round": done[-1]["bytes_received_per_site_round"],
         }
@@ -109,7 +128,9 @@ def main() -> None:
     print(
         f"per-round wall time (median of {len(results['bare']['round_seconds'])} rounds): "
         f"bare {results['bare']['median_round_s']} s, PneumoFL {results['pneumofl']['median_round_s']} s, "
-        f"ratio {ratio:.3f}; per site and round {sent:.2f} MB sent, {received:.2f} MB received"
+        f"ratio {ratio:.3f}; outside training: bare {results['bare']['median_outside_training_s']} s, PneumoFL "
+        f"{results['pneumofl']['median_outside_training_s']} s; per site and round {sent:.2f} MB sent, "
+        f"{received:.2f} MB received"
     )
     summary = {
         "repeats": args.repeats,

@@ -8,6 +8,7 @@ import pytest
 
 from core.persistence import Database
 from core.persistence.repository import list_runs
+from desktop.charts.federation import STATUS_COLUMN
 from desktop.gui.certs_dialog import CertsDialog
 from desktop.gui.federation_page import FederationPage
 from desktop.gui.main_window import MainWindow
@@ -24,6 +25,7 @@ def split_data(tmp_path_factory) -> Path:
 def small_plan(page: FederationPage, rounds: int) -> None:
     page.sim_sites.setValue(2)
     page.sim_plan.rounds.setValue(rounds)
+    page.sim_plan.local_epochs.setValue(1)
     page.sim_plan.min_sites.setValue(2)
     page.sim_plan.timeout.setValue(60)
 
@@ -49,8 +51,10 @@ def test_simulated_federation_is_drawn_live_and_recorded(qtbot, tmp_path, split_
     xs, ys = page.dashboard.curve("val_auroc")
     assert xs == [0.0, 1.0] and all(0.0 <= y <= 1.0 for y in ys)  # initial model, then round 1
     assert sorted(page.dashboard.sites) == ["site-1", "site-2"]
-    statuses = [page.dashboard.updates.item(r, 6).text() for r in range(2)]
+    statuses = [page.dashboard.updates.item(r, STATUS_COLUMN).text() for r in range(2)]
     assert statuses == ["ok", "ok"]
+    # Cross-site evaluation: a heatmap cell per site for round 1 (the global model on each site's images).
+    assert page.dashboard.heatmap_sites() == ["site-1", "site-2"]
     assert processes_under(tmp_path / "work") == []
     db = Database.open(db_url)
     try:
@@ -68,7 +72,7 @@ def test_quitting_the_app_mid_federation_stops_every_process(qtbot, tmp_path, sp
     small_plan(page, rounds=20)
     page.sim_data.setText(str(split_data))
     page.simulate()
-    qtbot.waitUntil(lambda: page.dashboard.updates.rowCount() >= 1, timeout=120_000)  # a round is under way
+    qtbot.waitUntil(lambda: len(page.dashboard.site_names) >= 1, timeout=120_000)  # a site is training round 1
     work = page.work_root
     window.close()  # what File > Quit does
 
@@ -80,6 +84,7 @@ def test_quitting_the_app_mid_federation_stops_every_process(qtbot, tmp_path, sp
     finally:
         db.close()
     assert len(server) == 1 and server[0].status == "cancelled"
+    assert all(r.status == "cancelled" for r in list_runs(s, limit=10) if r.role == "client")
 
 
 def test_server_form_explains_what_is_missing(qtbot, tmp_path):

@@ -28,24 +28,13 @@ def runs_of(db_url: str, flower_run_id: int):
         db.close()
 
 
-def test_round_waiting_for_missing_sites_ends_at_the_timeout(tmp_path, fl_data, hub, no_orphans):
-    db_url = f"sqlite:///{tmp_path / 'runs.db'}"
-    plan = tiny_plan(min_sites=3, round_timeout=4.0)
-    with LocalFederation(db_url, no_orphans, sites=2, data_path=str(fl_data), extra_env=hub.env) as federation:
-        outcome = federation.run(plan)
-
-    assert outcome.status == "failed"
-    assert "timed out after 4 s: 2 of the 3 sites needed were online" in outcome.message
-    server = runs_of(db_url, outcome.flower_run_id)[0]
-    assert server.role == "server" and server.status == "failed"
-    assert "timed out" in (server.error_message or "")
-
-
 def test_killed_site_fails_its_round_alone_and_can_rejoin(tmp_path, fl_data, hub, no_orphans):
     db_url = f"sqlite:///{tmp_path / 'runs.db'}"
-    plan = tiny_plan(min_sites=2, round_timeout=30.0)
-    with LocalFederation(db_url, no_orphans, sites=3, data_path=str(fl_data), extra_env=hub.env) as federation:
-        victim = federation.sites[2]
+    # Two sites, one killed: the round completes with the other. A round takes about 20 s here (a fresh ClientApp
+    # process per site), so the killed site is given up on after 40.
+    plan = tiny_plan(min_sites=1, round_timeout=40.0)
+    with LocalFederation(db_url, no_orphans, sites=2, data_path=str(fl_data), extra_env=hub.env) as federation:
+        victim = federation.sites[1]
         result: dict = {}
 
         import threading
@@ -53,9 +42,9 @@ def test_killed_site_fails_its_round_alone_and_can_rejoin(tmp_path, fl_data, hub
         runner = threading.Thread(target=lambda: result.setdefault("outcome", federation.run(plan)))
         runner.start()
         try:
-            # Kill site-3 while it trains round 1 (its run has started: its ClientApp is running).
+            # Kill site-2 while it trains round 1 (its run has started: its ClientApp is running).
             wait_for(
-                lambda: any(e.experiment_name.endswith("site-3") for e in hub.of_type(TrainingStart)), what="site-3"
+                lambda: any(e.experiment_name.endswith("site-2") for e in hub.of_type(TrainingStart)), what="site-2"
             )
             victim.kill()
             wait_for(
@@ -63,9 +52,10 @@ def test_killed_site_fails_its_round_alone_and_can_rejoin(tmp_path, fl_data, hub
                 what="round 2",
             )
             # The site comes back (same settings, same database): it takes part again.
-            rejoined = SiteNode(victim.site, victim.superlink_address, no_orphans / "site-3-again", extra_env=hub.env)
+            rejoined = SiteNode(victim.site, victim.superlink_address, no_orphans / "site-2-again", extra_env=hub.env)
             federation.sites.append(rejoined)
             rejoined.start()
+            rejoined_id = str(rejoined.wait_connected())
         finally:
             runner.join(240)
     outcome = result["outcome"]
@@ -73,16 +63,19 @@ def test_killed_site_fails_its_round_alone_and_can_rejoin(tmp_path, fl_data, hub
     assert outcome.status == "completed", outcome.message
     updates = hub.of_type(ClientUpdate)
     round1 = [u for u in updates if u.round_number == 1]
-    assert sorted((u.client_name, u.failed) for u in round1 if not u.failed) == [("site-1", False), ("site-2", False)]
+    assert [u.client_name for u in round1 if not u.failed] == ["site-1"]
     failed = [u for u in round1 if u.failed]
-    assert len(failed) == 1 and failed[0].error, "the killed site's failure is shown against it"
-    assert failed[0].client_name in ("site-3", failed[0].client_id)
-    # Rejoining: the site's later rounds are not failures; when it was back in time it trained again.
-    later = [u for u in updates if (u.round_number or 0) >= 2 and u.client_name == "site-3"]
-    assert all(not u.failed for u in later)
+    # Once, by name (even though it never replied), with the reason in words: not Flower's node id and text.
+    assert len(failed) == 1 and failed[0].client_name == "site-2", [(u.client_name, u.error) for u in failed]
+    assert "went offline" in failed[0].error or "no reply within the round timeout" in failed[0].error
+    assert "Error:" not in failed[0].error and "heartbeat" not in failed[0].error
+    # Rejoining: the site's new SuperNode never fails; when it was back in time it trained again. (Its dead one
+    # may be asked once more, and fail by name, until Flower's heartbeat gives up on it.)
+    later = [u for u in updates if u.client_id == rejoined_id]
+    assert all(not u.failed and u.client_name == "site-2" for u in later)
     runs = runs_of(db_url, outcome.flower_run_id)
     assert runs[0].status == "completed"
-    assert sorted(r.experiment_name for r in runs[1:]) == ["fl-test · site-1", "fl-test · site-2", "fl-test · site-3"]
+    assert sorted(r.experiment_name for r in runs[1:]) == ["fl-test · site-1", "fl-test · site-2"]
 
 
 def test_superlink_dying_fails_the_run(tmp_path, fl_data, hub, no_orphans):

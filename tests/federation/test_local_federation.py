@@ -1,32 +1,82 @@
-"""A real local federation: one SuperLink and two SuperNodes on 127.0.0.1, two rounds, recorded and streamed."""
+"""One real local federation (a SuperLink and two SuperNodes on 127.0.0.1, recording into PostgreSQL) running
+several plans in turn: a differentially private FedAvg (Flower's fixed clipping) recorded at the server and the
+sites, FedProx with client-side adaptive clipping, FedAdam, and a round waiting for sites that never come. Sharing
+the processes keeps each plan to its rounds (each round here starts a fresh ClientApp process per site)."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
 from core.events import ClientUpdate, EpochEnd, RoundMetrics, RoundStart, TrainingEnd, TrainingStart
 from core.federated.local import LocalFederation
+from core.federated.nodes import FederationOutcome
+from core.federated.settings import FederationConfig
 from core.persistence import Database
+from core.persistence.federation import load_federation
 from core.persistence.repository import federated_runs, get_metrics, list_clients, list_rounds
-from tests.federation.conftest import tiny_plan
+from tests.federation.conftest import HubThread, processes_under, tiny_plan
 
 
-def test_two_sites_two_rounds_are_recorded_at_server_and_sites(postgres_server, fl_data, hub, no_orphans):
+@dataclass
+class Shared:
+    federation: LocalFederation
+    db_url: str
+    hub: HubThread
+
+    def run(self, plan: FederationConfig) -> FederationOutcome:
+        self.hub.events.clear()
+        outcome = self.federation.run(plan)
+        assert outcome.status == "completed", outcome.message
+        return outcome
+
+    def records(self, outcome: FederationOutcome):
+        db = Database.open(self.db_url)
+        try:
+            with db.begin() as s:
+                runs = federated_runs(s, str(outcome.flower_run_id))
+                return runs, load_federation(s, runs[0].id)
+        finally:
+            db.close()
+
+
+@pytest.fixture(scope="module")
+def shared(postgres_server, fl_data, tmp_path_factory) -> Iterator[Shared]:
     # PostgreSQL, as a shared site would use; the fault, TLS and GUI federation tests record into SQLite.
     db_url = postgres_server.create_database()
-    plan = tiny_plan()
-    with LocalFederation(db_url, no_orphans, sites=2, data_path=str(fl_data), extra_env=hub.env) as federation:
-        outcome = federation.run(plan)
+    work = tmp_path_factory.mktemp("shared-federation")
+    with HubThread() as hub:
+        federation = LocalFederation(db_url, work, sites=2, data_path=str(fl_data), extra_env=hub.env)
+        try:
+            federation.start()
+            yield Shared(federation, db_url, hub)
+        finally:
+            federation.stop()
+            left = processes_under(work)
+            for proc in left:
+                proc.kill()
+            assert not left, "Flower processes outlived the federation"
 
-    assert outcome.status == "completed", outcome.message
+
+def test_two_sites_two_rounds_are_recorded_at_server_and_sites(shared):
+    # Differentially private (Flower's server-side fixed clipping): the privacy spent is part of the record.
+    plan = tiny_plan(dp_noise=0.8, dp_clip=1.0)
+    outcome = shared.run(plan)
     assert outcome.outbound_bytes > 0 and outcome.inbound_bytes > 0
-    db = Database.open(db_url)
+    db = Database.open(shared.db_url)
     try:
         with db.begin() as s:
             runs = federated_runs(s, str(outcome.flower_run_id))
             server, sites = runs[0], runs[1:]
             assert server.role == "server" and server.training_mode == "federated" and server.status == "completed"
+            assert server.config["strategy"] == "fedavg"
             assert [r.role for r in sites] == ["client", "client"]
             assert sorted(r.experiment_name for r in sites) == ["fl-test · site-1", "fl-test · site-2"]
-            assert all(r.status == "completed" and r.server_address == federation.server.fleet_address for r in sites)
+            address = shared.federation.server.fleet_address
+            assert all(r.status == "completed" and r.server_address == address for r in sites)
 
             # Server: its sites, rounds 0..2 with the central evaluation, per-site fit metrics per round.
             clients = list_clients(s, server.id)
@@ -34,13 +84,18 @@ def test_two_sites_two_rounds_are_recorded_at_server_and_sites(postgres_server, 
             rounds = list_rounds(s, server.id)
             assert [r["round_number"] for r in rounds] == [0, 1, 2]
             assert all("val_auroc" in r["server_metrics"] for r in rounds)
+            spent = [r["server_metrics"]["dp_epsilon"] for r in rounds[1:]]
+            assert all(math.isfinite(e) and e > 0 for e in spent) and spent[1] > spent[0], "epsilon grows per release"
+            privacy = server.final_stats["privacy"]
+            assert privacy["epsilon"] == pytest.approx(spent[-1]) and privacy["delta"] == plan.dp_delta
+            assert privacy["clipping"] == "fixed" and privacy["releases"] == 2
             assert all("train_loss" in r["aggregated_client_metrics"] for r in rounds[1:])
             per_site = get_metrics(s, server.id, context="aggregated")
             fit = {(m.client_id, m.round_id) for m in per_site if m.metric_name == "train_loss" and m.client_id}
             assert fit == {(cid, r) for cid, _ in clients for r in (1, 2)}
             evals = get_metrics(s, server.id, context="server_eval")
             assert {m.step for m in evals if m.metric_name == "val_recall"} == {0, 1, 2}
-            assert server.best_epoch in (1, 2)  # the best round by server validation recall
+            assert server.best_epoch in (1, 2)  # the best round by the server's evaluation
             finals = {m.metric_name for m in get_metrics(s, server.id, context="final_epoch")}
             assert {"val_recall", "val_specificity", "val_cm_tp"} <= finals
 
@@ -55,10 +110,27 @@ def test_two_sites_two_rounds_are_recorded_at_server_and_sites(postgres_server, 
                 batches = [m for m in get_metrics(s, site.id, context="batch") if m.metric_name == "train_loss"]
                 steps = [m.step for m in batches]
                 assert len(steps) == len(set(steps)), "batch steps collide across rounds"
+            history = load_federation(s, server.id)
     finally:
         db.close()
 
+    # Cross-site evaluation and who returned what when: a row per site per round, with traffic and time.
+    assert sorted((r.round_number, r.client_name) for r in history.replies) == [
+        (1, "site-1"),
+        (1, "site-2"),
+        (2, "site-1"),
+        (2, "site-2"),
+    ]
+    for reply in history.replies:
+        m = reply.metrics
+        assert not reply.failed and reply.num_examples > 0
+        assert {"global_val_loss", "global_val_sensitivity", "global_val_specificity"} <= set(m)
+        assert m["bytes_to_site"] > 100_000 and m["bytes_from_site"] > 100_000  # small_cnn: about 0.4 MB
+        assert 0 < m["train_seconds"] < m["round_trip_seconds"]
+        assert m["wait_seconds"] >= 0
+
     # The same story arrived live at the hub.
+    hub = shared.hub
     assert [e.round_number for e in hub.of_type(RoundStart)] == [1, 2]
     updates = hub.of_type(ClientUpdate)
     assert len(updates) == 4 and not any(u.failed for u in updates)
@@ -68,3 +140,34 @@ def test_two_sites_two_rounds_are_recorded_at_server_and_sites(postgres_server, 
     assert sorted(e.role for e in starts) == ["client", "client", "server"]
     assert {e.round_number for e in hub.of_type(EpochEnd)} == {1, 2}
     assert any(e.status == "completed" and e.run_id == server.id for e in hub.of_type(TrainingEnd))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"strategy": "fedprox", "dp_noise": 0.8, "dp_clipping": "adaptive"},  # Flower's adaptiveclipping_mod at sites
+        {"strategy": "fedadam"},  # a server optimizer: BatchNorm statistics stay at the sites
+    ],
+    ids=["fedprox-adaptive-dp", "fedadam"],
+)
+def test_flowers_strategies_run_and_are_recorded(shared, changes):
+    plan = tiny_plan(name=f"fl-{changes['strategy']}", rounds=1, **changes)
+    runs, history = shared.records(shared.run(plan))
+    server = runs[0]
+    assert server.status == "completed" and server.config["strategy"] == changes["strategy"]
+    evaluations = [r["server_metrics"] for r in history.rounds if r["round_number"] > 0]
+    assert len(evaluations) == 1 and math.isfinite(evaluations[0]["val_auroc"])
+    assert len(history.replies) == 2 and not any(r.failed for r in history.replies)
+    assert all(r.status == "completed" for r in runs[1:])
+    if changes["strategy"] == "fedprox":
+        assert server.config["proximal_mu"] == 0.01  # the default mu, recorded as used
+        privacy = server.final_stats["privacy"]
+        assert privacy["clipping"] == "adaptive" and math.isfinite(privacy["epsilon"]) and privacy["epsilon"] > 0
+
+
+def test_round_waiting_for_missing_sites_ends_at_the_timeout(shared):
+    outcome = shared.federation.run(tiny_plan(name="fl-too-few", min_sites=3, round_timeout=4.0))
+    assert outcome.status == "failed"
+    assert "timed out after 4 s: 2 of the 3 sites needed were online" in outcome.message
+    runs, _ = shared.records(outcome)
+    assert runs[0].role == "server" and runs[0].status == "failed" and "timed out" in (runs[0].error_message or "")

@@ -4,13 +4,17 @@ submitted through the exposed address, and nothing but weights and numbers cross
 from __future__ import annotations
 
 import pytest
+import torch
 
 from core.events import ClientUpdate
-from core.federated.certs import init_federation_certs
+from core.federated.certs import init_federation_certs, private_key_fingerprint
 from core.federated.control import FlowerControl
+from core.federated.local_layers import LocalLayerStore, normalisation_keys
 from core.federated.nodes import Security, ServerNode, SiteNode
 from core.federated.processes import FlowerProcessError, flower_environment, free_port
 from core.federated.settings import ServerSettings, SiteSettings
+from core.federated.site import site_state_dir
+from core.model.module import PneumoniaClassifier
 from core.persistence import Database
 from core.persistence.repository import federated_runs
 from tests.federation.conftest import tiny_plan
@@ -34,7 +38,7 @@ def test_tls_federation_with_node_authentication(tmp_path, fl_data, hub, no_orph
         server.start()
         assert server.port != server.front.port  # the SuperLink itself is not what sites reach
         for name in ("north", "south"):
-            server.control.register_node(certs.nodes[name].public_key, name=name)
+            server.enrol(certs.nodes[name].public_key, name=name)
 
         # Run submission through the exposed address is refused: the front forwards the Fleet API only.
         outsider = FlowerControl(
@@ -66,10 +70,16 @@ def test_tls_federation_with_node_authentication(tmp_path, fl_data, hub, no_orph
             )
             node.start()
             nodes.append(node)
-
-        run_id = server.submit(tiny_plan())
-        outcome = server.follow(run_id)
+        for node in nodes[:2]:
+            node.wait_connected()
+        # The site whose key was never enrolled is told so in one sentence, with its key's fingerprint.
+        with pytest.raises(FlowerProcessError) as refused:
+            nodes[2].wait_connected()
         intruder_log = nodes[2].process.log_tail(20_000)
+
+        # FedBN: the sites' normalisation layers stay home.
+        run_id = server.submit(tiny_plan(local_bn=True, rounds=1))
+        outcome = server.follow(run_id)
     finally:
         for node in nodes:
             node.stop()
@@ -81,6 +91,10 @@ def test_tls_federation_with_node_authentication(tmp_path, fl_data, hub, no_orph
     assert not any(u.failed for u in updates)
     assert "intruder" not in {u.client_name for u in updates}
     assert intruder_log, "the unenrolled node ran"
+    sentence = str(refused.value)
+    fingerprint = private_key_fingerprint(certs.nodes["intruder"].private_key)
+    assert "refused site 'intruder'" in sentence and fingerprint in sentence and "--enrol intruder.pub" in sentence
+    assert "\x1b[" not in sentence and "Exit Code" not in sentence
     db = Database.open(db_url)
     try:
         with db.begin() as s:
@@ -98,3 +112,16 @@ def test_tls_federation_with_node_authentication(tmp_path, fl_data, hub, no_orph
             assert needle not in body, f"{needle!r} left a site"
     pulled = [response for path, _, response in traffic if path.endswith(("/pull-messages", "/pull-object"))]
     assert pulled and all(str(fl_data).encode() not in body for body in pulled)
+
+    # FedBN, read off the wire: no normalisation tensor left a site (or reached one), the other weights did.
+    model = PneumoniaClassifier(backbone="small_cnn")
+    norm = sorted(normalisation_keys(model))
+    shared = sorted(set(model.state_dict()) - set(norm) - {k for k in model.state_dict() if k.startswith("criterion.")})
+    sent = b"".join(pushes)
+    assert norm and all(key.encode() not in sent for key in norm), "a normalisation tensor left a site"
+    assert all(key.encode() in sent for key in shared), "the shared weights went through the front"
+    assert all(key.encode() not in b"".join(pulled) for key in norm)
+    # ...and each site kept its own, different from the other's.
+    kept = [LocalLayerStore(site_state_dir(node.node_settings()), str(run_id)).load() for node in nodes[:2]]
+    assert set(kept[0]) == set(kept[1]) == set(norm)
+    assert any(not torch.equal(kept[0][k], kept[1][k]) for k in norm if kept[0][k].is_floating_point())

@@ -2,7 +2,8 @@
 
 The ClientApp trains with a bare torch loop (AdamW, BCE with the same class weighting); the ServerApp runs
 Flower's FedAvg and evaluates centrally with the same held-out set. It writes per-round wall times to the file
-named by ``PNEUMOFL_BENCH_OUT``. No Lightning callbacks, sinks, database or live events.
+named by ``PNEUMOFL_BENCH_OUT``, with each round's longest site training time. No Lightning, callbacks, sinks,
+database or live events: it imports torch, torchvision (the model) and PneumoFL's Lightning-free data code.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from flwr.serverapp.strategy import FedAvg
 from torch.utils.data import DataLoader
 
 from core.data import XrayDataset
+from core.data.validation import check_data, require_trainable
 from core.federated.settings import FederationConfig, ServerSettings, SiteSettings
-from core.federated.site import prepare_site_data, site_training_config
+from core.federated.site_data import prepare_site_data, site_training_config
 from core.model.backbones import build_backbone
-from core.training.recorded import prepare_data
 
 client = ClientApp()
 server = ServerApp()
@@ -52,6 +53,7 @@ def train(msg: Message, context: Context) -> Message:
     )
     model.train()
     total = 0.0
+    started = time.monotonic()
     for _ in range(plan.local_epochs):
         for images, labels in loader:
             optimiser.zero_grad()
@@ -62,7 +64,13 @@ def train(msg: Message, context: Context) -> Message:
     reply = RecordDict(
         {
             "arrays": ArrayRecord(model.state_dict()),
-            "metrics": MetricRecord({"num-examples": len(data.train), "train_loss": total / max(len(loader), 1)}),
+            "metrics": MetricRecord(
+                {
+                    "num-examples": len(data.train),
+                    "train_loss": total / max(len(loader), 1),
+                    "train_seconds": time.monotonic() - started,
+                }
+            ),
         }
     )
     return Message(content=reply, reply_to=msg)
@@ -74,10 +82,17 @@ class TimedFedAvg(FedAvg):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.started: dict[int, float] = {}
+        self.training: dict[int, float] = {}  # the round's longest site training
 
     def configure_train(self, server_round, arrays, config, grid):
         self.started[server_round] = time.time()
         return super().configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(self, server_round, replies):
+        replies = list(replies)
+        seconds = [float(m.content["metrics"].get("train_seconds", 0.0)) for m in replies if not m.has_error()]
+        self.training[server_round] = max(seconds, default=0.0)
+        return super().aggregate_train(server_round, replies)
 
 
 @server.main()
@@ -86,7 +101,7 @@ def main(grid: Grid, context: Context) -> None:
     plan = FederationConfig.from_run_config(context.run_config)
     settings = ServerSettings.from_env()
     config = plan.training.with_overrides(data_path=settings.eval_data, demo=False)
-    held_out = getattr(prepare_data(config), settings.eval_split)
+    held_out = getattr(require_trainable(check_data(config)), settings.eval_split)
     loader = DataLoader(XrayDataset(held_out, config.image_size, train=False), batch_size=config.batch_size)
     torch.manual_seed(config.seed)
     model = build_backbone(config.backbone)
@@ -111,4 +126,10 @@ def main(grid: Grid, context: Context) -> None:
         evaluate_fn=evaluate,
     )
     with open(os.environ["PNEUMOFL_BENCH_OUT"], "w", encoding="utf-8") as out:
-        json.dump({"round_seconds": [rounds[r] for r in sorted(rounds)]}, out)
+        json.dump(
+            {
+                "round_seconds": [rounds[r] for r in sorted(rounds)],
+                "train_seconds": [strategy.training.get(r, 0.0) for r in sorted(rounds)],
+            },
+            out,
+        )

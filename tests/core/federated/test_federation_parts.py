@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,10 +14,13 @@ from core.config import RunConfig
 from core.errors import ConfigError
 from core.events import BatchMetrics, ClientUpdate, EpochEnd, RoundMetrics, RoundStart, TrainingEnd, TrainingStart
 from core.federated.console import FederationConsole
+from core.federated.local_layers import normalisation_keys, recalibrate_normalisation, site_local_keys, split_state
+from core.federated.nodes import Security, SiteNode
+from core.federated.recorder import describe_error, weighted_metrics
 from core.federated.server_app import BestRound
 from core.federated.settings import FederationConfig, ServerSettings, SiteSettings
 from core.federated.site import RoundSink
-from core.federated.strategy import weighted_metrics
+from core.federated.site_names import SiteNames
 from core.sinks import ListSink
 
 
@@ -170,3 +174,70 @@ def test_validated_site_data_is_reused_until_the_folder_changes(tmp_path):
     again = prepare_data_cached(config, tmp_path / "cache")
     assert len(again.train) + len(again.val) + len(again.test) == 18
     assert all(s.path.name != "gone.png" for s in again.train)
+
+
+def test_fedprox_without_mu_records_the_default_and_privacy_needs_a_plain_average():
+    assert FederationConfig(strategy="fedprox").proximal_mu == 0.01
+    assert FederationConfig(strategy="fedprox", proximal_mu=0.1).proximal_mu == 0.1
+    again = FederationConfig.from_run_config(
+        FederationConfig(strategy="fedadam", local_bn=True, dp_noise=0.0).run_config()
+    )
+    assert (again.strategy, again.local_bn, again.private) == ("fedadam", True, False)
+    with pytest.raises(ConfigError, match="fedavg or fedprox"):
+        FederationConfig(strategy="krum", dp_noise=1.0).validate()
+    with pytest.raises(ConfigError, match="strategy"):
+        FederationConfig(strategy="fedsomething").validate()
+
+
+def test_flower_errors_are_said_in_words_without_flowers_internals():
+    assert "went offline" in describe_error(5, "Error: Node Unavailable — The destination node failed to report...")
+    assert "stopped responding" in describe_error(8, "ClientApp stopped responding.")
+    raised = "<class 'flwr.clientapp.ClientAppException'>:<'Exception ClientAppException occurred. Message: local training failed (see the site's log)'>"
+    assert describe_error(2, raised) == "local training failed (see the site's log)"
+
+
+def test_normalisation_layers_are_found_by_type_and_recalibrated_from_images():
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Conv2d(4, 4, 3), torch.nn.GroupNorm(2, 4)
+    )
+    assert normalisation_keys(model) == {
+        "1.weight",
+        "1.bias",
+        "1.running_mean",
+        "1.running_var",
+        "1.num_batches_tracked",
+        "3.weight",
+        "3.bias",
+    }
+    assert site_local_keys(model, local_bn=False, statistics=True) == {
+        "1.running_mean",
+        "1.running_var",
+        "1.num_batches_tracked",
+    }
+    assert site_local_keys(model, local_bn=False, statistics=False) == set()
+    shared, local = split_state(model.state_dict(), normalisation_keys(model))
+    assert set(shared) == {"0.weight", "0.bias", "2.weight", "2.bias"} and len(local) == 7
+    torch.manual_seed(0)
+    images = [torch.randn(8, 1, 12, 12) * 3 + 5 for _ in range(4)]
+    recalibrate_normalisation(model.eval(), images)
+    with torch.no_grad():
+        features = model[0](torch.cat(images))
+    assert torch.allclose(model[1].running_mean, features.mean(dim=(0, 2, 3)), atol=1e-4)
+    assert not model.training and model[1].momentum == 0.1
+
+
+def test_user_paths_reach_flower_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    security = Security.from_dir(Path("fed-certs"))
+    assert security.ca_cert == tmp_path / "fed-certs" / "ca.pem" and security.ca_cert.is_absolute()
+    site = SiteSettings(site_name="north", data_path="xrays", db_url="sqlite://")
+    node = SiteNode(site, "127.0.0.1:9092", tmp_path / "w", root_certificates=Path("ca.pem"), private_key=Path("k.key"))
+    assert node.root_certificates == tmp_path / "ca.pem" and node.private_key == tmp_path / "k.key"
+
+
+def test_site_names_survive_a_reader_in_another_process(tmp_path):
+    names = SiteNames(tmp_path / "names.json")
+    assert names.read() == {}
+    names.add("8779956723322003388", "north")
+    names.add(12, "south")
+    assert SiteNames(tmp_path / "names.json").read() == {8779956723322003388: "north", 12: "south"}

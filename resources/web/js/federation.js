@@ -1,0 +1,160 @@
+// A federation server's run: its evaluation per round, each site's curve, how each round's global model did at
+// each site (heatmap), and the table of who returned what when (failures in red).
+
+import { colour, LineChart } from "./charts.js";
+import { clear, el, fixed } from "./dom.js";
+
+const SERVER = [
+  ["val_auroc", "AUROC"],
+  ["val_recall", "sensitivity"],
+  ["val_specificity", "specificity"],
+];
+
+function heatColour(value) {
+  // 0.5 (chance) red -> 1.0 green
+  const t = Math.max(0, Math.min(1, (value - 0.5) / 0.5));
+  const r = Math.round(220 - 160 * t);
+  const g = Math.round(80 + 120 * t);
+  return `rgb(${r}, ${g}, 90)`;
+}
+
+export class FederationView {
+  constructor(root, snapshot) {
+    this.charts = [];
+    this.roundStarted = new Map();
+    this.replies = new Map(); // "round|client" -> reply (a replayed event replaces, never duplicates)
+    this.sites = new Map(); // name -> index in the site chart
+    const federation = snapshot.federation || { rounds: [], replies: [] };
+    const grid = el("div", { class: "grid", id: "federation-charts" });
+    root.append(grid);
+    this.privacy = el("p", { id: "privacy-live", class: "muted" });
+    root.append(this.privacy);
+    this.server = new LineChart(this.card("Server evaluation (held-out set) per round", grid), SERVER.map(([, l]) => ({ label: l })), {
+      xLabel: "round",
+      yRange: [0, 1],
+    });
+    this.siteNames = [...new Set(federation.replies.map((r) => r.client_name))].sort();
+    this.siteChart = new LineChart(
+      this.card("Each site's training loss per round", grid),
+      this.siteNames.map((name, i) => ({ label: name, colour: colour(i + 3) })),
+      { xLabel: "round" },
+    );
+    this.siteNames.forEach((name, i) => this.sites.set(name, i));
+    this.heatBox = this.card("Global model's AUROC on each site's images", grid);
+    this.charts.push(this.server, this.siteChart);
+    this.table = el(
+      "table",
+      { id: "site-replies" },
+      el(
+        "thead",
+        {},
+        el(
+          "tr",
+          {},
+          ["Round", "Site", "Returned after (s)", "Training (s)", "Waiting (s)", "Images", "To site (MB)", "From site (MB)", "Train loss", "Global AUROC here", "Status"].map((h) =>
+            el("th", {}, h),
+          ),
+        ),
+      ),
+      el("tbody"),
+    );
+    root.append(el("div", { class: "card" }, el("h2", {}, "Who returned what when"), this.table));
+    for (const row of federation.rounds) {
+      if (row.start_time) this.roundStarted.set(row.round_number, Date.parse(row.start_time) / 1000);
+      this.roundMetrics(row.round_number, row.server_metrics || {});
+    }
+    for (const reply of federation.replies) this.reply(reply);
+    this.redraw();
+  }
+
+  card(title, parent) {
+    const body = el("div");
+    parent.append(el("div", { class: "card" }, el("h2", {}, title), body));
+    return body;
+  }
+
+  roundMetrics(number, metrics) {
+    SERVER.forEach(([key], i) => key in metrics && this.server.set(number, i, metrics[key]));
+    if ("dp_epsilon" in metrics) {
+      this.privacy.textContent = `Privacy spent after round ${number}: ε = ${fixed(metrics.dp_epsilon, 2)} at δ = ${metrics.dp_delta}`;
+    }
+  }
+
+  reply(reply) {
+    this.replies.set(`${reply.round_number}|${reply.client_id}`, reply);
+    if (!this.sites.has(reply.client_name)) {
+      // A site first seen live: rebuild the site chart with it (rare: sites join at the start).
+      this.siteNames.push(reply.client_name);
+      this.sites.set(reply.client_name, this.siteNames.length - 1);
+    }
+    const loss = reply.metrics?.train_loss;
+    const index = this.sites.get(reply.client_name);
+    if (loss !== undefined && index < this.siteChart.labels.length) this.siteChart.set(reply.round_number, index, loss);
+  }
+
+  handle(event) {
+    const data = event.data || {};
+    if (event.type === "round_start") {
+      this.roundStarted.set(data.round_number, event.timestamp);
+    } else if (event.type === "round_metrics") {
+      this.roundMetrics(data.round_number, data.server_metrics || {});
+    } else if (event.type === "client_update") {
+      this.reply({
+        round_number: data.round_number,
+        client_id: data.client_id,
+        client_name: data.client_name || data.client_id,
+        failed: data.failed,
+        error: data.error,
+        num_examples: data.num_examples,
+        time: event.timestamp,
+        metrics: data.metrics || {},
+      });
+      this.redraw();
+    }
+  }
+
+  redraw() {
+    const rows = [...this.replies.values()].sort((a, b) => a.round_number - b.round_number || a.time - b.time);
+    const body = clear(this.table.querySelector("tbody"));
+    for (const r of rows) {
+      const m = r.metrics || {};
+      const started = this.roundStarted.get(r.round_number);
+      const returned = m.round_trip_seconds ?? (started ? r.time - started : undefined);
+      body.append(
+        el(
+          "tr",
+          { class: r.failed ? "failed" : "" },
+          el("td", { class: "num" }, r.round_number),
+          el("td", {}, r.client_name),
+          el("td", { class: "num" }, fixed(returned, 1)),
+          el("td", { class: "num" }, fixed(m.train_seconds, 1)),
+          el("td", { class: "num" }, fixed(m.wait_seconds, 1)),
+          el("td", { class: "num" }, r.failed ? "" : r.num_examples),
+          el("td", { class: "num" }, m.bytes_to_site === undefined ? "" : (m.bytes_to_site / 1e6).toFixed(2)),
+          el("td", { class: "num" }, m.bytes_from_site === undefined ? "" : (m.bytes_from_site / 1e6).toFixed(2)),
+          el("td", { class: "num" }, fixed(m.train_loss)),
+          el("td", { class: "num" }, fixed(m.global_val_auroc)),
+          el("td", {}, r.failed ? `FAILED: ${r.error || ""}` : "ok"),
+        ),
+      );
+    }
+    this.drawHeatmap(rows);
+  }
+
+  drawHeatmap(rows) {
+    const rounds = [...new Set(rows.filter((r) => r.metrics?.global_val_auroc !== undefined).map((r) => r.round_number))].sort((a, b) => a - b);
+    const table = el("table", { class: "heat", id: "cross-site" });
+    table.append(el("tr", {}, el("th", {}, "Site \\ round"), rounds.map((n) => el("th", {}, n))));
+    for (const site of [...this.siteNames].sort()) {
+      const cells = rounds.map((n) => {
+        const reply = rows.find((r) => r.round_number === n && r.client_name === site);
+        const value = reply?.metrics?.global_val_auroc;
+        return value === undefined
+          ? el("td", { class: "cell" }, "")
+          : el("td", { class: "cell", style: { background: heatColour(value) }, title: `${site}, round ${n}` }, value.toFixed(2));
+      });
+      table.append(el("tr", {}, el("th", {}, site), cells));
+    }
+    clear(this.heatBox).append(table);
+  }
+}
