@@ -117,8 +117,8 @@ def run_federation(
         return MetricRecord(strategy.round_metrics(server_round, metrics))
 
     model = evaluator.new_model()
-    # Site-local tensors (FedBN's normalisation layers; BatchNorm statistics under differential privacy) never
-    # travel, not even the initial ones.
+    # Site-local tensors (FedBN's normalisation layers; BatchNorm statistics under differential privacy or a
+    # server optimizer) never travel, not even the initial ones.
     initial = ArrayRecord(split_state(shared_state(model), evaluator.local_keys(model))[0])
     status, error = "completed", None
     prompt = PromptGrid(grid, on_reply=strategy.arrived.__setitem__)
