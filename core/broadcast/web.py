@@ -47,17 +47,12 @@ Refuse = Callable[[ServerConnection, str, str], Awaitable[Response]]
 
 
 def default_web_root() -> Path | None:
-    """The dashboard's static files shipped with PneumoFL (``resources/web``), if present."""
-    for candidate in (Path(__file__).resolve().parents[2] / "resources" / "web",):
-        if (candidate / "index.html").is_file():
-            return candidate
-    try:  # an installed wheel carries them as package data
-        from importlib import resources
+    """The dashboard's static files shipped with PneumoFL, if present.
 
-        packaged = Path(str(resources.files("pneumofl_resources") / "web"))
-        return packaged if (packaged / "index.html").is_file() else None
-    except (ImportError, ModuleNotFoundError, TypeError):
-        return None
+    They are ``resources/web`` next to ``core/`` in a checkout, an installed wheel and the frozen bundle alike.
+    """
+    candidate = Path(__file__).resolve().parents[2] / "resources" / "web"
+    return candidate if (candidate / "index.html").is_file() else None
 
 
 class WebSessions:

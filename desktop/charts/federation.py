@@ -13,11 +13,11 @@ import math
 
 import numpy as np
 import pyqtgraph as pg
-from core.persistence.federation import FederationHistory
 from PySide6.QtCore import QRectF, QTimer
 from PySide6.QtWidgets import QHeaderView, QLabel, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
-from core.events import ClientUpdate, EpochEnd, Event, RoundMetrics, RoundStart, TrainingStart
+from core.events import ClientUpdate, Event, RoundMetrics, RoundStart, TrainingStart
+from core.persistence.federation import FederationHistory
 from desktop.charts.dashboard import EpochAxis
 
 SERVER_CURVES = (("val_auroc", "AUROC", "#1f77b4"), ("val_recall", "sensitivity", "#d62728"))
@@ -60,10 +60,12 @@ class FederationDashboard(QWidget):
         self.heatmap.setColorMap(pg.colormap.get("viridis"))
         self.heatmap_plot.addItem(self.heatmap)
         self._cell_labels: list[pg.TextItem] = []
+        # Per round, from what each site sent the server: the same view for a local federation, a real one (whose
+        # sites' epochs never reach the server) and a recorded one.
         self.site_plot = self.plots.addPlot(
-            row=1, col=0, title="Site training loss per epoch", axisItems={"bottom": EpochAxis("bottom")}
+            row=1, col=0, title="Each site's training loss per round", axisItems={"bottom": EpochAxis("bottom")}
         )
-        self.site_plot.setLabel("bottom", "epoch (all rounds)")
+        self.site_plot.setLabel("bottom", "round")
         # Legends in cells of their own, beside their charts, never over the curves.
         self.server_legend = self._legend(row=0, col=2, plot=self.server_plot)
         self.site_legend = self._legend(row=1, col=2, plot=self.site_plot)
@@ -162,18 +164,17 @@ class FederationDashboard(QWidget):
                 )
                 self.privacy.setVisible(True)
             self._dirty = True
-        elif isinstance(event, EpochEnd) and event.run_id not in self.server_runs and "train_loss" in event.metrics:
-            name = self.site_names.get(event.run_id or 0, f"run {event.run_id}")
-            xs, ys = self.sites.setdefault(name, ([], []))
-            xs.append(float(event.epoch))
-            ys.append(float(event.metrics["train_loss"]))
-            self._dirty = True
         elif isinstance(event, ClientUpdate):
             self._add_update(event)
 
     def _add_update(self, event: ClientUpdate) -> None:
         name = event.client_name or event.client_id or "?"
         metrics = event.metrics
+        if "train_loss" in metrics and event.round_number is not None:
+            xs, ys = self.sites.setdefault(name, ([], []))
+            xs.append(float(event.round_number))
+            ys.append(float(metrics["train_loss"]))
+            self._dirty = True
         auroc = metrics.get("global_val_auroc")
         if auroc is not None and event.round_number is not None:
             self.cross_site[(name, event.round_number)] = float(auroc)

@@ -10,8 +10,10 @@ from core.persistence import Database
 from core.persistence.history import load_run_history
 from core.persistence.repository import count_runs, epoch_table
 from core.training.recorded import train_and_record
+from desktop.charts.federation import STATUS_COLUMN
 from desktop.gui.runs_page import CompareView, RunsPage, RunViewer
 from tests.desktop.conftest import tiny_gui_config
+from tests.recorded_federation import record_federation
 
 
 @pytest.fixture(scope="module")
@@ -207,5 +209,30 @@ def test_a_run_whose_every_epoch_calls_one_class_is_flagged(qtbot, tmp_path):
         viewer.show()
         assert viewer.stats.warning.isVisible() and "not usable" in viewer.stats.warning.text()
         assert not viewer.read_button.isEnabled()
+    finally:
+        db.close()
+
+
+def test_a_federation_server_run_opens_with_its_rounds_sites_failures_and_privacy(qtbot, tmp_path):
+    db = Database.open(f"sqlite:///{tmp_path / 'fed.db'}")
+    try:
+        run_id = record_federation(db)
+        viewer = RunViewer(db, run_id)
+        qtbot.addWidget(viewer)
+        board = viewer.federation
+        assert board.isVisibleTo(viewer) and not viewer.dashboard.isVisibleTo(viewer)
+        board.refresh()
+        rounds, auroc = board.curve("val_auroc")
+        assert rounds == [1.0, 2.0] and auroc == pytest.approx([0.85, 0.9])
+        assert board.heatmap_sites() == ["north", "south"]
+        assert board.cross_site[("north", 2)] == pytest.approx(0.9)
+        assert board.updates.rowCount() == 5
+        failed = [r for r in range(5) if board.updates.item(r, STATUS_COLUMN).text().startswith("FAILED")]
+        assert len(failed) == 1 and "east" == board.updates.item(failed[0], 1).text()
+        assert "offline" in board.updates.item(failed[0], STATUS_COLUMN).text()
+        assert "ε = 2.00" not in board.privacy.text() and "3.00" in board.privacy.text()  # after round 2
+        assert "ε = 3.00" in viewer.stats.privacy.text()
+        viewer.dashboard.stop_timer()
+        board.shutdown()
     finally:
         db.close()

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from core.broadcast.hub import HubSink
-from core.events import ClientUpdate, RoundMetrics, RoundStart, TrainingEnd, TrainingStart
-from core.persistence import Database, DatabaseSink
+from core.persistence import Database
 from core.persistence.repository import create_run
 from core.training.recorded import train_and_record
 from tests.core.conftest import tiny_run_config
 from tests.imaging import write_folder_dataset
+from tests.recorded_federation import record_federation
 from tests.web.conftest import TOKEN, ServedHub, sign_in, wait_until
 
 
@@ -158,45 +158,7 @@ def test_a_page_from_another_origin_cannot_open_the_socket(page, served, tmp_pat
 def test_a_federation_shows_each_site_per_round_and_failures_in_red(page, served, db_url):
     db = Database.open(db_url)
     try:
-        with db.begin() as session:
-            run_id = create_run(
-                session, experiment_name="three hospitals", training_mode="federated", role="server", config={}
-            )
-        sink = DatabaseSink(db, run_id)
-        sink.handle(
-            TrainingStart(run_id=run_id, experiment_name="three hospitals", training_mode="federated", role="server")
-        )
-        for number in (1, 2):
-            sink.handle(RoundStart(run_id=run_id, round_number=number, num_clients=3))
-            for node, name, auroc in (("11", "north", 0.70 + 0.1 * number), ("12", "south", 0.6 + 0.1 * number)):
-                metrics = {"train_loss": 0.5 / number, "global_val_auroc": auroc, "train_seconds": 2.0}
-                sink.handle(
-                    ClientUpdate(
-                        run_id=run_id,
-                        round_number=number,
-                        client_id=node,
-                        client_name=name,
-                        num_examples=40,
-                        metrics=metrics,
-                    )
-                )
-            if number == 2:
-                sink.handle(
-                    ClientUpdate(
-                        run_id=run_id,
-                        round_number=2,
-                        client_id="13",
-                        client_name="east",
-                        num_examples=0,
-                        failed=True,
-                        error="the site went offline during the round",
-                    )
-                )
-            sink.handle(
-                RoundMetrics(run_id=run_id, round_number=number, server_metrics={"val_auroc": 0.8 + 0.05 * number})
-            )
-        sink.handle(TrainingEnd(run_id=run_id, status="completed", best_epoch=2))
-        sink.close()
+        run_id = record_federation(db)
     finally:
         db.close()
     sign_in(page, served)
@@ -207,11 +169,11 @@ def test_a_federation_shows_each_site_per_round_and_failures_in_red(page, served
     assert rows.count() == 5
     failed = page.locator("#site-replies tbody tr.failed")
     assert failed.count() == 1 and "east" in failed.inner_text() and "offline" in failed.inner_text()
-    assert (
-        page.eval_on_selector("#site-replies tbody tr.failed td", "td => getComputedStyle(td).color")
-        == "rgb(176, 0, 32)"
-    )
+    assert page.eval_on_selector("#site-replies tbody tr.failed td", "td => getComputedStyle(td).color") == "rgb(176, 0, 32)"
     heat = page.inner_text("#cross-site")
     assert "north" in heat and "0.90" in heat and "0.80" in heat  # north's round 2 and south's round 2
+    assert "ε = 3.00" in page.inner_text("#privacy")
+    assert page.evaluate("window.pneumofl.view.federation.siteChart.labels") == ["north", "south"]
+    assert page.errors == []
     if os.environ.get("PNEUMOFL_WEB_SCREENSHOT"):
         page.screenshot(path=os.environ["PNEUMOFL_WEB_SCREENSHOT"], full_page=True)

@@ -33,15 +33,14 @@ export class FederationView {
       xLabel: "round",
       yRange: [0, 1],
     });
-    this.siteNames = [...new Set(federation.replies.map((r) => r.client_name))].sort();
-    this.siteChart = new LineChart(
-      this.card("Each site's training loss per round", grid),
-      this.siteNames.map((name, i) => ({ label: name, colour: colour(i + 3) })),
-      { xLabel: "round" },
-    );
-    this.siteNames.forEach((name, i) => this.sites.set(name, i));
+    const trained = federation.replies.filter((r) => r.metrics?.train_loss !== undefined);
+    this.siteNames = [...new Set(trained.map((r) => r.client_name))].sort();
+    this.siteLoss = new Map(); // site -> Map(round -> training loss)
+    this.siteBox = this.card("Each site's training loss per round", grid);
+    this.siteChart = null;
+    this.buildSiteChart();
     this.heatBox = this.card("Global model's AUROC on each site's images", grid);
-    this.charts.push(this.server, this.siteChart);
+    this.charts.push(this.server);
     this.table = el(
       "table",
       { id: "site-replies" },
@@ -67,6 +66,25 @@ export class FederationView {
     this.redraw();
   }
 
+  // uPlot's series are fixed when a chart is made: a site seen for the first time rebuilds the chart.
+  buildSiteChart() {
+    if (this.siteChart) {
+      this.charts.splice(this.charts.indexOf(this.siteChart), 1);
+      this.siteChart.destroy();
+    }
+    clear(this.siteBox);
+    this.sites = new Map(this.siteNames.map((name, i) => [name, i]));
+    this.siteChart = new LineChart(
+      this.siteBox,
+      this.siteNames.map((name, i) => ({ label: name, colour: colour(i + 3) })),
+      { xLabel: "round" },
+    );
+    for (const [name, losses] of this.siteLoss) {
+      for (const [round, loss] of losses) this.siteChart.set(round, this.sites.get(name), loss);
+    }
+    this.charts.push(this.siteChart);
+  }
+
   card(title, parent) {
     const body = el("div");
     parent.append(el("div", { class: "card" }, el("h2", {}, title), body));
@@ -82,14 +100,17 @@ export class FederationView {
 
   reply(reply) {
     this.replies.set(`${reply.round_number}|${reply.client_id}`, reply);
-    if (!this.sites.has(reply.client_name)) {
-      // A site first seen live: rebuild the site chart with it (rare: sites join at the start).
-      this.siteNames.push(reply.client_name);
-      this.sites.set(reply.client_name, this.siteNames.length - 1);
-    }
     const loss = reply.metrics?.train_loss;
-    const index = this.sites.get(reply.client_name);
-    if (loss !== undefined && index < this.siteChart.labels.length) this.siteChart.set(reply.round_number, index, loss);
+    if (loss === undefined) return;
+    if (!this.siteLoss.has(reply.client_name)) this.siteLoss.set(reply.client_name, new Map());
+    this.siteLoss.get(reply.client_name).set(reply.round_number, loss);
+    if (!this.sites.has(reply.client_name)) {
+      this.siteNames.push(reply.client_name);
+      this.siteNames.sort();
+      this.buildSiteChart();
+    } else {
+      this.siteChart.set(reply.round_number, this.sites.get(reply.client_name), loss);
+    }
   }
 
   handle(event) {
@@ -156,5 +177,10 @@ export class FederationView {
       table.append(el("tr", {}, el("th", {}, site), cells));
     }
     clear(this.heatBox).append(table);
+  }
+
+  destroy() {
+    for (const chart of this.charts) chart.destroy();
+    this.charts = [];
   }
 }

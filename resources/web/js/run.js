@@ -58,7 +58,6 @@ export class RunView {
     if (run.error_message) this.root.append(el("p", { class: "warning" }, run.error_message));
     if (run.role === "server") {
       this.federation = new FederationView(this.root, this.snapshot);
-      this.charts.push(...this.federation.charts);
     } else {
       this.renderEpochs();
       this.renderBatches();
@@ -269,6 +268,7 @@ export class RunView {
 
   destroy() {
     for (const chart of this.charts) chart.destroy();
+    if (this.federation) this.federation.destroy();
     if (this.live) this.live.unsubscribe();
   }
 }
