@@ -25,6 +25,9 @@ from core.persistence.repository import federated_runs, finish_run, owned_runs, 
 
 log = logging.getLogger(__name__)
 STOP_GRACE_S = 30.0  # how long a stopped run may take to be reported finished
+# Flower's SuperExec picks a submitted run up within seconds; a run still pending after this never will be
+# (the SuperExec died: for example a Flower refusing to talk to a Flower it does not recognise).
+START_TIMEOUT_S = 120.0
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -272,12 +275,30 @@ class ServerNode:
                 continue
             if on_status is not None:
                 on_status(status)
+            if status.status == "pending" and time.monotonic() - started > START_TIMEOUT_S and not stop_sent:
+                with contextlib.suppress(FlowerProcessError):
+                    self.control.stop(flower_run_id)
+                return self._close(flower_run_id, "failed", self._never_started(), status, started)
             if status.finished:
                 outcome = {"completed": "completed", "stopped": "cancelled"}.get(status.outcome, "failed")
                 if stop_sent:
                     outcome = "cancelled"
                 message = "Stopped by the user." if outcome == "cancelled" else status.details
                 return self._close(flower_run_id, outcome, message, status, started)
+
+    def _never_started(self) -> str:
+        assert self.superlink is not None
+        errors = [
+            _ANSI.sub("", line).strip()
+            for line in self.superlink.log_tail().splitlines()
+            if "ERROR" in line or "Exit Code" in line
+        ]
+        said = f" It last said: {errors[-1]}" if errors else ""
+        return (
+            f"Flower never started the server app: the run was still waiting after {START_TIMEOUT_S:.0f} s, so "
+            f"the SuperLink's task runner (flower-superexec) is not running.{said} Its log: "
+            f"{self.superlink.log_path}."
+        )
 
     def _close(
         self, flower_run_id: int, status: str, message: str, last: RunStatus, started: float

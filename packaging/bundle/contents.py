@@ -44,6 +44,9 @@ HIDDEN_PACKAGES = (
 DATA: tuple[tuple[str, str], ...] = (
     ("core/persistence/migrations", "core/persistence/migrations"),  # Alembic reads the revisions as files
     ("core/federated/bundle", "core/federated/bundle"),  # the Flower app bundle `flwr run` submits
+    # `flwr run` checks each app component by reading its module's source (find_spec's origin), never importing it.
+    ("core/federated/server_app.py", "core/federated"),
+    ("core/federated/client_app.py", "core/federated"),
     ("resources", "resources"),  # icons, style sheet, the browser dashboard (with its vendored uPlot)
 )
 # Packages whose own data files must come along (Flower's SuperLink migrations, Alembic's templates, ...).

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
+from pathlib import Path
 
 from core.events import ClientUpdate, RoundStart, TrainingStart
+from core.federated import nodes
 from core.federated.local import LocalFederation
 from core.federated.nodes import SiteNode
 from core.persistence import Database
@@ -99,3 +103,23 @@ def test_superlink_dying_fails_the_run(tmp_path, fl_data, hub, no_orphans):
     runs = runs_of(db_url, outcome.flower_run_id)
     assert runs and runs[0].role == "server"
     assert all(r.status in ("failed", "interrupted") for r in runs), [(r.role, r.status) for r in runs]
+
+
+def test_a_task_runner_that_cannot_start_fails_the_run_with_its_reason(tmp_path, fl_data, monkeypatch, no_orphans):
+    # A flower-superexec that refuses to run (as the bundle's did when Flower could not find its own version):
+    # the run would wait forever for a server app; it fails instead, saying why and where the log is.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "flower-superexec").write_text(
+        "#!/bin/sh\necho 'ERROR : Runtime version compatibility check failed (the test refused it)'\nexit 3\n"
+    )
+    (fake / "flower-superexec").chmod(0o755)
+    monkeypatch.setattr(nodes, "START_TIMEOUT_S", 8.0)
+    env = {"PATH": os.pathsep.join([str(fake), str(Path(sys.executable).parent), os.environ["PATH"]])}
+    db_url = f"sqlite:///{tmp_path / 'runs.db'}"
+    with LocalFederation(db_url, no_orphans, sites=2, data_path=str(fl_data), extra_env=env) as federation:
+        outcome = federation.run(tiny_plan(rounds=1))
+    assert outcome.status == "failed"
+    assert "never started the server app" in outcome.message
+    assert "Runtime version compatibility check failed (the test refused it)" in outcome.message
+    assert "superlink.log" in outcome.message

@@ -34,8 +34,14 @@ def test_modules_loaded_by_name_and_data_read_from_disk_are_listed():
     bundle = (ROOT / "core" / "federated" / "bundle" / "pyproject.toml").read_text(encoding="utf-8")
     for app in ("core.federated.server_app:app", "core.federated.client_app:app"):
         assert app in bundle and app.split(".")[0] in contents.HIDDEN_PACKAGES
+        # `flwr run` reads each component's source file before it submits the app: it must be on disk.
+        source = app.split(":")[0].replace(".", "/") + ".py"
+        assert (source, str(Path(source).parent)) in contents.DATA
     for source, target in contents.DATA:
-        assert (ROOT / source).is_dir() and source == target  # code finds them next to itself, frozen or not
+        # Code finds them next to itself, frozen or not.
+        assert ((ROOT / source).is_dir() and source == target) or (
+            (ROOT / source).is_file() and Path(source).parent == Path(target)
+        )
     migrations = ROOT / "core" / "persistence" / "migrations"
     assert any((migrations / "versions").glob("0005_*.py")) and (migrations / "env.py").is_file()
     assert (ROOT / "resources" / "web" / "index.html").is_file()
@@ -45,6 +51,10 @@ def test_modules_loaded_by_name_and_data_read_from_disk_are_listed():
     assert any((flower / "supercore" / "state" / "alembic" / "versions").glob("rev_*.py"))
     spec = (BUNDLE / "pneumofl.spec").read_text(encoding="utf-8")
     assert "flwr" in contents.PACKAGE_DATA and 'include_py_files=package == "flwr"' in spec
+    # Flower's processes refuse each other unless each finds Flower's own metadata ("package name 'unknown'").
+    assert 'copy_metadata("pneumofl", recursive=True)' in spec
+    torchvision = Path(importlib.import_module("torchvision").__file__).parent
+    assert any(torchvision.glob("_C*.so")) and 'torchvision_dir.glob("*.so")' in spec  # its operators, by path
 
 
 def test_the_spec_and_the_launcher_build_from_the_shared_contents():
