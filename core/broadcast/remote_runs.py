@@ -48,7 +48,9 @@ class RemoteRuns:
         except urllib.error.HTTPError as exc:
             text = exc.read().decode("utf-8", "replace").strip()
             if exc.code == 401:
-                raise PneumoFLError(f"{self.base} refused the viewer token (run `pneumofl token show` there).") from None
+                raise PneumoFLError(
+                    f"{self.base} refused the viewer token (run `pneumofl token show` there)."
+                ) from None
             if exc.code == 404 and not text.startswith("Run"):
                 raise PneumoFLError(f"{self.base} serves no recorded runs (it is an older PneumoFL).") from None
             raise PneumoFLError(f"{self.base}: {text or exc.reason}") from None

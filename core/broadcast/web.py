@@ -200,9 +200,7 @@ class WebDashboard:
         from core.persistence.snapshot import run_summaries
 
         with self._database().begin() as session:
-            return run_summaries(
-                session, mode=params.get("mode"), status=params.get("status"), name=params.get("name")
-            )
+            return run_summaries(session, mode=params.get("mode"), status=params.get("status"), name=params.get("name"))
 
     def _run(self, run_id: int) -> dict[str, Any]:
         from core.persistence.snapshot import run_snapshot
@@ -251,7 +249,9 @@ class WebDashboard:
         headers = response.headers
         del headers["Content-Length"]
         del headers["Content-Type"]
-        headers["Content-Type"] = kind if "charset" in kind or not kind.startswith("text/") else f"{kind}; charset=utf-8"
+        headers["Content-Type"] = (
+            kind if "charset" in kind or not kind.startswith("text/") else f"{kind}; charset=utf-8"
+        )
         headers["Content-Length"] = str(len(body))
         headers["Content-Security-Policy"] = CSP
         headers["X-Content-Type-Options"] = "nosniff"

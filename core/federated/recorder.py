@@ -82,6 +82,7 @@ class RecordingStrategy(Strategy):
         self.arrived: dict[str, float] = {}  # reply message id -> when it reached the server (see PromptGrid)
         self._sent: dict[int, list[Message]] = {}
         self._started: dict[int, float] = {}
+        self._sent_bytes: dict[int, int] = {}
 
     # ------------------------------------------------------------------ train
     def configure_train(
@@ -110,6 +111,7 @@ class RecordingStrategy(Strategy):
         """Publish each site's outcome once, then let the strategy aggregate the sites that replied."""
         sent = {m.metadata.message_id: m for m in self._sent.pop(server_round, [])}
         started = self._started.pop(server_round, time.time())
+        self._sent_bytes.clear()
         valid: list[Message] = []
         answered: set[str] = set()
         for reply in replies:
@@ -157,9 +159,10 @@ class RecordingStrategy(Strategy):
         metrics = dict(next(iter(content.metric_records.values()), MetricRecord()))
         returned = self.arrived.get(reply.metadata.message_id, time.time()) - started
         train = float(metrics.get("train_seconds", 0.0))
-        numbers = {k: float(v) for k, v in metrics.items() if k not in (WEIGHT_KEY, self.aggregation.weight_key)}
+        skip = (WEIGHT_KEY, self.aggregation.weight_key)
+        numbers = {k: float(v) for k, v in metrics.items() if k not in skip and _is_number(v)}
         numbers |= {
-            "bytes_to_site": float(content_bytes(request.content)) if request is not None else 0.0,
+            "bytes_to_site": float(self._request_bytes(request)) if request is not None else 0.0,
             "bytes_from_site": float(content_bytes(content)),
             "round_trip_seconds": returned,
             "wait_seconds": max(0.0, returned - train),  # process start, data loading, transfer, queueing
@@ -174,6 +177,14 @@ class RecordingStrategy(Strategy):
                 metrics={k: v for k, v in numbers.items() if math.isfinite(v)},
             )
         )
+
+    def _request_bytes(self, request: Message) -> int:
+        # Strategies usually send every site the same content object: measure it once per round, not per site.
+        # Keys are ids of contents alive until the round ends; the cache is emptied when the next one starts.
+        key = id(request.content)
+        if key not in self._sent_bytes:
+            self._sent_bytes[key] = content_bytes(request.content)
+        return self._sent_bytes[key]
 
     def _publish_failure(self, server_round: int, node: int, reason: str) -> None:
         self.sink.handle(

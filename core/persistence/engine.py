@@ -18,9 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from alembic import command
-from alembic.config import Config
-from alembic.util.exc import CommandError
 from sqlalchemy import Engine, create_engine, event, select, text, update
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
@@ -31,6 +28,10 @@ from core.persistence.models import runs_table, utcnow
 
 ENV_URL = "PNEUMOFL_DB_URL"
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# The newest migration's revision (revisions are the files' number prefixes; a test checks it is Alembic's head).
+# A database already there skips Alembic altogether: importing it costs about half a second in every process,
+# and a federated site starts a fresh one each round.
+SCHEMA_HEAD = max(p.name.split("_", 1)[0] for p in (MIGRATIONS_DIR / "versions").glob("[0-9]*_*.py"))
 _HINT = "or use --db with another URL"
 _URL_HELP = "Use sqlite:///path/to/pneumofl.db or postgresql://user:password@host:5432/dbname"
 # Serialises concurrent start-ups migrating one PostgreSQL database (several federated nodes on one server).
@@ -136,7 +137,7 @@ def describe_failure(exc: BaseException, url: str | URL, action: str = "connect 
     """Turn a driver or migration exception into one sentence for the user."""
     shown = url_for_display(url)
     reason = _first_line(getattr(exc, "orig", None) or exc)
-    if isinstance(exc, CommandError) and "Can't locate revision" in str(exc):
+    if type(exc).__name__ == "CommandError" and "Can't locate revision" in str(exc):  # Alembic's, imported lazily
         return f"The database at {shown} was created by a newer PneumoFL ({reason}). Update PneumoFL, {_HINT}."
     if make_url_backend(url) == "sqlite":
         return f"Cannot {action} the SQLite database at {shown}: {reason}. Check that the file and its folder are writable, {_HINT}."
@@ -166,6 +167,12 @@ def upgrade_database(engine: Engine) -> None:
     DatabaseError
         If the database cannot be reached or migrated, or was made by a newer PneumoFL.
     """
+    if _schema_revision(engine) == SCHEMA_HEAD:
+        return
+    from alembic import command
+    from alembic.config import Config
+    from alembic.util.exc import CommandError
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     try:
@@ -180,6 +187,15 @@ def upgrade_database(engine: Engine) -> None:
             command.upgrade(config, "head")
     except (SQLAlchemyError, CommandError, OSError) as exc:
         raise DatabaseError(describe_failure(exc, engine.url, "prepare")) from exc
+
+
+def _schema_revision(engine: Engine) -> str | None:
+    """The database's Alembic revision, or None where it has none yet (or cannot say)."""
+    try:
+        with engine.connect() as connection:
+            return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except SQLAlchemyError:
+        return None  # a fresh database: Alembic creates the table
 
 
 def pid_alive(pid: int) -> bool:

@@ -36,6 +36,11 @@ _SERIES_SQL = (
     "AND client_id IS NULL ORDER BY step"
 )
 
+_BUCKET_SQL = (
+    "SELECT min(step), max(step), min(metric_value), max(metric_value) FROM run_metrics WHERE run_id = ? AND "
+    "context = 'batch' AND metric_name = ? AND client_id IS NULL AND step >= ? AND step < ?"
+)
+
 
 @dataclass
 class RunHistory:
@@ -152,27 +157,40 @@ def downsampled_batch_series(
     """
     series: dict[str, Arrays] = {}
     where = (m.c.run_id == run_id) & (m.c.context == "batch") & m.c.client_id.is_(None)
+    # SQLite sorts a GROUP BY on an expression through a temporary B-tree (a second over a million rows); one
+    # range query per bucket walks the (run, context, name, step) index instead, three times faster. A server
+    # database aggregates by hashing, and one query saves the round trips.
+    per_bucket = session.get_bind().dialect.name == "sqlite"
     for name in names:
-        low, high, count = session.execute(
-            select(func.min(m.c.step), func.max(m.c.step), func.count()).where(where, m.c.metric_name == name)
-        ).one()
-        if not count:
+        of_name = where & (m.c.metric_name == name)
+        # Up to max_points + 1 rows in step order: a short series whole, or the first step of a long one.
+        head = session.execute(
+            select(m.c.step, m.c.metric_value).where(of_name).order_by(m.c.step).limit(max_points + 1)
+        ).all()
+        if not head:
             continue
-        if count <= max_points:
-            rows = session.execute(
-                select(m.c.step, m.c.metric_value).where(where, m.c.metric_name == name).order_by(m.c.step)
-            ).all()
-            data = np.array([(s, np.nan if v is None else v) for s, v in rows], dtype=np.float64)
+        if len(head) <= max_points:
+            data = np.array([(s, np.nan if v is None else v) for s, v in head], dtype=np.float64)
             series[name] = (data[:, 0], data[:, 1])
             continue
-        width = max(1, -(-(int(high) - int(low) + 1) // (max_points // 2)))
-        bucket = ((m.c.step - int(low)) // width).label("bucket")  # integer division on every backend
-        rows = session.execute(
-            select(func.min(m.c.step), func.max(m.c.step), func.min(m.c.metric_value), func.max(m.c.metric_value))
-            .where(where, m.c.metric_name == name)
-            .group_by(bucket)
-            .order_by(bucket)
-        ).all()
+        low = int(head[0][0])
+        high = int(session.execute(select(m.c.step).where(of_name).order_by(m.c.step.desc()).limit(1)).scalar_one())
+        width = max(1, -(-(high - low + 1) // (max_points // 2)))
+        peaks = select(func.min(m.c.step), func.max(m.c.step), func.min(m.c.metric_value), func.max(m.c.metric_value))
+        if per_bucket:  # a thousand small queries: straight to the driver, as load_batch_series does
+            cursor = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                rows = [
+                    row
+                    for start in range(low, high + 1, width)
+                    if (row := cursor.execute(_BUCKET_SQL, (run_id, name, start, start + width)).fetchone())[0]
+                    is not None
+                ]
+            finally:
+                cursor.close()
+        else:
+            bucket = ((m.c.step - low) // width).label("bucket")  # integer division on every backend
+            rows = session.execute(peaks.where(of_name).group_by(bucket).order_by(bucket)).all()
         steps = np.empty(2 * len(rows), dtype=np.float64)
         values = np.empty(2 * len(rows), dtype=np.float64)
         for i, (first, last, lowest, highest) in enumerate(rows):

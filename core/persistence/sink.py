@@ -154,7 +154,10 @@ class DatabaseSink(EventSink):
                 "num_examples": event.num_examples,
                 "time": _utc(event.timestamp),
             }
-            self._add(rows, ops=[lambda s: upsert_client(s, self.run_id, client, name), lambda s: record_site_update(s, update)])
+            self._add(
+                rows,
+                ops=[lambda s: upsert_client(s, self.run_id, client, name), lambda s: record_site_update(s, update)],
+            )
         elif isinstance(event, RoundMetrics):
             number = event.round_number or 0
             server, aggregated = dict(event.server_metrics), dict(event.aggregated_client_metrics)

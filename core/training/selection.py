@@ -38,4 +38,3 @@ def selection_key(metrics: Mapping[str, float], monitor: str, mode: str, prefix:
     if math.isnan(youden):
         youden = -math.inf
     return (not one_class(metrics, prefix), value if mode == "max" else -value, youden)
-

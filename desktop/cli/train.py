@@ -118,8 +118,6 @@ def build_config(args: argparse.Namespace) -> RunConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Prepare the data, train with a progress bar, print the final stats and the run id."""
-    from core.training.recorded import train_and_record  # torch loads only for commands that train
-
     config = build_config(args)
     print("Checking the dataset...", file=sys.stderr)
     data = check_with_progress(config, not args.no_progress)
@@ -131,6 +129,9 @@ def run(args: argparse.Namespace) -> int:
             f"The dataset at {source} cannot be used for training: fix the error(s) listed above "
             f"(`pneumofl data check {source}` checks it again without training)."
         )
+    # torch and Lightning load only once there is something to train: a refused run answers in a second or two.
+    from core.training.recorded import train_and_record
+
     hub = hub_from_args(args)
     db = open_db(args)
     sinks: list[EventSink] = [ConsoleSink()]

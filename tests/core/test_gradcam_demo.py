@@ -39,7 +39,9 @@ def test_grad_cam_peaks_inside_the_synthetic_opacity(tmp_path, capsys):
     finally:
         db.close()
     rate = inside / max(correct, 1)
-    stated = f"Grad-CAM peak inside the opacity for {inside} of {correct} correctly read pneumonia test images ({rate:.0%})"
+    stated = (
+        f"Grad-CAM peak inside the opacity for {inside} of {correct} correctly read pneumonia test images ({rate:.0%})"
+    )
     with capsys.disabled():
         print(f"\n{stated}")
     assert correct >= 60, f"only {correct} of {len(paths)} pneumonia test images were read as pneumonia"

@@ -12,11 +12,11 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import insert, inspect, select
+from sqlalchemy import insert, inspect, select, text
 
 from core.errors import DatabaseError
 from core.persistence import Database, default_database_url, url_for_display
-from core.persistence.engine import MIGRATIONS_DIR
+from core.persistence.engine import MIGRATIONS_DIR, SCHEMA_HEAD
 from core.persistence.models import Base, runs_table
 from core.persistence.repository import create_run, get_run
 
@@ -25,7 +25,8 @@ def test_migrations_match_models(db: Database) -> None:
     with db.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
-        assert context.get_current_revision() == ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+        head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+        assert context.get_current_revision() == head == SCHEMA_HEAD  # the fast path's head is Alembic's
     assert set(inspect(db.engine).get_table_names()) >= {"runs", "run_metrics", "clients", "rounds"}
 
 
@@ -35,6 +36,27 @@ def test_open_twice_is_idempotent(db_url: str) -> None:
         run_id = create_run(session, experiment_name="x", config={})
     with Database.open(db_url) as third, third.begin() as session:
         assert get_run(session, run_id).experiment_name == "x"
+
+
+def test_an_older_database_is_migrated_and_a_newer_one_refused(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    with Database.open(url) as db, db.engine.begin() as connection:  # as PneumoFL before site_updates left it
+        connection.execute(text("DROP TABLE site_updates"))
+        connection.execute(text("DROP INDEX ix_run_metrics_series"))
+        connection.execute(
+            text(
+                "CREATE INDEX ix_run_metrics_run_context_name_step ON run_metrics (run_id, context, metric_name, step)"
+            )
+        )
+        connection.execute(text("UPDATE alembic_version SET version_num = '0004'"))
+    with Database.open(url) as db:
+        assert "site_updates" in inspect(db.engine).get_table_names()
+        indexes = {index["name"] for index in inspect(db.engine).get_indexes("run_metrics")}
+        assert "ix_run_metrics_series" in indexes and "ix_run_metrics_run_context_name_step" not in indexes
+        with db.engine.begin() as connection:
+            connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    with pytest.raises(DatabaseError, match=r"created by a newer PneumoFL.*Update PneumoFL"):
+        Database.open(url)
 
 
 def test_sqlite_file_is_in_wal_mode(tmp_path) -> None:

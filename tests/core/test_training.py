@@ -157,6 +157,7 @@ def test_a_run_fails_with_a_sentence_when_more_data_vanishes_than_allowed(db, ti
     assert run.status == "failed" and victim.name in (run.error_message or "")
     assert [row["epoch"] for row in table] == [1]  # the completed epoch is kept
 
+
 def _restore(path):
     import numpy as np
     from PIL import Image

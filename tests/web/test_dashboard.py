@@ -169,7 +169,10 @@ def test_a_federation_shows_each_site_per_round_and_failures_in_red(page, served
     assert rows.count() == 5
     failed = page.locator("#site-replies tbody tr.failed")
     assert failed.count() == 1 and "east" in failed.inner_text() and "offline" in failed.inner_text()
-    assert page.eval_on_selector("#site-replies tbody tr.failed td", "td => getComputedStyle(td).color") == "rgb(176, 0, 32)"
+    assert (
+        page.eval_on_selector("#site-replies tbody tr.failed td", "td => getComputedStyle(td).color")
+        == "rgb(176, 0, 32)"
+    )
     heat = page.inner_text("#cross-site")
     assert "north" in heat and "0.90" in heat and "0.80" in heat  # north's round 2 and south's round 2
     assert "ε = 3.00" in page.inner_text("#privacy")

@@ -68,9 +68,9 @@ export class RunView {
     this.follow();
   }
 
-  card(title, parent) {
+  card(title, parent, wide = false) {
     const body = el("div");
-    const card = el("div", { class: "card" }, el("h2", {}, title), body);
+    const card = el("div", { class: wide ? "card wide" : "card" }, el("h2", {}, title), body);
     parent.append(card);
     return body;
   }
@@ -205,7 +205,7 @@ export class RunView {
           );
         }
       }
-      this.card("Operating points (chosen on validation)", this.finalBox).append(table);
+      this.card("Operating points (chosen on validation)", this.finalBox, true).append(table);
     }
     if (stats.privacy) {
       const p = stats.privacy;

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.config import parse_config_args
+from flwr.supercore.task_identity import TaskIdentity
 
 from core.config import RunConfig
 from core.errors import ConfigError
@@ -16,11 +18,12 @@ from core.events import BatchMetrics, ClientUpdate, EpochEnd, RoundMetrics, Roun
 from core.federated.console import FederationConsole
 from core.federated.local_layers import normalisation_keys, recalibrate_normalisation, site_local_keys, split_state
 from core.federated.nodes import Security, SiteNode
-from core.federated.recorder import describe_error, weighted_metrics
+from core.federated.recorder import RecordingStrategy, describe_error, weighted_metrics
 from core.federated.server_app import BestRound
 from core.federated.settings import FederationConfig, ServerSettings, SiteSettings
 from core.federated.site import RoundSink
 from core.federated.site_names import SiteNames
+from core.federated.strategies import build_aggregation
 from core.sinks import ListSink
 
 
@@ -241,3 +244,52 @@ def test_site_names_survive_a_reader_in_another_process(tmp_path):
     names.add("8779956723322003388", "north")
     names.add(12, "south")
     assert SiteNames(tmp_path / "names.json").read() == {8779956723322003388: "north", 12: "south"}
+
+
+class _TwoNodes:
+    """What a strategy asks of Flower's Grid to address sites: the nodes online."""
+
+    def get_node_ids(self) -> list[int]:
+        return [11, 12]
+
+
+@pytest.mark.parametrize("dp_noise", [0.0, 0.8], ids=["fedavg", "fedavg-fixed-clipping-dp"])
+def test_rounds_publish_each_site_once_with_traffic_and_privacy_spent(monkeypatch, dp_noise):
+    monkeypatch.setattr(TaskIdentity, "_run_id", 5)  # as in Flower's ServerApp process
+    monkeypatch.setattr(TaskIdentity, "_node_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+    plan = FederationConfig(training=RunConfig(backbone="small_cnn"), min_sites=2, dp_noise=dp_noise, dp_clip=1.0)
+    sink = ListSink()
+    strategy = RecordingStrategy(
+        build_aggregation(plan, weighted_metrics), sink, run_id=7, min_sites=2, round_timeout=5, site_names=dict
+    )
+
+    def reply(request: Message, examples: int, **extra) -> Message:
+        metrics = MetricRecord(
+            {"num-examples": examples, "uniform-weight": 1, "train_loss": 0.5} | extra
+        )  # as sites send
+        content = RecordDict({"arrays": ArrayRecord({"w": torch.zeros(64, 64)}), "metrics": metrics})
+        content["site"] = ConfigRecord({"site-name": f"site-{request.metadata.dst_node_id}"})
+        return Message(content, reply_to=request)
+
+    weights = ArrayRecord({"w": torch.rand(64, 64)})
+    spent = []
+    for server_round in (1, 2):
+        requests = list(strategy.configure_train(server_round, weights, ConfigRecord({"lr": 0.1}), _TwoNodes()))
+        assert sorted(m.metadata.dst_node_id for m in requests) == [11, 12]
+        replies = [reply(requests[0], 30, per_class_recall=[0.5, 0.7]), reply(requests[1], 10)]
+        arrays, metrics = strategy.aggregate_train(server_round, replies)
+        assert arrays is not None and metrics is not None and metrics["train_loss"] == pytest.approx(0.5)
+        spent.append(strategy.round_metrics(server_round, {}).get("dp_epsilon"))
+        weights = arrays
+    updates = [e for e in sink.events if isinstance(e, ClientUpdate)]
+    assert sorted(u.client_name for u in updates) == ["site-11", "site-11", "site-12", "site-12"]
+    assert not any(u.failed for u in updates)
+    for update in updates:
+        assert "per_class_recall" not in update.metrics  # not a number: kept out, not a crash
+        assert update.metrics["bytes_to_site"] > 64 * 64 * 4 and update.metrics["bytes_from_site"] > 0
+    if dp_noise:  # Flower's fixed-clipping wrapper composed each release into its own accountant
+        assert all(math.isfinite(e) and e > 0 for e in spent) and spent[1] > spent[0]
+        assert float(weights["w"].numpy().std()) > 0  # the noise reached the model
+    else:
+        assert spent == [None, None] and float(weights["w"].numpy().max()) == 0.0
