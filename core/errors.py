@@ -27,6 +27,14 @@ class RunNotFoundError(PneumoFLError):
     """A run id given by the user does not exist in the database."""
 
 
+class AuditError(PneumoFLError):
+    """An audit entry cannot be written (details that are not JSON, a head that fails its check, ...)."""
+
+
+class AuditKeyMissing(AuditError):
+    """No key file on this computer for the database whose audit trail it was asked to extend or verify."""
+
+
 class RunCancelled(Exception):
     """Raised inside training when the user asked to stop; not an error."""
 

@@ -8,6 +8,7 @@ session fails: a CI run that silently tested one backend would be worse than a r
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,12 @@ import pytest
 
 from core.persistence import Database
 from tests.pg import PostgresServer, find_pg_bindir
+
+# Keys the code keeps outside the database (the audit trail's key, the site steward's signing key) go to a folder
+# of the test session, never to the user's config folder; child processes (Flower's apps) inherit it.
+_KEYS = Path(tempfile.mkdtemp(prefix="pneumofl-test-keys-"))
+os.environ.setdefault("PNEUMOFL_STEWARD_DIR", str(_KEYS / "steward"))
+os.environ.setdefault("PNEUMOFL_AUDIT_KEY_DIR", str(_KEYS / "audit"))
 
 PG_MISSING_REASON = "PostgreSQL binaries not found"
 _pg_problem: list[str] = []  # why PostgreSQL was not tested, if it was wanted

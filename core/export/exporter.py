@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.audit import kinds, record_safely
 from core.config import RunConfig
 from core.data.dataset import XrayDataset, collate
 from core.errors import DataError, PneumoFLError
@@ -116,6 +117,14 @@ def export_model(db: Database, run_id: int, file_format: str, out_dir: Path) -> 
     card["verification"] = verification
     json_path.write_text(json.dumps(card, indent=2), encoding="utf-8")
     md_path.write_text(card_markdown(card), encoding="utf-8")
+    details = {
+        "run_id": run_id,
+        "format": file_format,
+        "file": str(target),
+        "file_sha256": card["file"]["sha256"],
+        "weights_sha256": source.weights_sha256,
+    }
+    record_safely(db, kinds.MODEL_EXPORTED, details)
     return ExportResult(target, json_path, md_path, difference, len(images))
 
 

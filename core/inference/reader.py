@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.audit import kinds, record_safely
 from core.data.dataset import build_transforms
 from core.data.images import decode_image, is_image_file, read_image_bytes
 from core.errors import DataError, PneumoFLError
@@ -170,7 +171,8 @@ def _read_batch(
 def record_readings(db: Database, model: ReadingModel, readings: Iterable[Reading]) -> int:
     """Keep the readings in ``predictions`` (file name, image SHA-256, probability, threshold, decision).
 
-    Never pixel data or the folder the image was in. Returns how many were recorded.
+    Never pixel data or the folder the image was in. The audit trail gets one entry saying how many images which
+    model read. Returns how many were recorded.
     """
     rows = [
         {
@@ -188,6 +190,14 @@ def record_readings(db: Database, model: ReadingModel, readings: Iterable[Readin
     ]
     with db.begin() as session:
         record_predictions(session, rows)
+    if rows:
+        details = {
+            "count": len(rows),
+            "run_id": model.run_id,
+            "model": model.name,
+            "model_sha256": model.weights_sha256,
+        }
+        record_safely(db, kinds.IMAGES_READ, details)
     return len(rows)
 
 

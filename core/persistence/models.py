@@ -1,4 +1,7 @@
-"""SQLAlchemy 2.0 models of the tables: runs, run_metrics, clients, rounds, site_updates, run_warnings, predictions.
+"""SQLAlchemy 2.0 models of every table: the runs and their rows, the database's identity and its audit trail.
+
+Runs: runs, run_metrics, clients, rounds, site_updates, run_warnings, predictions. The database's identity and
+its tamper-evident audit trail (see ``core.audit``): database_identity, audit_entries, audit_head.
 
 The Alembic revisions in ``core/persistence/migrations`` must produce exactly this schema; a test compares
 them with ``alembic.autogenerate.compare_metadata`` on SQLite and PostgreSQL.
@@ -216,6 +219,53 @@ class Prediction(Base):
     time: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class DatabaseIdentity(Base):
+    """The one row (``id`` 1) naming this database: a uuid4 hex made when the table was created.
+
+    The audit trail's key file is named after it, so each database has its own key.
+    """
+
+    __tablename__ = "database_identity"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    identity: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AuditRecord(Base):
+    """One entry of the append-only, hash-chained audit trail (see :mod:`core.audit`).
+
+    ``entry_hash`` is SHA-256 over the entry's canonical JSON, which includes ``prev_hash``; rows are never
+    updated or deleted, and no migration may ever rewrite this table (that would break every hash after it).
+    """
+
+    __tablename__ = "audit_entries"
+    __table_args__ = (Index("ix_audit_entries_recorded_at", "recorded_at"),)
+
+    # Given by the writer (1, 2, 3, ... without gaps), never by the database.
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    os_user: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    entry_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """The one row (``id`` 1) naming the trail's last entry, with an HMAC by a key kept outside the database.
+
+    Updated in the same transaction as each append; whoever rewrites the chain without the key cannot forge it.
+    """
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(Integer)
+    entry_hash: Mapped[str] = mapped_column(String(64))
+    mac: Mapped[str] = mapped_column(String(64))
+
+
 # Core handles for fast inserts and selects (reads never load metric rows as ORM objects).
 runs_table = cast(Table, Run.__table__)
 metrics_table = cast(Table, RunMetric.__table__)
@@ -224,3 +274,6 @@ rounds_table = cast(Table, Round.__table__)
 warnings_table = cast(Table, RunWarning.__table__)
 site_updates_table = cast(Table, SiteUpdate.__table__)
 predictions_table = cast(Table, Prediction.__table__)
+identity_table = cast(Table, DatabaseIdentity.__table__)
+audit_entries_table = cast(Table, AuditRecord.__table__)
+audit_head_table = cast(Table, AuditHead.__table__)

@@ -13,7 +13,23 @@ from collections.abc import Sequence
 
 from core import __version__
 from core.errors import PneumoFLError, RunCancelled
-from desktop.cli import certs, client, data, db, federate, gui, model, predict, runs, server, token, train, view
+from desktop.cli import (
+    audit,
+    certs,
+    client,
+    data,
+    db,
+    federate,
+    gui,
+    model,
+    predict,
+    runs,
+    server,
+    site,
+    token,
+    train,
+    view,
+)
 from desktop.cli.common import CommandError, setup_logging
 
 log = logging.getLogger("pneumofl")
@@ -25,7 +41,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pneumofl {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to the console")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (gui, train, predict, data, federate, server, client, certs, runs, model, view, token, db):
+    for module in (
+        gui,
+        train,
+        predict,
+        data,
+        federate,
+        server,
+        client,
+        site,
+        certs,
+        runs,
+        model,
+        view,
+        token,
+        audit,
+        db,
+    ):
         module.register(commands)
     return parser
 

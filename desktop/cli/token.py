@@ -1,7 +1,8 @@
 """The viewer token of this installation: remote viewers need it to watch runs.
 
 pneumofl token show     print it
-pneumofl token rotate   replace it (viewers holding the old one are refused from now on)
+pneumofl token rotate   replace it (viewers holding the old one are refused from now on); the rotation is
+                        recorded in the audit trail of the database (--db, default as for every command)
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from core.broadcast.tokens import load_or_create_token, rotate_token, token_path
+from desktop.cli.common import add_db_option
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -21,7 +23,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     sub = p.add_subparsers(dest="token_command", required=True, metavar="{show,rotate}")
     sub.add_parser("show", help="print the token").set_defaults(func=lambda args: _print(load_or_create_token()))
-    sub.add_parser("rotate", help="replace the token").set_defaults(func=lambda args: _print(rotate_token(), True))
+    rotate = sub.add_parser("rotate", help="replace the token (recorded in the audit trail)")
+    add_db_option(rotate)
+    rotate.set_defaults(func=lambda args: _print(rotate_token(db_url=args.db), True))
 
 
 def _print(token: str, rotated: bool = False) -> int:

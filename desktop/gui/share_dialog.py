@@ -131,7 +131,7 @@ class ShareDialog(QDialog):
 
     def rotate(self) -> None:
         """New token; viewers holding the old one are refused from now on."""
-        self.token.setText(rotate_token())
+        self.token.setText(rotate_token(db_url=self.db_url or default_database_url()))
         self.status.setText("Token rotated: give the new one to your viewers.")
 
 

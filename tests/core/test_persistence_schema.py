@@ -41,7 +41,8 @@ def test_open_twice_is_idempotent(db_url: str) -> None:
 def test_an_older_database_is_migrated_and_a_newer_one_refused(tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     with Database.open(url) as db, db.engine.begin() as connection:  # as PneumoFL before site_updates left it
-        connection.execute(text("DROP TABLE site_updates"))
+        for table in ("audit_head", "audit_entries", "database_identity", "site_updates"):
+            connection.execute(text(f"DROP TABLE {table}"))
         connection.execute(text("DROP INDEX ix_run_metrics_series"))
         connection.execute(
             text(
@@ -51,6 +52,8 @@ def test_an_older_database_is_migrated_and_a_newer_one_refused(tmp_path) -> None
         connection.execute(text("UPDATE alembic_version SET version_num = '0004'"))
     with Database.open(url) as db:
         assert "site_updates" in inspect(db.engine).get_table_names()
+        with db.engine.connect() as connection:  # 0007 made the audit tables and the database's identity
+            assert len(connection.execute(text("SELECT identity FROM database_identity")).scalar_one()) == 32
         indexes = {index["name"] for index in inspect(db.engine).get_indexes("run_metrics")}
         assert "ix_run_metrics_series" in indexes and "ix_run_metrics_run_context_name_step" not in indexes
         with db.engine.begin() as connection:
