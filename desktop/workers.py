@@ -152,6 +152,19 @@ class ProgressRelay(QObject):
             self.progressed.emit(done, total)
 
 
+class SentenceRelay(QObject):
+    """Carries sentences from any thread to the GUI thread as ``said`` (create it on the GUI thread).
+
+    Pass ``relay.say`` as a core object's ``on_notice`` callback and connect ``said`` to a page's banner.
+    """
+
+    said = Signal(str)
+
+    def say(self, sentence: str) -> None:
+        """Called from any thread."""
+        self.said.emit(sentence)
+
+
 class _Relay(QObject):
     """Calls the callbacks on the GUI thread.
 

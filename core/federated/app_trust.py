@@ -38,6 +38,7 @@ APP_NAME = "pneumofl-federation"
 APP_ID = f"@{PUBLISHER}/{APP_NAME}"  # the app id Flower's SuperLink asks the server's app hub for
 KEY_FILE = "steward_ed25519"
 APPROVAL_PATH = "/pneumofl/v1/approval"  # where a site sends its approval: answered by the server's fleet front
+NODE_KEY_HEADER, NODE_SIGNATURE_HEADER = "x-pneumofl-node-key", "x-pneumofl-node-signature"
 
 
 class AppTrustError(PneumoFLError):
@@ -126,6 +127,40 @@ class Approval:
     def verification(self) -> tuple[str, str]:
         """``(key id, JSON)``: one entry of a FAB's verifications, as Flower's SuperNode reads it."""
         return self.key_id, json.dumps({"signature": self.signature, "signed_at": self.signed_at})
+
+
+def sign_with_node_key(body: bytes, node_key: Path) -> tuple[str, str]:
+    """``(public key, signature)`` headers of an approval signed with the site's enrolled node key (ECDSA).
+
+    The server then counts the approval for the site it enrolled with that key, under the enrolled name.
+    """
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    try:
+        key = serialization.load_ssh_private_key(Path(node_key).read_bytes(), password=None)
+    except (OSError, ValueError) as exc:
+        raise AppTrustError(f"Cannot read this site's node key {node_key}: {exc}") from exc
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise AppTrustError(f"The node key {node_key} is not an ECDSA key (make one with `pneumofl certs init`).")
+    signature = key.sign(body, ec.ECDSA(hashes.SHA256()))
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return public.decode("ascii"), base64.b64encode(signature).decode("ascii")
+
+
+def node_key_signed(body: bytes, public_key: str, signature: str) -> bool:
+    """Whether ``signature`` is ``public_key``'s ECDSA signature over ``body``."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    try:
+        key = serialization.load_ssh_public_key(public_key.encode("ascii"))
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            return False
+        key.verify(base64.b64decode(signature), body, ec.ECDSA(hashes.SHA256()))
+    except (ValueError, TypeError, InvalidSignature, UnicodeError):
+        return False
+    return True
 
 
 def key_id(public_key: ed25519.Ed25519PublicKey) -> str:

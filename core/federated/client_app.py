@@ -9,18 +9,20 @@ the site's log and database.
 from __future__ import annotations
 
 import logging
+import math
+from pathlib import Path
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 
 from core.broadcast.producer import producer_from_env
 from core.errors import PneumoFLError
-from core.federated.settings import UNIFORM_KEY, FederationConfig, SiteSettings
-from core.federated.site import RoundInput, train_site_round
+from core.federated.settings import PLAN_KEY, UNIFORM_KEY, FederationConfig, SiteSettings
 
 log = logging.getLogger(__name__)
 CLIPPING_NORM_KEY = "clipping_norm"  # flwr.supercore.differential_privacy.KEY_CLIPPING_NORM
+LOCAL_DP_DELTA = 1e-5
 
 
 def client_side_clipping(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
@@ -33,21 +35,93 @@ def client_side_clipping(msg: Message, context: Context, call_next: ClientAppCal
     return adaptiveclipping_mod(msg, context, call_next)
 
 
-app = ClientApp(mods=[client_side_clipping])
+def site_local_dp(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Privacy the site adds itself when its policy asks (Flower's ``LocalDpMod``), whatever the server does.
+
+    The policy gives a noise multiplier and a clipping norm; Flower's mod takes a Gaussian mechanism's epsilon
+    and delta. The epsilon is chosen so that its noise is exactly multiplier x norm at ``LOCAL_DP_DELTA``.
+    """
+    if msg.metadata.message_type != MessageType.TRAIN:
+        return call_next(msg, context)
+    from core.federated.site_consent import site_policy
+
+    policy = site_policy(SiteSettings.from_env())
+    if not policy.local_dp:
+        return call_next(msg, context)
+    from flwr.clientapp.mod import LocalDpMod
+
+    epsilon = math.sqrt(2 * math.log(1.25 / LOCAL_DP_DELTA)) / policy.local_dp_noise
+    mod = LocalDpMod(policy.local_clip_norm, policy.local_clip_norm, epsilon, LOCAL_DP_DELTA)
+    return mod(msg, context, call_next)
+
+
+def audit_reply(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Audit what leaves the site after a round: the reply as every other mod left it (noise included)."""
+    reply = call_next(msg, context)
+    if msg.metadata.message_type == MessageType.TRAIN and not reply.has_error():
+        from core.federated.site_consent import audit_round
+
+        audit_round(
+            SiteSettings.from_env(),
+            FederationConfig.from_run_config(context.run_config),
+            int(context.run_id),
+            int(msg.content["config"]["server-round"]),
+            reply.content["arrays"],
+            sorted(reply.content["metrics"]),
+        )
+    return reply
+
+
+# Outermost first: the audit sees the reply exactly as it leaves; local noise comes after any clipping.
+app = ClientApp(mods=[audit_reply, site_local_dp, client_side_clipping])
 
 
 class SiteRoundFailed(RuntimeError):
     """What the server is told when a site cannot train: no path, file name or patient detail."""
 
 
+@app.query()
+def plan(msg: Message, context: Context) -> Message:
+    """Relay the federation's plan to the site node, which decides (its policy, then its consent) and audits."""
+    from core.federated.consent_channel import ask_site_node
+
+    asked = msg.content.config_records.get(PLAN_KEY) or ConfigRecord({})
+    site_name = ""
+    try:
+        site = SiteSettings.from_env()
+        site_name = site.site_name
+        approved, reason = ask_site_node(
+            Path(site.consent_dir),
+            int(context.run_id),
+            dict(context.run_config),
+            float(asked.get("consent-timeout", 600.0)),
+        )
+    except PneumoFLError as exc:
+        log.error("the plan could not be put to this site: %s", exc)
+        approved, reason = False, "the site's settings need attention (see its log)"
+    if not approved:
+        log.warning("declined the plan of run %s: %s", context.run_id, reason)
+    # The reason names the site's own limit; it says nothing about the site's data.
+    answer = {"approved": approved, "reason": reason, "site-name": site_name}
+    return Message(content=RecordDict({PLAN_KEY: ConfigRecord(answer)}), reply_to=msg)
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Evaluate the received global model and train it on this site's data for the configured local epochs."""
+    from core.federated.site import RoundInput, train_site_round  # torch and Lightning: training messages only
+    from core.federated.site_consent import decision_for
+    from core.federated.site_consent import site_policy as decision_policy
+
     config = msg.content["config"]
     server_round = int(config["server-round"])
     try:
         plan = FederationConfig.from_run_config(context.run_config)
-        site = SiteSettings.from_node_config(context.node_config)
+        site = SiteSettings.from_env()
+        decision = decision_for(site, int(context.run_id), plan)
+        if not decision.allowed:
+            log.error("round %s refused: %s", server_round, decision.reason)
+            raise SiteRoundFailed(f"declined by site policy: {decision.reason}")
         producer = producer_from_env()
         received = RoundInput(
             server_round=server_round,
@@ -59,6 +133,8 @@ def train(msg: Message, context: Context) -> Message:
         finally:
             if producer is not None:
                 producer.close()
+    except SiteRoundFailed:
+        raise
     except PneumoFLError as exc:
         log.error("round %s could not start at this site: %s", server_round, exc)
         raise SiteRoundFailed(
@@ -68,6 +144,8 @@ def train(msg: Message, context: Context) -> Message:
         log.exception("round %s failed at this site", server_round)
         raise SiteRoundFailed("local training failed (see the site's log)") from None
     metrics = {"num-examples": result.num_examples, **result.metrics}
+    if not decision_policy(site).send_site_metrics:  # the steward keeps cross-site evaluation numbers at the site
+        metrics = {name: value for name, value in metrics.items() if not name.startswith("global_val_")}
     if plan.private:
         metrics[UNIFORM_KEY] = 1  # every site counts the same under differential privacy
     reply = RecordDict(

@@ -83,13 +83,22 @@ class FlowerControl:
             raise FlowerProcessError(f"`flwr {' '.join(args[:2])}` failed: {message}")
         return reply
 
-    def submit(self, run_config: dict[str, Any], work_dir: Path, bundle: Path = BUNDLE_DIR) -> int:
-        """Submit the PneumoFL app (or another ``bundle``, e.g. a benchmark baseline); return Flower's run id."""
+    def submit(self, run_config: dict[str, Any], work_dir: Path, app: str) -> int:
+        """Submit ``app``; return Flower's run id.
+
+        ``app`` is ``@publisher/name==x.y.z``: the SuperLink fetches it, with the sites' signatures, from the
+        server's app hub (:mod:`core.federated.app_hub`).
+        """
         work_dir.mkdir(parents=True, exist_ok=True)
         overrides = work_dir / "run_config.toml"
         overrides.write_text("".join(f"{k} = {_toml(v)}\n" for k, v in run_config.items()), encoding="utf-8")
-        reply = self._flwr("run", str(bundle), CONNECTION, "--run-config", str(overrides))
+        reply = self._flwr("run", app, CONNECTION, "--run-config", str(overrides))
         return int(reply["run-id"])
+
+    def run_ids(self) -> list[int]:
+        """Every run the SuperLink holds, whoever submitted it."""
+        reply = self._flwr("ls", CONNECTION, timeout=60.0)
+        return [int(run["run-id"]) for run in reply.get("runs", []) if str(run.get("run-id", "")).isdigit()]
 
     def status(self, run_id: int) -> RunStatus:
         """The run's current status."""

@@ -2,32 +2,33 @@
 
 Flower 1.42's SuperLink serves Fleet, Control (run submission, unauthenticated in the open-source build) and
 Runtime over HTTP on one port. We bind it to 127.0.0.1 and put this front on the public address. It forwards
-``POST /v1/fleet/<method>`` with its body and headers unchanged and answers everything else with 404, without
+``POST /v1/fleet/<method>`` with its body and headers unchanged, answers a site's app approval itself
+(``POST /pneumofl/v1/approval``) and everything else with 404, without
 contacting the SuperLink. SuperNode authentication survives the hop: the node signs only the ``flwr-timestamp``
 header (``flwr-public-key`` and ``flwr-signature`` carry the key and signature), nothing host-bound.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import logging
 import re
-import socket
 import ssl
-import threading
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import httpx
-import uvicorn
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Router
 from starlette.types import Receive, Scope, Send
+
+from core.federated.app_trust import APPROVAL_PATH
+from core.federated.http_thread import BackgroundServer, ServerStartError
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ _HOP_BY_HOP = frozenset(
 # Content-Length is recomputed for the forwarded message; Host names the front, not the SuperLink.
 _DROP_REQUEST = _HOP_BY_HOP | {"host", "content-length"}
 _DROP_RESPONSE = _HOP_BY_HOP | {"content-length"}
+_MAX_APPROVAL_BYTES = 16_384
 _UPSTREAM_TIMEOUT = httpx.Timeout(120.0, connect=5.0)  # longer than Flower's 30 s client timeout
 
 
@@ -64,6 +66,11 @@ class FleetFront:
     tap : callable or None
         Called as ``tap(path, request_body, response_body)`` for every forwarded exchange, on the front's
         thread: what crosses the site boundary, for traffic accounting and audits. Must be quick.
+    on_approval : callable or None
+        Answers ``POST /pneumofl/v1/approval`` (a site's steward approval of the app, sent at join; see
+        :mod:`core.federated.app_trust`): called with the body, returns ``(HTTP status, sentence)``. Never
+        forwarded to the SuperLink. Called with the body and the request's headers (lower-case names), returns
+        ``(HTTP status, sentence)``.
     """
 
     def __init__(
@@ -75,8 +82,9 @@ class FleetFront:
         keyfile: Path | None,
         upstream_ca: Path | None = None,
         tap: Callable[[str, bytes, bytes], None] | None = None,
+        on_approval: Callable[[bytes, dict[str, str]], tuple[int, str]] | None = None,
     ) -> None:
-        self.tap = tap
+        self.tap, self.on_approval = tap, on_approval
         if (certfile is None) != (keyfile is None):
             raise ValueError("Give both a certificate and a key file for the fleet front, or neither.")
         if certfile is None and not _is_loopback(listen_host):
@@ -88,14 +96,12 @@ class FleetFront:
         self._certfile, self._keyfile, self._upstream_ca = certfile, keyfile, upstream_ca
         self._verify: ssl.SSLContext | bool = True
         self._client: httpx.AsyncClient | None = None
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._sock: socket.socket | None = None
+        self._server: BackgroundServer | None = None
 
     @property
     def port(self) -> int:
         """The port actually listened on once started (useful with port 0), else the one requested."""
-        return self._sock.getsockname()[1] if self._sock is not None else self._port
+        return self._server.port if self._server is not None else self._port
 
     def start(self, timeout: float = 10.0) -> None:
         """Start serving in a daemon thread and return once connections are accepted.
@@ -106,56 +112,37 @@ class FleetFront:
             If the address cannot be bound (e.g. the port is taken), the certificate cannot be loaded, or the
             server does not come up within ``timeout`` seconds.
         """
-        if self._thread is not None:
+        if self._server is not None:
             return
-        where = f"{self._host}:{self._port}"
-        config = uvicorn.Config(
+        try:
+            if self._upstream.startswith("https://") and self._upstream_ca is not None:
+                self._verify = ssl.create_default_context(cafile=str(self._upstream_ca))
+        except OSError as exc:  # ssl.SSLError is an OSError
+            where = f"{self._host}:{self._port}"
+            raise FleetFrontError(f"Cannot load the TLS files for the fleet front on {where}: {exc}") from exc
+        server = BackgroundServer(
             Router(default=self._handle, lifespan=self._lifespan),
-            log_level="warning",
-            access_log=False,
+            self._host,
+            self._port,
+            "fleet front",
+            certfile=self._certfile,
+            keyfile=self._keyfile,
             ws="none",  # Flower's Fleet API is plain request/response
             proxy_headers=False,  # a client must not choose the address the SuperLink logs
             server_header=False,  # pass the SuperLink's own Server and Date headers through instead
             date_header=False,
-            timeout_graceful_shutdown=5,
-            ssl_certfile=str(self._certfile) if self._certfile else None,
-            ssl_keyfile=str(self._keyfile) if self._keyfile else None,
         )
-        try:  # load certificates here, not in the server thread, so that a bad file raises to the caller
-            config.load()
-            if self._upstream.startswith("https://") and self._upstream_ca is not None:
-                self._verify = ssl.create_default_context(cafile=str(self._upstream_ca))
-        except OSError as exc:  # ssl.SSLError is an OSError
-            raise FleetFrontError(f"Cannot load the TLS files for the fleet front on {where}: {exc}") from exc
         try:
-            family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
-            self._sock = socket.create_server((self._host, self._port), family=family)
-        except OSError as exc:
-            raise FleetFrontError(
-                f"Cannot listen on {where}: {exc.strerror or exc}. Another program (or an earlier server) may be "
-                "using the port; stop it or choose another port."
-            ) from exc
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, args=([self._sock],), name="fleet-front", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise FleetFrontError(f"The fleet front on {where} did not start; see the log for the reason.")
-            time.sleep(0.01)
+            server.start(timeout)
+        except ServerStartError as exc:
+            raise FleetFrontError(str(exc)) from exc
+        self._server = server
 
     def stop(self) -> None:
         """Stop serving and join the thread; calling it again does nothing."""
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
-            if self._thread.is_alive():
-                self._server.force_exit = True
-                self._thread.join(timeout=5)
-        if self._sock is not None:
-            self._sock.close()
-        self._server = self._thread = self._sock = None
+        if self._server is not None:
+            self._server.stop()
+        self._server = None
 
     def __enter__(self) -> FleetFront:
         self.start()
@@ -179,6 +166,14 @@ class FleetFront:
         request = Request(scope, receive)
         if request.method == "POST" and _FLEET_PATH.fullmatch(scope["path"]):
             response = await self._forward(request)
+        elif request.method == "POST" and scope["path"] == APPROVAL_PATH and self.on_approval is not None:
+            body = await request.body()
+            if len(body) > _MAX_APPROVAL_BYTES:
+                response = JSONResponse({"message": "The approval is too large."}, status_code=413)
+            else:
+                headers = {key.lower(): value for key, value in request.headers.items()}
+                status, message = await asyncio.to_thread(self.on_approval, body, headers)
+                response = JSONResponse({"message": message}, status_code=status)
         else:
             response = PlainTextResponse("Not found\n", status_code=404)
         await response(scope, receive, send)

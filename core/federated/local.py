@@ -13,6 +13,7 @@ from pathlib import Path
 
 from core.data.demo import ensure_demo_dataset
 from core.errors import ConfigError
+from core.federated.app_trust import StewardKey, fab_from_dir
 from core.federated.control import RunStatus
 from core.federated.nodes import FederationOutcome, ServerNode, SiteNode
 from core.federated.settings import PARTITION_SCHEMES, FederationConfig, ServerSettings, SiteSettings
@@ -34,6 +35,10 @@ class LocalFederation:
     data_path
         A dataset with train/val(/test) splits; None uses the built-in demo dataset. Sites partition its train
         split; the server evaluates on its validation split, which no site trains on.
+    steward
+        The key that approves the app for every site (default: the user's own steward key).
+    site_policy
+        The data steward's policy file every site checks plans against (default: the safe defaults).
     extra_env
         For every Flower process (the local hub's URL and secret).
     """
@@ -47,6 +52,8 @@ class LocalFederation:
         partition: str = "iid",
         data_path: str | None = None,
         extra_env: dict[str, str] | None = None,
+        steward: StewardKey | None = None,
+        site_policy: Path | None = None,
     ) -> None:
         if sites < 2:
             raise ConfigError("A local federation needs at least 2 sites (--sites).")
@@ -56,6 +63,7 @@ class LocalFederation:
         self.num_sites, self.partition = sites, partition
         self.data_path = data_path
         self.extra_env = dict(extra_env or {})
+        self.steward, self.site_policy = steward, site_policy
         self.server: ServerNode | None = None
         self.sites: list[SiteNode] = []
 
@@ -79,10 +87,21 @@ class LocalFederation:
                     num_partitions=self.num_sites,
                     partition=self.partition,
                     max_threads=threads,
+                    # The user's own plan for their own simulated sites: approved for them (and audited so).
+                    approve_within_policy=True,
+                    policy_file=str(self.site_policy.resolve()) if self.site_policy else "",
                 )
+                # The user's own plan for their own simulated sites: their steward key approves for every site,
+                # handed to the server here (the sites' SuperNodes still verify it, as at a real site).
                 node = SiteNode(
-                    site, self.server.fleet_address, self.work_dir / site.site_name, extra_env=self.extra_env
+                    site,
+                    self.server.fleet_address,
+                    self.work_dir / site.site_name,
+                    extra_env=self.extra_env,
+                    steward=self.steward,
+                    send_approval=False,
                 )
+                self.server.approve(node.approval)
                 node.start()
                 self.sites.append(node)
             for node in self.sites:  # started together, so they connect while we wait for the first
@@ -90,6 +109,18 @@ class LocalFederation:
         except BaseException:
             self.stop()
             raise
+
+    def offer_app(self, folder: Path) -> str:
+        """Offer another Flower app to the sites, approved by the sites' steward key; return its app id.
+
+        For the benchmark's bare baseline app (signed with a benchmark-only key given as ``steward``).
+        """
+        assert self.server is not None and self.server.hub is not None and self.sites, "start() first"
+        fab = fab_from_dir(folder)
+        app_id = self.server.hub.register(fab)
+        for steward in {node.steward.key_id: node.steward for node in self.sites}.values():
+            self.server.approve(steward.approve(fab, "local federation"))
+        return app_id
 
     def run(
         self,

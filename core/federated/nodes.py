@@ -1,34 +1,52 @@
-"""The two node roles as process owners: a server node (SuperLink, fleet front, runs) and a site node (SuperNode)."""
+"""The server node as a process owner: SuperLink, fleet front, app hub and the runs it submits.
+
+The site node (a SuperNode) is :mod:`core.federated.site_node`.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import logging
-import os
-import re
 import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import platformdirs
 
-from core.federated.control import BUNDLE_DIR, FlowerControl, RunStatus
-from core.federated.processes import FlowerProcessError, ManagedProcess, flower_environment, free_port, wait_for_port
-from core.federated.settings import SERVER_SETTINGS_ENV, FederationConfig, ServerSettings, SiteSettings
+from core.audit import kinds
+from core.audit.trail import record_safely as audit
+from core.federated.app_trust import Approval
+from core.federated.control import FlowerControl, RunStatus
+from core.federated.processes import (
+    ANSI,
+    FlowerProcessError,
+    ManagedProcess,
+    flower_environment,
+    free_port,
+    log_text,
+    wait_for_port,
+)
+from core.federated.settings import SERVER_SETTINGS_ENV, FederationConfig, ServerSettings
 from core.federated.site_names import SiteNames
+from core.federated.site_node import SiteNode
 from core.persistence import Database
-from core.persistence.repository import federated_runs, finish_run, owned_runs, set_run_status
+from core.persistence.repository import federated_runs, finish_run, set_run_status
+
+if TYPE_CHECKING:
+    from core.federated.app_hub import AppHub
+
+__all__ = ["FederationOutcome", "Security", "ServerNode", "SiteNode", "fresh_work_dir", "log_text"]
 
 log = logging.getLogger(__name__)
 STOP_GRACE_S = 30.0  # how long a stopped run may take to be reported finished
 # Flower's SuperExec picks a submitted run up within seconds; a run still pending after this never will be
 # (the SuperExec died: for example a Flower refusing to talk to a Flower it does not recognise).
 START_TIMEOUT_S = 120.0
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 @dataclass(frozen=True)
@@ -72,11 +90,6 @@ def reachable_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def log_text(process: ManagedProcess, chars: int = 1500) -> str:
-    """The end of a Flower process's log without its colour codes."""
-    return _ANSI.sub("", process.log_tail(chars)).strip()
-
-
 def fresh_work_dir(kind: str, root: Path | None = None) -> Path:
     """A new folder for one node's logs and Flower state: ``<root>/<kind>-<timestamp>``.
 
@@ -98,11 +111,16 @@ class ServerNode:
     security
         TLS material; with it, node authentication is on and sites must be enrolled.
     public_host, public_port
-        Where sites connect (through the fleet front). Empty: loopback only (the local federation).
+        Where sites connect (through the fleet front, which also takes their app approvals). Empty: sites
+        connect to the SuperLink directly and their approvals are given with :meth:`approve` (the local
+        federation). ``127.0.0.1`` without TLS is a one-machine trial.
     port
         The SuperLink's loopback port (0 picks a free one).
     extra_env
         Passed to the Flower processes (the hub URL and secret).
+    on_notice
+        Called with sentences the server's user must see: a site of another PneumoFL version, a run on the
+        SuperLink that PneumoFL did not submit.
     """
 
     def __init__(
@@ -116,12 +134,14 @@ class ServerNode:
         port: int = 0,
         extra_env: dict[str, str] | None = None,
         tap: Callable[[str, bytes, bytes], None] | None = None,
+        on_notice: Callable[[str], None] | None = None,
     ) -> None:
         self.settings, self.work_dir = settings, work_dir
+        self.on_notice = on_notice
         self.tap = tap
         self.security = security or Security()
         self.public_host, self.public_port = public_host, public_port
-        if public_host and not self.security.tls:
+        if public_host and not self.security.tls and public_host not in ("127.0.0.1", "localhost"):
             raise FlowerProcessError(
                 f"Serving sites on {public_host} needs TLS: run `pneumofl certs init` and pass --certs "
                 "(--insecure is only for 127.0.0.1)."
@@ -132,6 +152,9 @@ class ServerNode:
         self.control: FlowerControl | None = None
         self._extra_env = dict(extra_env or {})
         self.site_names = SiteNames(work_dir / "site-names.json")
+        self.hub: AppHub | None = None
+        self.submitted: set[int] = set()  # Flower runs PneumoFL submitted; any other run is flagged
+        self.foreign_runs: dict[int, str] = {}
 
     @property
     def fleet_address(self) -> str:
@@ -157,6 +180,8 @@ class ServerNode:
         node_id = self.control.register_node(key, name=name)
         if node_id:
             self.site_names.add(node_id, name)
+        if self.hub is not None:
+            self.hub.enrolled(key.read_text(encoding="utf-8"), name)
         return node_id
 
     def online_sites(self) -> list[str]:
@@ -188,7 +213,13 @@ class ServerNode:
             prepare_data_cached(evaluation, Path(self.settings.cache_dir))
         home = self.work_dir / "flwr-home"
         settings_file = self.settings.save(self.work_dir / "server-settings.json")
-        env = flower_environment(home, self._extra_env | {SERVER_SETTINGS_ENV: str(settings_file)})
+        from core.federated.app_hub import AppHub  # Starlette/uvicorn: only a server needs them
+
+        self.hub = AppHub(on_approval=self._approved, on_notice=self._notice)
+        self.hub.start()
+        # The SuperLink fetches the apps it runs, with the sites' signatures, from our hub and nowhere else.
+        hub_env = {SERVER_SETTINGS_ENV: str(settings_file), "FLWR_SUPERGRID_API_URL": self.hub.url}
+        env = flower_environment(home, self._extra_env | hub_env)
         self.port = self.port or free_port()
         command = [
             "flower-superlink",
@@ -215,23 +246,81 @@ class ServerNode:
             self.front = FleetFront(
                 self.public_host,
                 self.public_port,
-                f"https://127.0.0.1:{self.port}",
+                f"{'https' if sec.tls else 'http'}://127.0.0.1:{self.port}",
                 sec.server_cert,
                 sec.server_key,
                 upstream_ca=sec.ca_cert,
                 tap=self.tap,
+                on_approval=self.hub.receive,
             )
             self.front.start()
+
+    def approve(self, approval: Approval) -> None:
+        """Attach a site's steward approval handed over in this process (a local federation's own sites)."""
+        assert self.hub is not None, "start() first"
+        self.hub.add(approval)
+
+    def wait_for_approvals(self, count: int, timeout: float, cancel: threading.Event | None = None) -> set[str]:
+        """Wait until ``count`` sites approved this server's app (they do at join); return their names.
+
+        Flower fixes an app's signatures when the run is submitted, so a run submitted before a site's approval
+        arrived is refused by that site.
+        """
+        assert self.hub is not None, "start() first"
+        deadline = time.monotonic() + timeout
+        while len(self.hub.approved_sites()) < count and time.monotonic() < deadline:
+            if cancel is not None and cancel.is_set():
+                break
+            time.sleep(0.2)
+        return self.hub.approved_sites()
+
+    def _notice(self, sentence: str) -> None:
+        log.warning("%s", sentence)
+        if self.on_notice is not None:
+            self.on_notice(sentence)
+
+    def _approved(self, approval: Approval) -> None:
+        audit(
+            self.settings.db_url,
+            kinds.SITE_JOINED,
+            {"site": approval.site_name, "key_id": approval.key_id, "app_sha256": approval.fab_sha256},
+        )
 
     def alive(self) -> bool:
         """Whether the SuperLink is running."""
         return self.superlink is not None and self.superlink.alive()
 
-    def submit(self, plan: FederationConfig, bundle: Path | None = None) -> int:
-        """Submit a federation run (PneumoFL's app unless ``bundle`` names another); return Flower's run id."""
-        if self.control is None:
+    def submit(self, plan: FederationConfig, app_id: str | None = None) -> int:
+        """Submit a federation run of PneumoFL's app (or another app offered by the hub); return Flower's run id."""
+        if self.control is None or self.hub is None:
             raise FlowerProcessError("Start the server before submitting a run.")
-        return self.control.submit(plan.validate().run_config(), self.work_dir, bundle or BUNDLE_DIR)
+        spec = self.hub.spec(app_id) if app_id else self.hub.spec()
+        run_id = self.control.submit(plan.validate().run_config(), self.work_dir, spec)
+        self.submitted.add(run_id)
+        audit(self.settings.db_url, kinds.RUN_SUBMITTED, {"flower_run_id": run_id, "app": spec, "federation": plan.name})
+        return run_id
+
+    def check_foreign_runs(self) -> list[str]:
+        """Flag runs on our SuperLink that PneumoFL did not submit; return the new warnings.
+
+        Anyone with a shell on this machine can submit to the SuperLink. Each such run is warned about once, in
+        the log and the audit trail.
+        """
+        if self.control is None:
+            return []
+        warnings = []
+        for run_id in self.control.run_ids():
+            if run_id in self.submitted or run_id in self.foreign_runs:
+                continue
+            sentence = (
+                f"Flower run {run_id} on this server's SuperLink was not submitted by PneumoFL: someone with access "
+                "to this machine submitted it. Sites refuse any app their steward did not approve."
+            )
+            self.foreign_runs[run_id] = sentence
+            self._notice(sentence)
+            audit(self.settings.db_url, kinds.RUN_NOT_SUBMITTED, {"flower_run_id": run_id})
+            warnings.append(sentence)
+        return warnings
 
     def follow(
         self,
@@ -269,6 +358,7 @@ class ServerNode:
                 continue
             last_check = time.monotonic()
             try:
+                self.check_foreign_runs()
                 status = self.control.status(flower_run_id)
             except FlowerProcessError as exc:
                 log.warning("cannot read the run status: %s", exc)
@@ -289,7 +379,7 @@ class ServerNode:
     def _never_started(self) -> str:
         assert self.superlink is not None
         errors = [
-            _ANSI.sub("", line).strip()
+            ANSI.sub("", line).strip()
             for line in self.superlink.log_tail().splitlines()
             if "ERROR" in line or "Exit Code" in line
         ]
@@ -342,155 +432,5 @@ class ServerNode:
             self.front = None
         if self.superlink is not None:
             self.superlink.stop()
-
-
-class SiteNode:
-    """Owns one SuperNode: a site connected to a SuperLink, training with PneumoFL's ClientApp.
-
-    Parameters
-    ----------
-    site
-        The site's own settings (its node config).
-    superlink
-        The fleet address, ``host:port``.
-    work_dir
-        Logs and ``FLWR_HOME``.
-    root_certificates
-        The federation CA (TLS); None connects insecurely (loopback only).
-    private_key
-        The site's node key (node authentication).
-    extra_env
-        Passed to the SuperNode (the hub URL and secret).
-    """
-
-    def __init__(
-        self,
-        site: SiteSettings,
-        superlink: str,
-        work_dir: Path,
-        *,
-        root_certificates: Path | None = None,
-        private_key: Path | None = None,
-        extra_env: dict[str, str] | None = None,
-    ) -> None:
-        host = superlink.rsplit(":", 1)[0].strip("[]")
-        if root_certificates is None and host not in ("127.0.0.1", "localhost", "::1"):
-            raise FlowerProcessError(
-                f"Connecting to {superlink} needs TLS: pass the federation's CA certificate (--ca). "
-                "--insecure is only for 127.0.0.1."
-            )
-        self.site, self.superlink_address, self.work_dir = site, superlink, work_dir
-        # Flower's SuperNode reads these relative to its own working folder: resolve what the user typed.
-        self.root_certificates = Path(root_certificates).expanduser().resolve() if root_certificates else None
-        self.private_key = Path(private_key).expanduser().resolve() if private_key else None
-        self._extra_env = dict(extra_env or {})
-        self.process: ManagedProcess | None = None
-        self.node_id: int | None = None
-
-    def start(self) -> None:
-        """Start the SuperNode (it keeps retrying until the SuperLink answers; see :meth:`wait_connected`)."""
-        Database.open(self.site.db_url).close()  # fail here, not in every round, on a bad URL
-        env = flower_environment(self.work_dir / "flwr-home", self._extra_env)
-        command = [
-            "flower-supernode",
-            "--superlink",
-            self.superlink_address,
-            "--port",
-            str(free_port()),
-            "--node-config",
-            str(self.node_settings().write_node_config(self.work_dir / "node-config.toml")),
-        ]
-        if self.root_certificates is not None:
-            command += ["--root-certificates", str(self.root_certificates)]
-        else:
-            command += ["--insecure"]
-        if self.private_key is not None:
-            command += ["--auth-supernode-private-key", str(self.private_key)]
-        name = f"SuperNode {self.site.site_name}"
-        self.process = ManagedProcess(
-            name, command, env, self.work_dir / "logs" / f"supernode-{self.site.site_name}.log"
-        )
-
-    def wait_connected(self, timeout: float = 60.0) -> int:
-        """Wait until the SuperLink has accepted this site; return its Flower node id.
-
-        Raises
-        ------
-        FlowerProcessError
-            In one sentence: the server refused the site's key (naming its fingerprint and what the server's
-            administrator must do), or the SuperNode stopped or could not connect in time.
-        """
-        assert self.process is not None, "start() first"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = _ANSI.sub("", self.process.log_tail(20_000))
-            found = re.search(r"SuperNode ID: (\d+)", text)
-            if found:
-                self.node_id = int(found.group(1))
-                return self.node_id
-            if not self.process.alive() or "Exit Code:" in text:
-                raise FlowerProcessError(self._refusal(text))
-            time.sleep(0.2)
-        raise FlowerProcessError(
-            f"Site '{self.site.site_name}' could not reach the server at {self.superlink_address} within "
-            f"{timeout:.0f} s: check the address and that the server is running. The SuperNode's log is in "
-            f"{self.process.log_path}."
-        )
-
-    def _refusal(self, log: str) -> str:
-        if "Failed to activate SuperNode" in log and self.private_key is not None:
-            from core.federated.certs import CertificateError, private_key_fingerprint
-
-            try:
-                print_ = private_key_fingerprint(self.private_key)
-            except CertificateError:
-                print_ = "unreadable"
-            return (
-                f"The server at {self.superlink_address} refused site '{self.site.site_name}': its key "
-                f"(fingerprint {print_}) is not enrolled. Ask the server's administrator to enrol this site's "
-                f"public key ({self.private_key.with_suffix('.pub').name}), e.g. `pneumofl server start ... "
-                f"--enrol {self.private_key.with_suffix('.pub').name}`, then join again."
-            )
-        assert self.process is not None
-        return (
-            f"Site '{self.site.site_name}' could not connect to the server at {self.superlink_address}. "
-            f"The SuperNode's log ({self.process.log_path}) ends with:\n{log_text(self.process, 800)}"
-        )
-
-    @property
-    def dataset_cache(self) -> Path:
-        """Where the site's validated dataset is kept between rounds (see :mod:`core.federated.site_cache`)."""
-        return Path(self.site.cache_dir) if self.site.cache_dir else self.work_dir / "dataset-cache"
-
-    def node_settings(self) -> SiteSettings:
-        """The settings the site's ClientApp reads (its node config), with the node's dataset cache."""
-        return dataclasses.replace(self.site, cache_dir=str(self.dataset_cache))
-
-    def alive(self) -> bool:
-        """Whether the SuperNode is running."""
-        return self.process is not None and self.process.alive()
-
-    def stop(self) -> None:
-        """Stop the SuperNode and any ClientApp it is running; a run it left unfinished is recorded cancelled."""
-        if self.process is None:
-            return
-        self.process.stop()
-        try:
-            db = Database.open(self.site.db_url, migrate=False)
-        except Exception:
-            log.warning("could not record the site's runs as cancelled", exc_info=True)
-            return
-        try:
-            with db.begin() as session:
-                left = owned_runs(session, os.getpid(), "client")
-                set_run_status(session, left, "cancelled", "The site left the federation before it ended.")
-        finally:
-            db.close()
-
-    def kill(self) -> None:
-        """Kill the SuperNode and its ClientApp at once, as a crash or power cut would (fault tests)."""
-        if self.process is not None:
-            for proc in self.process.descendants():
-                with contextlib.suppress(Exception):
-                    proc.kill()
-            self.process.kill()
+        if self.hub is not None:
+            self.hub.stop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -25,6 +26,7 @@ import psutil
 from core.errors import PneumoFLError
 
 LOG_TAIL_CHARS = 4000
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Flower colours its log lines
 _LIVE: weakref.WeakSet[ManagedProcess] = weakref.WeakSet()
 
 
@@ -191,3 +193,8 @@ def stop_all() -> None:
     for process in list(_LIVE):
         with contextlib.suppress(Exception):
             process.stop(timeout=3.0)
+
+
+def log_text(process: ManagedProcess, chars: int = 1500) -> str:
+    """The end of a Flower process's log without its colour codes."""
+    return ANSI.sub("", process.log_tail(chars)).strip()

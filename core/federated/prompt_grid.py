@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flwr.app import Message
 from flwr.serverapp import Grid
+
+if TYPE_CHECKING:
+    from core.federated.plan_query import PlanGate
 
 
 class PromptGrid(Grid):
@@ -31,6 +34,7 @@ class PromptGrid(Grid):
 
     def __init__(self, grid: Grid, poll: float = 0.2, on_reply: Callable[[str, float], None] | None = None) -> None:
         self._grid, self.poll, self.on_reply = grid, poll, on_reply
+        self.gate: PlanGate | None = None  # offers only the sites that approved the run's plan
 
     def set_run(self, run: Any) -> None:  # noqa: D102 - Flower's interface
         self._grid.set_run(run)
@@ -42,8 +46,10 @@ class PromptGrid(Grid):
     def create_message(self, *args: Any, **kwargs: Any) -> Message:  # noqa: D102
         return self._grid.create_message(*args, **kwargs)
 
-    def get_node_ids(self) -> Iterable[int]:  # noqa: D102
-        return self._grid.get_node_ids()
+    def get_node_ids(self) -> Iterable[int]:
+        """The online sites (with a plan gate: only those that approved the plan; new ones are asked)."""
+        online = self._grid.get_node_ids()
+        return online if self.gate is None else self.gate.filter(online)
 
     def get_nodes(self) -> Iterable[Any]:  # noqa: D102
         return self._grid.get_nodes()

@@ -29,6 +29,7 @@ _ERROR_WORDS = {
     3: "its task expired before it could be delivered",
     4: "its reply expired before the server collected it",
     5: "the site went offline during the round (its SuperNode stopped answering)",
+    7: "refused the app: the site's data steward did not approve it (a site runs only apps its steward signed)",
     8: "the site's training process stopped responding (it crashed or was killed)",
 }
 
@@ -77,6 +78,7 @@ class RecordingStrategy(Strategy):
         self._known_names = site_names or dict
         self.cancel = cancel or threading.Event()
         self.poll = poll
+        self.current_round = 0  # the round being configured (what a site's late refusal is recorded against)
         self.site_names: dict[int, str] = {}
         self.aggregated: dict[int, dict[str, float]] = {}
         self.arrived: dict[str, float] = {}  # reply message id -> when it reached the server (see PromptGrid)
@@ -89,6 +91,7 @@ class RecordingStrategy(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Wait (up to the round timeout) for enough sites, then let the strategy address them."""
+        self.current_round = server_round
         deadline = time.monotonic() + self.round_timeout
         while len(online := list(grid.get_node_ids())) < self.min_sites:
             if self.cancel.is_set():
@@ -185,6 +188,10 @@ class RecordingStrategy(Strategy):
         if key not in self._sent_bytes:
             self._sent_bytes[key] = content_bytes(request.content)
         return self._sent_bytes[key]
+
+    def publish_failure(self, server_round: int, node: int, reason: str) -> None:
+        """Record that ``node`` did not take part in ``server_round``, and why (never counted as a reply)."""
+        self._publish_failure(server_round, node, reason)
 
     def _publish_failure(self, server_round: int, node: int, reason: str) -> None:
         self.sink.handle(

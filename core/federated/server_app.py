@@ -18,6 +18,7 @@ from core.data import PreparedDataset, XrayDataset
 from core.data.dataset import collate
 from core.events import RunError, TrainingEnd, TrainingStart
 from core.federated.local_layers import recalibrate_normalisation, site_local_keys, split_state
+from core.federated.plan_query import PlanGate
 from core.federated.prompt_grid import PromptGrid
 from core.federated.recorder import RecordingStrategy, RoundFailed, weighted_metrics
 from core.federated.settings import FederationConfig, ServerSettings, owner_pid
@@ -123,6 +124,10 @@ def run_federation(
     status, error = "completed", None
     prompt = PromptGrid(grid, on_reply=strategy.arrived.__setitem__)
     try:
+        # Before any training: every site decides on the plan (its policy, then its consent); sites seen later
+        # are asked when they appear. Only sites that approved are ever offered to the strategy.
+        prompt.gate = PlanGate(grid, strategy)
+        prompt.gate.wait_first(plan.min_sites, plan.round_timeout)
         result = strategy.start(
             grid=prompt,
             initial_arrays=initial,

@@ -6,7 +6,9 @@ Three channels, by who may see them:
   only what all sites share (rounds, local epochs, the model and optimiser settings).
 - :class:`ServerSettings` stay on the server: a JSON file whose path is in ``PNEUMOFL_SERVER_SETTINGS`` in the
   SuperLink's environment (the ServerApp process inherits it). The database URL and the evaluation data live here.
-- :class:`SiteSettings` stay on the site: Flower's *node config* of its SuperNode (data path, site name, database).
+- :class:`SiteSettings` stay on the site: a JSON file only the site's user can read, named by
+  ``PNEUMOFL_SITE_SETTINGS`` in its SuperNode's environment (data path, database, policy). Flower's *node config*
+  carries only the site's name: Flower hands it to whatever app it runs.
 
 Live events go to a local hub named by ``PNEUMOFL_HUB_URL`` / ``PNEUMOFL_HUB_SECRET`` (see
 :mod:`core.broadcast.producer`), also through the environment: the secret never enters a Flower message.
@@ -26,6 +28,7 @@ from core.config import RunConfig, demo_config
 from core.errors import ConfigError
 
 SERVER_SETTINGS_ENV = "PNEUMOFL_SERVER_SETTINGS"
+SITE_SETTINGS_ENV = "PNEUMOFL_SITE_SETTINGS"
 OWNER_PID_ENV = "PNEUMOFL_OWNER_PID"
 PARTITION_SCHEMES = ("iid", "label-skew")
 # The aggregation strategies of flwr.serverapp.strategy a federation can use (see core.federated.strategies).
@@ -38,6 +41,8 @@ DEFAULT_PROXIMAL_MU = 0.01  # FedProx's mu when --strategy fedprox is chosen wit
 # every site must count the same for Flower's accounting) this key, which every site sends as 1.
 WEIGHT_KEY = "num-examples"
 UNIFORM_KEY = "uniform-weight"
+# The record of the plan question before round 1 (core.federated.plan_query asks, the ClientApp answers).
+PLAN_KEY = "plan"
 
 # Keys of the run config, declared with defaults in the app bundle's pyproject.toml (Flower rejects others).
 RUN_CONFIG_KEYS = (
@@ -295,36 +300,52 @@ class SiteSettings:
     partition: str = "iid"
     max_threads: int = 0
     cache_dir: str = ""  # where the validated dataset is kept between rounds (see core.federated.site_cache)
+    # The data steward's side (see core.federated.site_consent): the policy file ("" = the safe defaults), the
+    # server's CA fingerprint ("" without TLS), where plans wait for the site's decision, and unattended approval.
+    policy_file: str = ""
+    server_fingerprint: str = ""
+    consent_dir: str = ""
+    approve_within_policy: bool = False
 
     def write_node_config(self, path: Path) -> Path:
-        """Write the ``--node-config`` TOML file for ``flower-supernode``.
+        """Write the ``--node-config`` TOML file for ``flower-supernode``: the site's name and nothing else.
 
-        A file, not ``key=value`` text: Flower splits that text on spaces and quotes, which paths and site
-        names may contain. JSON's string escapes are valid TOML.
+        Flower hands the node config to every app it runs; paths, the database URL and keys stay out of it and
+        reach our own ClientApp through :meth:`save`/:meth:`from_env`. A file, not ``key=value`` text: Flower
+        splits that text on spaces and quotes. JSON's string escapes are valid TOML.
         """
         path.parent.mkdir(parents=True, exist_ok=True)
-        lines = [f"{key.replace('_', '-')} = {json.dumps(value)}" for key, value in asdict(self).items()]
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        path.write_text(f"site-name = {json.dumps(self.site_name)}\n", encoding="utf-8")
+        return path
+
+    def save(self, path: Path) -> Path:
+        """Write the settings file the site's ClientApp reads, readable by the site's user only."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(asdict(self), indent=2))
+        path.chmod(0o600)  # an existing file keeps its old mode through O_CREAT
         return path
 
     @classmethod
-    def from_node_config(cls, node_config: Mapping[str, Any]) -> SiteSettings:
-        """Rebuild the settings inside the ClientApp process."""
-        values = {
-            name: node_config[name.replace("_", "-")]
-            for name in cls.__dataclass_fields__
-            if name.replace("_", "-") in node_config
-        }
-        missing = [n for n in ("site_name", "data_path", "db_url") if n not in values]
-        if missing:
+    def from_env(cls) -> SiteSettings:
+        """Read the file named by ``PNEUMOFL_SITE_SETTINGS`` (set by the site node for its SuperNode).
+
+        Raises
+        ------
+        ConfigError
+            If the variable is missing (the SuperNode was not started by PneumoFL) or the file is unreadable.
+        """
+        path = os.environ.get(SITE_SETTINGS_ENV, "")
+        if not path:
             raise ConfigError(
-                f"The SuperNode's node config lacks {', '.join(m.replace('_', '-') for m in missing)}: "
-                "start it with `pneumofl client join`."
+                f"{SITE_SETTINGS_ENV} is not set: start the site with `pneumofl client join`, which writes the "
+                "site's settings."
             )
         try:
-            return cls(**values)
-        except TypeError as exc:
-            raise ConfigError(f"The SuperNode's node config is invalid: {exc}") from exc
+            return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
+        except (OSError, TypeError, ValueError) as exc:
+            raise ConfigError(f"Cannot read the site settings {path}: {exc}") from exc
 
     @property
     def partitioned(self) -> bool:

@@ -4,9 +4,15 @@ Examples
 --------
   pneumofl client join --server fl.hospital.example:9092 --data ~/xrays --ca ca.pem --key north.key --name north
   pneumofl client join --server 127.0.0.1:9092 --data ~/xrays --insecure          # one-machine trials only
+  pneumofl client join ... --policy site-policy.toml --approve-within-policy       # an unattended site
 
 Only the model's weights and aggregate numbers leave this machine: never an image, a path or a patient
-identifier. Every round is recorded in this site's database (one run linked to the federation). Ctrl-C leaves.
+identifier. The site runs only PneumoFL's own federation app of its own version, signed by its data steward's
+key (made on first join in the user config folder), and refuses any other app the server sends. Before the
+first round of each federation run the plan is checked against the steward's policy (--policy; safe defaults
+without it: `pneumofl site policy init` writes them) and, within it, put to you: on a terminal you are asked;
+without one the plan is declined unless --approve-within-policy. Every round is recorded in this site's
+database (one run linked to the federation) and in its audit trail (`pneumofl audit show`). Ctrl-C leaves.
 """
 
 from __future__ import annotations
@@ -47,6 +53,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     sec.add_argument("--ca", metavar="CA.pem", help="the federation's CA certificate (from the server's admin)")
     sec.add_argument("--insecure", action="store_true", help="no TLS: only for a server on 127.0.0.1")
     p.add_argument("--key", metavar="NODE_KEY", help="this site's private node key (nodes/<site>.key)")
+    p.add_argument(
+        "--policy", metavar="FILE", help="the data steward's policy (default: the safe defaults of `site policy init`)"
+    )
+    p.add_argument(
+        "--approve-within-policy",
+        action="store_true",
+        help="approve every plan within the policy without asking (unattended sites)",
+    )
     p.add_argument("--threads", type=int, default=0, help="CPU threads for training (default: all)")
     p.add_argument("--work-dir", metavar="DIR", help="logs and Flower state (default: a folder in the user data dir)")
     add_serve_options(p)
@@ -65,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--insecure is only for a server on 127.0.0.1, not {host}: ask for the CA file (--ca).")
     if not args.insecure and not args.ca:
         raise CommandError("Give the federation's CA certificate with --ca (or --insecure for a 127.0.0.1 trial).")
-    for flag, value in (("--ca", args.ca), ("--key", args.key)):
+    for flag, value in (("--ca", args.ca), ("--key", args.key), ("--policy", args.policy)):
         if value and not Path(value).expanduser().is_file():
             raise CommandError(f"{flag} {value} does not exist.")
     # Resolved here: Flower's SuperNode runs in its own folder and reads these paths from there.
@@ -79,7 +93,12 @@ def run(args: argparse.Namespace) -> int:
         server_address=args.server,
         max_threads=args.threads,
         cache_dir=str(work_dir / "dataset-cache"),  # the first round reuses this check
+        policy_file=str(Path(args.policy).expanduser().resolve()) if args.policy else "",
+        approve_within_policy=args.approve_within_policy,
     )
+    from core.federated.site_consent import site_policy
+
+    site_policy(site)  # a bad policy file is a sentence now, not a declined plan later
     print("Checking this site's images...", file=sys.stderr)
     data = prepare_data_cached(RunConfig(experiment_name=args.name, data_path=site.data_path), Path(site.cache_dir))
     print(data.summary.format(), file=sys.stderr)
@@ -87,8 +106,24 @@ def run(args: argparse.Namespace) -> int:
     leave = threading.Event()
 
     def work(env: dict[str, str]) -> int:
-        node = SiteNode(site, args.server, work_dir, root_certificates=ca, private_key=key, extra_env=env)
+        node = SiteNode(
+            site,
+            args.server,
+            work_dir,
+            root_certificates=ca,
+            private_key=key,
+            extra_env=env,
+            asker=ask_on_terminal if sys.stdin.isatty() else None,
+            on_notice=lambda sentence: print(f"pneumofl: {sentence}", file=sys.stderr),
+            on_decided=lambda record: print(
+                f"{'Approved' if record.approved else 'Declined'} the plan of Flower run {record.flower_run_id} "
+                f"from {args.server}: {record.reason}",
+                file=sys.stderr,
+            ),
+        )
         node.start()
+        if node.server_reply:
+            print(node.server_reply, file=sys.stderr)
         try:
             print(f"Connecting to {args.server} as site '{args.name}'...", file=sys.stderr)
             try:
@@ -112,3 +147,22 @@ def run(args: argparse.Namespace) -> int:
 
     with stop_on_interrupt(leave, "Leaving the federation", (signal.SIGINT, signal.SIGTERM)):
         return run_with_live_events(args, work, [FederationConsole(sites=True).handle])
+
+
+def ask_on_terminal(lines: list[str], plan_hash: str) -> str:
+    """Show the plan and ask whether this site trains it (the consent screen, on a terminal)."""
+    from core.federated.site_consent import APPROVE, APPROVE_WITHIN_POLICY, DECLINE
+
+    print("\nThe server asks this site to train this plan:", file=sys.stderr)
+    for line in lines:
+        print(f"  {line}", file=sys.stderr)
+    print(f"  Plan SHA-256: {plan_hash}", file=sys.stderr)
+    answers = {"a": APPROVE, "d": DECLINE, "p": APPROVE_WITHIN_POLICY}
+    while True:
+        print("[a]pprove, [d]ecline, or approve plans within [p]olicy from now on? ", end="", file=sys.stderr)
+        sys.stderr.flush()
+        answer = sys.stdin.readline()
+        if not answer:  # end of input: nobody is there to approve
+            return DECLINE
+        if answer.strip().lower()[:1] in answers:
+            return answers[answer.strip().lower()[:1]]

@@ -95,10 +95,10 @@ def run(args: argparse.Namespace) -> int:
             settings,
             work_dir,
             security=security,
-            public_host="" if args.insecure else host,
+            public_host=host,  # sites connect through the fleet front, which also takes their approvals
             public_port=port,
-            port=port if args.insecure else 0,
             extra_env=env,
+            on_notice=lambda sentence: print(f"pneumofl: {sentence}", file=sys.stderr),
         )
         try:
             node.start()
@@ -107,6 +107,12 @@ def run(args: argparse.Namespace) -> int:
                 node.enrol(key)
                 print(f"Enrolled site {key.stem} (key {public_key_fingerprint(key)}).", file=sys.stderr)
             print(f"Sites connect to {node.fleet_address} (logs in {work_dir}).", file=sys.stderr)
+            # Flower fixes an app's signatures when the run is submitted: wait for the sites' approvals first.
+            print(f"Waiting for {plan.min_sites} site(s) to join and approve this server's app...", file=sys.stderr)
+            approved = node.wait_for_approvals(plan.min_sites, plan.round_timeout, cancel)
+            print(f"Approved by: {', '.join(sorted(approved)) or 'no site yet'}.", file=sys.stderr)
+            if cancel.is_set():
+                return FederationOutcome(0, "cancelled", "Stopped by the user before the run was submitted.")
             run_id = node.submit(plan)
             print(f"Submitted Flower run {run_id}; waiting for {plan.min_sites} site(s)...", file=sys.stderr)
             return node.follow(run_id, cancel=cancel)

@@ -9,17 +9,13 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, Signal, Slot
 from PySide6.QtWidgets import (
-    QCheckBox,
     QComboBox,
-    QFileDialog,
     QFormLayout,
     QFrame,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
-    QListWidget,
     QPushButton,
     QScrollArea,
     QSizePolicy,
@@ -33,21 +29,25 @@ from PySide6.QtWidgets import (
 from core.broadcast.collector import EventCollector
 from core.errors import PneumoFLError
 from core.federated.nodes import FederationOutcome, Security, ServerNode, SiteNode, fresh_work_dir, reachable_address
-from core.federated.settings import PARTITION_SCHEMES, ServerSettings, SiteSettings
+from core.federated.settings import PARTITION_SCHEMES, ServerSettings
+from core.federated.site_consent import PlanRecord
 from core.persistence import default_database_url
 from core.sinks import EventSink
 from desktop.bridge import QtEventBridge
 from desktop.charts.federation import FederationDashboard
-from desktop.gui.certs_dialog import CertsDialog
+from desktop.gui.consent_dialog import ConsentAsker
 from desktop.gui.plan_form import PlanFields
+from desktop.gui.server_form import ServerForm
+from desktop.gui.site_join import SiteForm
 from desktop.gui.widgets import MessageBanner
-from desktop.workers import run_in_thread
+from desktop.workers import SentenceRelay, run_in_thread
 
 
 class FederationPage(QWidget):
     """Federated training from the GUI. Emits ``federation_finished(outcome)`` when a run ends."""
 
     federation_finished = Signal(object)
+    plan_decided = Signal(object)  # a PlanRecord, from the site's consent thread
 
     def __init__(self, db_url: str | None, work_root: Path, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -62,6 +62,11 @@ class FederationPage(QWidget):
         self.site: SiteNode | None = None
         self._thread = None
         self.last_outcome: FederationOutcome | None = None
+        # Sentences the Flower side's threads must show, and the site's consent questions, hop to this thread.
+        self.notices = SentenceRelay(self)
+        self.notices.said.connect(self._notice)
+        self.asker = ConsentAsker(self)
+        self.plan_decided.connect(self._plan_decided)
         self._build()
         self.bridge.event.connect(self.dashboard.handle_event)
         self.site_timer = QTimer(self)
@@ -74,8 +79,15 @@ class FederationPage(QWidget):
         self.banner = MessageBanner()
         self.modes = QTabWidget()
         self.modes.addTab(self._simulate_form(), "Simulate")
-        self.modes.addTab(self._server_form(), "Server")
-        self.modes.addTab(self._join_form(), "Join as a site")
+        self.server_form = ServerForm()
+        self.server_button = self.server_form.server_button
+        self.server_button.clicked.connect(self.start_server)
+        self.server_form.key_chosen.connect(self.enrol_key)
+        self.modes.addTab(self.server_form, "Server")
+        self.join_form = SiteForm()
+        self.join_button = self.join_form.join_button
+        self.join_button.clicked.connect(self.join)
+        self.modes.addTab(self.join_form, "Join as a site")
         self.modes.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
         self.status = QLabel("No federation running.")
         self.status.setWordWrap(True)
@@ -125,61 +137,6 @@ class FederationPage(QWidget):
         form.addRow(self.sim_button)
         return box
 
-    def _server_form(self) -> QWidget:
-        box = QWidget()
-        form = QFormLayout(box)
-        self.eval_data = QLineEdit()
-        self.eval_data.setPlaceholderText("The server's held-out labelled images")
-        browse = QPushButton("Folder…")
-        browse.clicked.connect(lambda: self._browse_dir(self.eval_data))
-        form.addRow("Evaluation data", _row(self.eval_data, browse))
-        self.listen = QLineEdit("0.0.0.0:9092")
-        form.addRow("Sites connect to", self.listen)
-        self.certs_dir = QLineEdit()
-        self.certs_dir.setPlaceholderText("Folder from 'Create certificates…'")
-        create = QPushButton("Create certificates…")
-        create.clicked.connect(self._create_certs)
-        form.addRow("Certificates", _row(self.certs_dir, create))
-        self.insecure = QCheckBox("No TLS (only for sites on this machine, 127.0.0.1)")
-        form.addRow(self.insecure)
-        self.enrolled = QListWidget()
-        self.enrolled.setMaximumHeight(70)
-        enrol = QPushButton("Enrol a site's key…")
-        enrol.setToolTip("A site's public key (nodes/<site>.pub). Only enrolled sites can connect.")
-        enrol.clicked.connect(self._choose_site_key)
-        form.addRow("Enrolled sites", _row(self.enrolled, enrol))
-        self.online = QLabel("-")
-        form.addRow("Online sites", self.online)
-        self.server_plan = PlanFields(form)
-        self.server_button = QPushButton("Start the server and run")
-        self.server_button.clicked.connect(self.start_server)
-        form.addRow(self.server_button)
-        return box
-
-    def _join_form(self) -> QWidget:
-        box = QWidget()
-        form = QFormLayout(box)
-        self.join_server = QLineEdit()
-        self.join_server.setPlaceholderText("fl.hospital.example:9092")
-        self.join_data = QLineEdit()
-        browse = QPushButton("Folder…")
-        browse.clicked.connect(lambda: self._browse_dir(self.join_data))
-        self.join_ca = QLineEdit()
-        self.join_ca.setPlaceholderText("ca.pem from the server's administrator")
-        self.join_key = QLineEdit()
-        self.join_key.setPlaceholderText("this site's key, nodes/<site>.key")
-        self.join_name = QLineEdit("my-site")
-        form.addRow("Server address", self.join_server)
-        form.addRow("This site's images", _row(self.join_data, browse))
-        form.addRow("Federation CA", self.join_ca)
-        form.addRow("Site key", self.join_key)
-        form.addRow("Site name", self.join_name)
-        form.addRow(QLabel("Only the model's weights and aggregate numbers leave this computer."))
-        self.join_button = QPushButton("Check my images and join")
-        self.join_button.clicked.connect(self.join)
-        form.addRow(self.join_button)
-        return box
-
     # ------------------------------------------------------------------ actions
     @property
     def running(self) -> bool:
@@ -216,81 +173,62 @@ class FederationPage(QWidget):
         self._launch(work, f"Simulating {sites} sites on this machine…")
 
     def start_server(self) -> None:
-        """Start the SuperLink (and fleet front), enrol the listed keys, run the plan."""
-        from desktop.cli.serving import parse_address
-
+        """Start the SuperLink and fleet front, enrol the listed keys, wait for the sites' approvals, run the plan."""
         try:
-            host, port = parse_address(self.listen.text().strip())
-        except Exception as exc:  # noqa: BLE001 - shown to the user
-            self.banner.show_message(str(exc).replace("--serve", "The address"))
-            return
-        eval_data = self.eval_data.text().strip()
-        if not eval_data or not Path(eval_data).exists():
-            self.banner.show_message("Choose the server's evaluation images (a folder that exists).")
-            return
-        insecure = self.insecure.isChecked()
-        if insecure and host not in ("127.0.0.1", "localhost"):
-            self.banner.show_message(f"Without TLS the server can only listen on 127.0.0.1, not {host}.")
-            return
-        certs = Path(self.certs_dir.text().strip()).expanduser() if self.certs_dir.text().strip() else None
-        if not insecure and (certs is None or not (certs / "ca.pem").is_file()):
-            self.banner.show_message(
-                "Choose the certificates folder (or create one), or tick 'No TLS' for a local trial."
-            )
-            return
-        settings = ServerSettings(db_url=self._db_url(), eval_data=eval_data, address=self.listen.text().strip())
-        self.server = ServerNode(
-            settings,
-            fresh_work_dir("server", self.work_root),
-            security=Security.from_dir(certs) if certs and not insecure else None,
-            public_host="" if insecure else host,
-            public_port=port,
-            port=port if insecure else 0,
-            extra_env=self._events_env(),
-        )
-        try:
-            plan = self.server_plan.plan()
+            inputs = self.server_form.inputs()
         except PneumoFLError as exc:
             self.banner.show_message(str(exc))
             return
-        keys = [Path(self.enrolled.item(i).text()) for i in range(self.enrolled.count())]
-        server = self.server
+        plan, keys = inputs.plan, inputs.keys
+        settings = ServerSettings(db_url=self._db_url(), eval_data=inputs.eval_data, address=inputs.address)
+        # Sites always connect through the fleet front (it takes their approvals); the SuperLink gets a free port.
+        server = self.server = ServerNode(
+            settings,
+            fresh_work_dir("server", self.work_root),
+            security=Security.from_dir(inputs.certs) if inputs.certs is not None else None,
+            public_host=inputs.host if inputs.certs is not None else "127.0.0.1",
+            public_port=inputs.port,
+            port=0,
+            extra_env=self._events_env(),
+            on_notice=self.notices.say,
+        )
 
         def work() -> FederationOutcome:
             try:
                 server.start()
                 for key in keys:
                     server.enrol(key)
+                # Flower fixes an app's signatures when the run is submitted: wait for the sites' approvals first.
+                server.wait_for_approvals(plan.min_sites, plan.round_timeout, self.cancel)
+                if self.cancel.is_set():
+                    return FederationOutcome(0, "cancelled", "Stopped by the user before the run was submitted.")
                 return server.follow(server.submit(plan), cancel=self.cancel)
             finally:
                 server.stop()
 
-        self._launch(work, f"Server running; sites connect to {reachable_address(host, port)}.")
+        self._launch(
+            work,
+            f"Server running; sites connect to {reachable_address(inputs.host, inputs.port)}. The run starts once "
+            f"{plan.min_sites} site(s) joined and approved this server's app.",
+        )
 
     def join(self) -> None:
-        """Check the site's images, then start its SuperNode."""
+        """Check the site's settings, policy and images, then start its SuperNode."""
         from core.config import RunConfig
         from core.federated.site_cache import prepare_data_cached
 
-        address, data = self.join_server.text().strip(), self.join_data.text().strip()
-        ca, key = self.join_ca.text().strip(), self.join_key.text().strip()
-        if not address or not data:
-            self.banner.show_message("Enter the server address and choose this site's images.")
-            return
-        site = SiteSettings(
-            site_name=self.join_name.text().strip() or "site",
-            data_path=data,
-            db_url=self._db_url(),
-            server_address=address,
-        )
         try:
+            site = self.join_form.site_settings(self._db_url())
             node = SiteNode(
                 site,
-                address,
+                site.server_address,
                 fresh_work_dir(f"site-{site.site_name}", self.work_root),
-                root_certificates=Path(ca) if ca else None,
-                private_key=Path(key) if key else None,
+                root_certificates=self.join_form.ca_path(),
+                private_key=self.join_form.key_path(),
                 extra_env=self._events_env(),
+                asker=self.asker,
+                on_notice=self.notices.say,
+                on_decided=self.plan_decided.emit,
             )
         except Exception as exc:  # noqa: BLE001 - a sentence for the user
             self.banner.show_message(str(exc))
@@ -300,10 +238,10 @@ class FederationPage(QWidget):
             self.site = node
             self.stop_button.setEnabled(True)
             self.join_button.setEnabled(False)
-            self.status.setText(f"Joined {address} as '{site.site_name}'; training when the server asks.")
+            self.status.setText(f"Joined {site.server_address} as '{site.site_name}'; training when the server asks.")
 
         def work() -> object:
-            config = RunConfig(experiment_name=site.site_name, data_path=data)
+            config = RunConfig(experiment_name=site.site_name, data_path=site.data_path)
             summary = prepare_data_cached(config, node.dataset_cache).summary  # the first round reuses it
             node.start()
             return summary
@@ -316,17 +254,39 @@ class FederationPage(QWidget):
         """Stop the running federation (recorded as cancelled) or leave as a site."""
         self.cancel.set()
         if self.site is not None:
-            node, self.site = self.site, None
-            run_in_thread(self, node.stop)
-            self.status.setText("Left the federation.")
-            self.join_button.setEnabled(True)
-            self.stop_button.setEnabled(False)
+            self.leave()
         else:
             self.status.setText("Stopping the federation…")
+
+    def leave(self) -> None:
+        """Leave the federation as a site: decline any open question, stop the node in the background."""
+        self.asker.decline_open()
+        node, self.site = self.site, None
+        if node is not None:
+            run_in_thread(self, node.stop, on_error=lambda m, d: self.banner.show_message(m, d))
+        self.status.setText("Left the federation.")
+        self.join_button.setEnabled(True)
+        self.stop_button.setEnabled(False)
+
+    @Slot(object)
+    def _plan_decided(self, record: PlanRecord) -> None:
+        """A plan the site's user declined (already audited by the site node): this site leaves the federation."""
+        node = self.site
+        if record.approved or not record.asked or node is None:
+            return
+        self.leave()
+        self.banner.show_message(
+            f"Declined the plan of {node.superlink_address}; this site left the federation.", kind="info"
+        )
+
+    @Slot(str)
+    def _notice(self, sentence: str) -> None:
+        self.banner.show_message(sentence, kind="warning")
 
     def shutdown(self, timeout_ms: int = 60_000) -> None:
         """Stop everything and wait (the app is quitting): no Flower process outlives the app."""
         self.cancel.set()
+        self.asker.close()  # an open question is declined: the node's consent thread must not wait on us
         if self.site is not None:
             self.site.stop()
             self.site = None
@@ -372,16 +332,12 @@ class FederationPage(QWidget):
     def _poll(self) -> None:
         """Show which sites are online (server) or notice the SuperNode stopping (site)."""
         if self.site is not None and not self.site.alive():
-            self.banner.show_message(f"The SuperNode stopped; its log is in {self.site.work_dir / 'logs'}.")
-            self.site = None
-            self.join_button.setEnabled(True)
-            self.stop_button.setEnabled(False)
+            logs = self.site.work_dir / "logs"
+            self.leave()  # its consent desk and watch stop too, and the site's unfinished run is closed
+            self.banner.show_message(f"The SuperNode stopped; its log is in {logs}.")
         server = self.server
         if server is not None and server.control is not None and server.alive():
-            run_in_thread(self, server.online_sites, on_result=self._show_sites, on_error=lambda m, d: None)
-
-    def _show_sites(self, names: list[str]) -> None:
-        self.online.setText(f"{len(names)} online" + (f": {', '.join(sorted(names))}" if names else ""))
+            run_in_thread(self, server.online_sites, on_result=self.server_form.show_sites, on_error=lambda m, d: None)
 
     def _relay(self, event) -> None:  # collector thread
         self._bridge_sink.handle(event)
@@ -395,36 +351,9 @@ class FederationPage(QWidget):
     def _db_url(self) -> str:
         return self.db_url or default_database_url()
 
-    def _browse_dir(self, target: QLineEdit) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Choose a folder")
-        if folder:
-            target.setText(folder)
-
-    def _choose_site_key(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "A site's public key", "", "Public keys (*.pub)")
-        if path:
-            self.enrol_key(Path(path))
-
     def enrol_key(self, path: Path) -> None:
         """Add a site's public key; enrolled at once when the server is running."""
-        self.enrolled.addItem(str(path))
+        self.server_form.enrolled.addItem(str(path))
         server = self.server
         if server is not None and server.control is not None and server.alive():
             run_in_thread(self, server.enrol, path, on_error=lambda m, d: self.banner.show_message(m, d))
-
-    def _create_certs(self) -> None:
-        dialog = CertsDialog(self)
-        if dialog.exec() and dialog.created is not None:
-            self.certs_dir.setText(str(dialog.created.ca_cert.parent))
-            self.enrolled.clear()
-            for key in dialog.created.nodes.values():
-                self.enrolled.addItem(str(key.public_key))
-
-
-def _row(*widgets: QWidget) -> QWidget:
-    box = QWidget()
-    layout = QHBoxLayout(box)
-    layout.setContentsMargins(0, 0, 0, 0)
-    for widget in widgets:
-        layout.addWidget(widget, 1 if isinstance(widget, (QLineEdit, QListWidget)) else 0)
-    return box

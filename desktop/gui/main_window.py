@@ -1,4 +1,4 @@
-"""The main window: Training and Runs pages, run viewers and comparisons in closable tabs."""
+"""The main window: the Training, Federation, Runs, Audit trail and Read images pages; runs in closable tabs."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget, QVBoxLayout, QWid
 from core.broadcast import BroadcastHub, HubSink
 from core.errors import PneumoFLError
 from core.persistence import Database
+from desktop.gui.audit_page import AuditPage
 from desktop.gui.federation_page import FederationPage
 from desktop.gui.preferences import PreferencesDialog
 from desktop.gui.reading_page import ReadingPage
@@ -26,7 +27,7 @@ from desktop.settings import FORM_FIELDS, Settings, save_settings
 log = logging.getLogger(__name__)
 
 
-PERMANENT_TABS = 4  # Training, Federation, Runs, Read images
+PERMANENT_TABS = 5  # Training, Federation, Runs, Audit trail, Read images
 
 
 class MainWindow(QMainWindow):
@@ -62,11 +63,14 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.training_page, "Training")
         self.tabs.addTab(self.federation_page, "Federation")
         self.tabs.addTab(self.runs_page, "Runs")
+        self.audit_page = AuditPage(self.db)
+        self.tabs.addTab(self.audit_page, "Audit trail")
         self.reading_page = ReadingPage(self.db)
         self.training_page.run_finished.connect(lambda _id: self.reading_page.refresh_runs())
         self.tabs.addTab(self.reading_page, "Read images")
         for i in range(PERMANENT_TABS):  # the pages stay
             self.tabs.tabBar().setTabButton(i, self.tabs.tabBar().ButtonPosition.RightSide, None)
+        self.tabs.currentChanged.connect(self._tab_shown)
 
         central = QWidget()
         layout = QVBoxLayout(central)
@@ -151,6 +155,8 @@ class MainWindow(QMainWindow):
             self.federation_page.db_url = self.db_url
             self.runs_page.set_database(self.db)
             self.reading_page.set_database(self.db)
+            self.audit_page.set_database(self.db)
+            self._tab_shown(self.tabs.currentIndex())
 
     def save_training_defaults(self) -> None:
         """Remember the Training page's settings for next time."""
@@ -187,6 +193,11 @@ class MainWindow(QMainWindow):
             return
         view = CompareView(self.db, run_ids)
         self.tabs.setCurrentIndex(self.tabs.addTab(view, "Compare " + ", ".join(map(str, run_ids))))
+
+    def _tab_shown(self, index: int) -> None:
+        """The audit trail is read when its page is shown, never at start-up."""
+        if self.tabs.widget(index) is self.audit_page and self.db is not None:
+            self.audit_page.refresh()
 
     def _close_tab(self, index: int) -> None:
         if index >= PERMANENT_TABS:

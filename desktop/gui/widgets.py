@@ -1,9 +1,19 @@
-"""Small widgets shared by the pages: the error banner (a sentence, with details on request)."""
+"""Small widgets shared by the pages: the error banner (a sentence, with details on request), a form's row."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QPlainTextEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 
 class MessageBanner(QFrame):
@@ -53,3 +63,13 @@ class MessageBanner(QFrame):
     def text(self) -> str:
         """The sentence shown (empty when hidden)."""
         return self.message.text() if self.isVisible() else ""
+
+
+def form_row(*widgets: QWidget) -> QWidget:
+    """Widgets side by side in one form row; text fields and lists take the spare width."""
+    box = QWidget()
+    layout = QHBoxLayout(box)
+    layout.setContentsMargins(0, 0, 0, 0)
+    for widget in widgets:
+        layout.addWidget(widget, 1 if isinstance(widget, (QLineEdit, QListWidget)) else 0)
+    return box

@@ -14,8 +14,10 @@ Usage: .venv/bin/python tests/bench/fl_round.py [--sites 2] [--rounds 3] [--back
                                                [--repeats 1]
 With --repeats N the two federations alternate N times (round times on a shared 2-core machine vary by 10-20%).
 Last line: JSON with every per-round time of each, their medians, the ratio of medians (PneumoFL / bare; target
-<= 1.10), the median time outside training of each (target: PneumoFL's <= the bare app's), and bytes sent and
-received per site per round.
+<= 1.10), the median time outside training of each (target: PneumoFL's <= the bare app's), bytes sent and
+received per site per round, the time from submission to round 1 of each (PneumoFL's includes the plan question
+its sites answer before any training) and the first round's extra time over later rounds (issue 19: what the
+app check and the plan question add).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from core.broadcast.collector import EventCollector
 from core.config import demo_config
 from core.data.demo import ensure_demo_dataset
+from core.federated.app_trust import StewardKey
 from core.federated.local import LocalFederation
 from core.federated.settings import FederationConfig
 from core.persistence import Database
@@ -51,8 +54,15 @@ def run_variant(kind: str, plan: FederationConfig, sites: int, data: Path, work:
         env |= collector.env
     started = time.monotonic()
     try:
-        with LocalFederation(db_url, work / "nodes", sites=sites, data_path=str(data), extra_env=env) as federation:
-            run_id = federation.server.submit(plan, BARE_APP if kind == "bare" else None)
+        # A benchmark-only steward key approves both apps for the sites: the bare app runs like any other app a
+        # site's steward approved (sites refuse every app nobody they trust signed).
+        steward = StewardKey(work / "bench-steward")
+        with LocalFederation(
+            db_url, work / "nodes", sites=sites, data_path=str(data), extra_env=env, steward=steward
+        ) as federation:
+            app = federation.offer_app(BARE_APP) if kind == "bare" else None
+            submitted_at = time.time()
+            run_id = federation.server.submit(plan, app)
             outcome = federation.server.follow(run_id, poll=0.5, status_every=5.0)
     finally:
         collector.stop()
@@ -61,6 +71,7 @@ def run_variant(kind: str, plan: FederationConfig, sites: int, data: Path, work:
     if kind == "bare":
         recorded = json.loads(timings.read_text())
         rounds, training = recorded["round_seconds"], recorded["train_seconds"]
+        first_started = recorded["first_round_started_at"]
     else:
         db = Database.open(db_url)
         with db.begin() as s:
@@ -68,6 +79,7 @@ def run_variant(kind: str, plan: FederationConfig, sites: int, data: Path, work:
             per_site = get_metrics(s, outcome.server_run_id, context="aggregated")
         db.close()
         rounds = [(r["end_time"] - r["start_time"]).total_seconds() for r in rows]
+        first_started = rows[0]["start_time"].timestamp()
         training = [
             max(
                 (
@@ -81,6 +93,12 @@ def run_variant(kind: str, plan: FederationConfig, sites: int, data: Path, work:
         ]
     per_site_round = sites * plan.rounds
     return {
+        # From submission to round 1: the ServerApp's start and, for PneumoFL, the plan question (each site's app
+        # verified by its SuperNode, a ClientApp process per site to relay the plan, the policy check, the audit).
+        "before_first_round_s": round(first_started - submitted_at, 2),
+        # What the first round costs over the later ones (a site's first message of a run is where Flower verifies
+        # the app; PneumoFL's sites have verified it already, at the plan question).
+        "first_round_extra_s": round(rounds[0] - statistics.median(rounds[1:]), 2) if len(rounds) > 1 else 0.0,
         "round_seconds": [round(x, 2) for x in rounds],
         "outside_training_seconds": [round(x - t, 2) for x, t in zip(rounds, training)],
         "mean_round_s": round(statistics.fmean(rounds), 2),
@@ -116,6 +134,8 @@ def main() -> None:
         rounds = [x for run in done for x in run["round_seconds"]]
         outside = [x for run in done for x in run["outside_training_seconds"]]
         results[kind] = {
+            "before_first_round_s": statistics.median(run["before_first_round_s"] for run in done),
+            "first_round_extra_s": statistics.median(run["first_round_extra_s"] for run in done),
             "round_seconds": rounds,
             "median_round_s": round(statistics.median(rounds), 2),
             "median_outside_training_s": round(statistics.median(outside), 2),
@@ -142,6 +162,14 @@ def main() -> None:
         "pneumofl": results["pneumofl"],
         "ratio": round(ratio, 3),
     }
+    checks = results["pneumofl"]["before_first_round_s"] - results["bare"]["before_first_round_s"]
+    print(
+        f"before round 1: bare {results['bare']['before_first_round_s']} s, PneumoFL "
+        f"{results['pneumofl']['before_first_round_s']} s (+{checks:.2f} s: the plan question and PneumoFL's server "
+        f"setup); first round over later rounds: bare {results['bare']['first_round_extra_s']} s, PneumoFL "
+        f"{results['pneumofl']['first_round_extra_s']} s"
+    )
+    summary["plan_question_and_setup_s"] = round(checks, 2)
     print(json.dumps(summary))
 
 

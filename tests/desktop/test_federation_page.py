@@ -30,6 +30,7 @@ def small_plan(page: FederationPage, rounds: int) -> None:
     page.sim_plan.timeout.setValue(60)
 
 
+@pytest.mark.full  # starts Flower or the CLI
 def test_simulated_federation_is_drawn_live_and_recorded(qtbot, tmp_path, split_data):
     db_url = f"sqlite:///{tmp_path / 'runs.db'}"
     page = FederationPage(db_url, tmp_path / "work")
@@ -64,6 +65,7 @@ def test_simulated_federation_is_drawn_live_and_recorded(qtbot, tmp_path, split_
         db.close()
 
 
+@pytest.mark.full  # starts Flower or the CLI
 def test_quitting_the_app_mid_federation_stops_every_process(qtbot, tmp_path, split_data):
     db_url = f"sqlite:///{tmp_path / 'runs.db'}"
     window = MainWindow(Settings(db_url=db_url), persist_settings=False)
@@ -94,22 +96,31 @@ def test_server_form_explains_what_is_missing(qtbot, tmp_path):
     try:
         page.start_server()
         assert "evaluation images" in page.banner.text()
-        page.eval_data.setText(str(tmp_path))
+        page.server_form.eval_data.setText(str(tmp_path))
         page.start_server()
         assert "certificates folder" in page.banner.text()
-        page.insecure.setChecked(True)
+        page.server_form.insecure.setChecked(True)
         page.start_server()
         assert "only listen on 127.0.0.1, not 0.0.0.0" in page.banner.text()
-        page.listen.setText("nonsense")
+        page.server_form.listen.setText("nonsense")
         page.start_server()
         assert "HOST:PORT" in page.banner.text()
         page.join()
         assert "server address" in page.banner.text()
-        page.join_server.setText("fl.example.org:9092")
-        page.join_data.setText(str(tmp_path))
+        page.join_form.server.setText("fl.example.org:9092")
+        page.join_form.data.setText(str(tmp_path))
         page.join()
         assert "needs TLS" in page.banner.text() and "127.0.0.1" in page.banner.text()
-        assert not page.running
+        # The site's policy is read before anything starts: a bad file is its sentence in the banner.
+        page.join_form.server.setText("127.0.0.1:9092")
+        page.join_form.policy.setText(str(tmp_path / "missing.toml"))
+        page.join()
+        assert "missing.toml does not exist" in page.banner.text() and "site policy init" in page.banner.text()
+        (tmp_path / "bad.toml").write_text("policy_version = 1\nmax_rounds = 'many'\n")
+        page.join_form.policy.setText(str(tmp_path / "bad.toml"))
+        page.join()
+        assert "bad.toml" in page.banner.text() and "max_rounds" in page.banner.text()
+        assert not page.running and page.join_button.isEnabled()
     finally:
         page.shutdown()
 

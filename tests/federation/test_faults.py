@@ -56,7 +56,10 @@ def test_killed_site_fails_its_round_alone_and_can_rejoin(tmp_path, fl_data, hub
                 what="round 2",
             )
             # The site comes back (same settings, same database): it takes part again.
-            rejoined = SiteNode(victim.site, victim.superlink_address, no_orphans / "site-2-again", extra_env=hub.env)
+            rejoined = SiteNode(
+                victim.site, victim.superlink_address, no_orphans / "site-2-again", extra_env=hub.env, send_approval=False
+            )
+            federation.server.approve(rejoined.approval)  # a local federation hands its sites' approvals over
             federation.sites.append(rejoined)
             rejoined.start()
             rejoined_id = str(rejoined.wait_connected())

@@ -8,9 +8,11 @@ import torch
 
 from core.events import ClientUpdate
 from core.federated.certs import init_federation_certs, private_key_fingerprint
-from core.federated.control import FlowerControl
+from core.federated.control import BUNDLE_DIR, FlowerControl
 from core.federated.local_layers import LocalLayerStore, normalisation_keys
 from core.federated.nodes import Security, ServerNode, SiteNode
+from core.federated.policy import ca_fingerprint
+from core.federated.policy_template import policy_template
 from core.federated.processes import FlowerProcessError, flower_environment, free_port
 from core.federated.settings import ServerSettings, SiteSettings
 from core.federated.site import site_state_dir
@@ -48,8 +50,11 @@ def test_tls_federation_with_node_authentication(tmp_path, fl_data, hub, no_orph
             root_certificates=certs.ca_cert,
         )
         with pytest.raises(FlowerProcessError):
-            outsider.submit(tiny_plan().run_config(), tmp_path / "outsider")
+            outsider.submit(tiny_plan().run_config(), tmp_path / "outsider", str(BUNDLE_DIR))
 
+        # Each site's steward allows this server's CA and approves plans within policy (unattended sites).
+        policy = tmp_path / "site-policy.toml"
+        policy.write_text(policy_template([ca_fingerprint(certs.ca_cert)]), encoding="utf-8")
         for i, name in enumerate(("north", "south", "intruder")):
             site = SiteSettings(
                 site_name=name,
@@ -59,6 +64,8 @@ def test_tls_federation_with_node_authentication(tmp_path, fl_data, hub, no_orph
                 partition_id=min(i, 1),
                 num_partitions=2,
                 max_threads=1,
+                policy_file=str(policy),
+                approve_within_policy=True,
             )
             node = SiteNode(
                 site,

@@ -33,7 +33,7 @@ server = ServerApp()
 def train(msg: Message, context: Context) -> Message:
     """Train the global model for the local epochs with a bare loop."""
     plan = FederationConfig.from_run_config(context.run_config)
-    site = SiteSettings.from_node_config(context.node_config)
+    site = SiteSettings.from_env()
     config = site_training_config(plan, site)
     if config.max_threads:
         torch.set_num_threads(config.max_threads)
@@ -130,6 +130,7 @@ def main(grid: Grid, context: Context) -> None:
             {
                 "round_seconds": [rounds[r] for r in sorted(rounds)],
                 "train_seconds": [strategy.training.get(r, 0.0) for r in sorted(rounds)],
+                "first_round_started_at": strategy.started.get(1),
             },
             out,
         )
