@@ -2,6 +2,8 @@
 # One command to set up a fresh checkout and then either launch the app or run the whole gate.
 #   bash packaging/dev.sh run [ARGS...]   set up .venv, then start pneumofl (GUI on the demo data by default)
 #   bash packaging/dev.sh test [PYTEST ARGS...]   set up .venv, then lint + import contract + every test
+#   bash packaging/dev.sh test --fast [ARGS...]   the same, without the tests that start a federation, a browser or a
+#                                                 CLI subprocess (marker `full`) or train for long (marker `slow`)
 #   bash packaging/dev.sh setup           only set up .venv
 # The window needs Qt's X11 libraries (Debian: libxcb-cursor0 libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0
 # libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xkb1 libegl1 libgl1 libfontconfig1
@@ -37,9 +39,13 @@ gate() {
   # One process by default: on 2 cores a second pytest-xdist worker starves Flower's ClientApps past their round
   # timeouts. PNEUMOFL_TEST_WORKERS=N opts in to N workers (groups in tests/conftest.py: a file per group, and
   # every federation test in one group, run in turn).
-  local workers=()
+  local workers=() lane=()
   [ "${PNEUMOFL_TEST_WORKERS:-0}" -gt 0 ] && workers=(-n "$PNEUMOFL_TEST_WORKERS" --dist loadgroup)
-  echo "== tests"; "$VENV/bin/pytest" "${workers[@]}" "$@"
+  if [ "${1:-}" = "--fast" ]; then
+    shift
+    lane=(-m "not full and not slow")
+  fi
+  echo "== tests"; "$VENV/bin/pytest" "${workers[@]}" "${lane[@]}" "$@"
 }
 
 cmd=${1:-run}

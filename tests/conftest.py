@@ -108,9 +108,18 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatu
 FLOWER_FILES = ("test_federation_page.py",)
 
 
+# Folders whose every test starts a federation, a browser or a CLI subprocess: the full gate runs them, the fast
+# lane (`bash packaging/dev.sh test --fast`) does not. Single tests elsewhere carry @pytest.mark.full.
+FULL_FOLDERS = ("federation", "web", "e2e", "packaging")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Put each test in its xdist group (see ``--dist loadgroup`` in packaging/dev.sh)."""
+    """Put each test in its xdist group (see ``--dist loadgroup`` in packaging/dev.sh); mark the full-gate tests."""
+    tests_root = Path(__file__).parent
     for item in items:
         path = Path(item.path)
+        relative = path.relative_to(tests_root).parts if path.is_relative_to(tests_root) else ()
+        if relative and relative[0] in FULL_FOLDERS:
+            item.add_marker(pytest.mark.full)
         group = "flower" if "federation" in path.parts or path.name in FLOWER_FILES else str(path)
         item.add_marker(pytest.mark.xdist_group(group))

@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from core.events import BatchMetrics, EpochEnd, GradientStats
 from core.persistence import Database
@@ -42,6 +43,7 @@ def test_broken_settings_file_falls_back_with_a_warning(tmp_path):
     assert load_settings(path)[0].db_url == "sqlite:///old.db"
 
 
+@pytest.mark.full  # starts the app as a subprocess
 def test_closing_the_window_during_training_records_the_run_and_exits_0(tmp_path, gui_dataset):
     db_url = f"sqlite:///{tmp_path / 'close.db'}"
     script = textwrap.dedent(f"""
