@@ -29,6 +29,8 @@ class RunStatus:
     details: str = ""
     inbound_bytes: int = 0
     outbound_bytes: int = 0
+    app: str = ""  # Flower's app id (fab-id), e.g. pneumofl/pneumofl-federation
+    app_sha256: str = ""
 
     @property
     def finished(self) -> bool:
@@ -95,23 +97,15 @@ class FlowerControl:
         reply = self._flwr("run", app, CONNECTION, "--run-config", str(overrides))
         return int(reply["run-id"])
 
-    def run_ids(self) -> list[int]:
-        """Every run the SuperLink holds, whoever submitted it."""
-        reply = self._flwr("ls", CONNECTION, timeout=60.0)
-        return [int(run["run-id"]) for run in reply.get("runs", []) if str(run.get("run-id", "")).isdigit()]
-
     def status(self, run_id: int) -> RunStatus:
         """The run's current status."""
         reply = self._flwr("ls", CONNECTION, "--run-id", str(run_id), timeout=60.0)
-        run = reply["runs"][0]
-        traffic = run.get("network-traffic") or {}
-        return RunStatus(
-            run_id=run_id,
-            status=str(run.get("status", "")),
-            details=str(run.get("status-details", "")),
-            inbound_bytes=int(traffic.get("inbound-bytes", 0)),
-            outbound_bytes=int(traffic.get("outbound-bytes", 0)),
-        )
+        return _run_status(reply["runs"][0])
+
+    def runs(self) -> dict[int, RunStatus]:
+        """Every run the SuperLink holds, whoever submitted it, by run id (one ``flwr ls``)."""
+        reply = self._flwr("ls", CONNECTION, timeout=60.0)
+        return {status.run_id: status for status in map(_run_status, reply.get("runs", []))}
 
     def stop(self, run_id: int) -> None:
         """Ask the SuperLink to stop the run (its ServerApp is ended)."""
@@ -128,6 +122,20 @@ class FlowerControl:
     def nodes(self) -> list[dict[str, Any]]:
         """The enrolled/connected SuperNodes as ``flwr supernode ls`` lists them."""
         return list(self._flwr("supernode", "ls", CONNECTION, timeout=60.0).get("nodes", []))
+
+
+def _run_status(run: dict[str, Any]) -> RunStatus:
+    """One run of ``flwr ls --format json``."""
+    traffic = run.get("network-traffic") or {}
+    return RunStatus(
+        run_id=int(run["run-id"]),
+        status=str(run.get("status", "")),
+        details=str(run.get("status-details", "")),
+        inbound_bytes=int(traffic.get("inbound-bytes", 0)),
+        outbound_bytes=int(traffic.get("outbound-bytes", 0)),
+        app=str(run.get("fab-id", "")),
+        app_sha256=str(run.get("fab-hash", "")),
+    )
 
 
 def _toml(value: Any) -> str:

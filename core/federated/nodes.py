@@ -300,25 +300,27 @@ class ServerNode:
         audit(self.settings.db_url, kinds.RUN_SUBMITTED, {"flower_run_id": run_id, "app": spec, "federation": plan.name})
         return run_id
 
-    def check_foreign_runs(self) -> list[str]:
+    def check_foreign_runs(self, runs: dict[int, RunStatus] | None = None) -> list[str]:
         """Flag runs on our SuperLink that PneumoFL did not submit; return the new warnings.
 
         Anyone with a shell on this machine can submit to the SuperLink. Each such run is warned about once, in
-        the log and the audit trail.
+        the log and the audit trail, with the app and its hash as the SuperLink names them.
         """
         if self.control is None:
             return []
         warnings = []
-        for run_id in self.control.run_ids():
+        for run_id, run in (runs if runs is not None else self.control.runs()).items():
             if run_id in self.submitted or run_id in self.foreign_runs:
                 continue
             sentence = (
-                f"Flower run {run_id} on this server's SuperLink was not submitted by PneumoFL: someone with access "
-                "to this machine submitted it. Sites refuse any app their steward did not approve."
+                f"Flower run {run_id} (app {run.app or 'unknown'}, SHA-256 {run.app_sha256[:16] or 'unknown'}) on "
+                "this server's SuperLink was not submitted by PneumoFL: someone with access to this machine "
+                "submitted it. Sites refuse any app their steward did not approve."
             )
             self.foreign_runs[run_id] = sentence
             self._notice(sentence)
-            audit(self.settings.db_url, kinds.RUN_NOT_SUBMITTED, {"flower_run_id": run_id})
+            details = {"flower_run_id": run_id, "app": run.app, "app_sha256": run.app_sha256}
+            audit(self.settings.db_url, kinds.RUN_NOT_SUBMITTED, details)
             warnings.append(sentence)
         return warnings
 
@@ -358,8 +360,9 @@ class ServerNode:
                 continue
             last_check = time.monotonic()
             try:
-                self.check_foreign_runs()
-                status = self.control.status(flower_run_id)
+                runs = self.control.runs()  # one `flwr ls` for our run and any run we did not submit
+                self.check_foreign_runs(runs)
+                status = runs.get(flower_run_id) or self.control.status(flower_run_id)
             except FlowerProcessError as exc:
                 log.warning("cannot read the run status: %s", exc)
                 continue

@@ -76,7 +76,7 @@ def test_an_app_submitted_behind_pneumofls_back_never_runs_at_a_site(guarded, tm
     sentences = _wait_refused(federation, rogue)
     assert all(f"refused run {rogue} from the server" in s for s in sentences)
     warnings = server.check_foreign_runs()
-    assert any(f"Flower run {rogue}" in w and "not submitted by PneumoFL" in w for w in warnings)
+    assert any(f"Flower run {rogue} (app intruder/rogue-app" in w and "not submitted by PneumoFL" in w for w in warnings)
     with contextlib.suppress(FlowerProcessError):  # the rogue ServerApp may have ended on the refusals already
         server.control.stop(rogue)
     assert not marker.exists(), "the rogue ClientApp ran at a site"
