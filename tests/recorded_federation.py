@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from core.events import ClientUpdate, RoundMetrics, RoundStart, TrainingEnd, TrainingStart
 from core.persistence import Database, DatabaseSink
-from core.persistence.repository import create_run
+from core.persistence.runs import create_run
 
 SITES = (("11", "north", 0.70), ("12", "south", 0.60))
 

@@ -73,7 +73,7 @@ def check_kind(kind: str) -> str:
     return kind
 
 
-def json_safe(details: Mapping[str, Any]) -> dict[str, Any]:
+def require_json(details: Mapping[str, Any]) -> dict[str, Any]:
     """Return a plain copy of ``details`` (tuples become lists) that hashes the same after a database round trip.
 
     Raises

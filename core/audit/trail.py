@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
-from core.audit.chain import ZERO_HASH, canonical_json, check_kind, entry_hash, head_mac, json_safe, macs_match
+from core.audit.chain import ZERO_HASH, canonical_json, check_kind, entry_hash, head_mac, macs_match, require_json
 from core.audit.key import advance_watermark, load_key, load_or_create_key, read_watermark, watermark_path
 from core.errors import AuditError, DatabaseError
 from core.persistence.engine import Database, describe_failure
@@ -60,7 +60,7 @@ def record(db: Database, kind: str, details: Mapping[str, Any], *, os_user: str 
         If the database fails (a lost race or a busy SQLite file is retried first).
     """
     check_kind(kind)
-    document = json_safe(details)
+    document = require_json(details)
     user = os_user if os_user is not None else current_user()
     identity, seq, digest = _append_with_retries(db, kind, document, user)
     advance_watermark(identity, seq, digest)

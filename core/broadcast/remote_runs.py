@@ -19,7 +19,7 @@ import numpy as np
 from core.errors import PneumoFLError
 from core.persistence.federation import FederationHistory, SiteReply
 from core.persistence.history import RunHistory
-from core.persistence.repository import RunRecord
+from core.persistence.runs import RunRecord
 
 
 class RemoteRuns:

@@ -12,7 +12,7 @@ from typing import Any
 from core import __version__
 from core.data.images import NORMALISE_MEAN as MEAN
 from core.data.images import NORMALISE_STD as STD
-from core.persistence.repository import RunRecord
+from core.persistence.runs import RunRecord
 from core.stats.names import LABELS, OPERATING_POINTS, interval_text
 
 CARD_FORMAT = "pneumofl-model-card"

@@ -27,7 +27,8 @@ from core.errors import DataError, PneumoFLError
 from core.export.card import build_card, card_markdown
 from core.inference.models import ReadingModel, card_path, file_sha256, load_exported_model, load_run_model
 from core.persistence import Database
-from core.persistence.repository import get_run, list_clients
+from core.persistence.federation_records import list_clients
+from core.persistence.runs import get_run
 from core.training.recorded import prepare_data
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}

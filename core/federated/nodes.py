@@ -35,7 +35,8 @@ from core.federated.settings import SERVER_SETTINGS_ENV, FederationConfig, Serve
 from core.federated.site_names import SiteNames
 from core.federated.site_node import SiteNode
 from core.persistence import Database
-from core.persistence.repository import federated_runs, finish_run, set_run_status
+from core.persistence.federation_records import federated_runs
+from core.persistence.runs import finish_run, set_run_status
 
 if TYPE_CHECKING:
     from core.federated.app_hub import AppHub

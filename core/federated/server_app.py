@@ -28,7 +28,7 @@ from core.federated.strategies import build_aggregation
 from core.model.checkpoint import save_checkpoint, shared_state, weights_sha256
 from core.model.module import PneumoniaClassifier
 from core.persistence import Database, DatabaseSink
-from core.persistence.repository import create_run
+from core.persistence.runs import create_run
 from core.sinks import EventSink, SinkSet
 from core.stats.calibration import apply_temperature, fit_temperature
 from core.training.evaluation import Predictions, final_stats, predict_logits

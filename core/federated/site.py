@@ -35,7 +35,8 @@ from core.federated.site_data import prepare_site_data, site_training_config
 from core.model.checkpoint import run_folder, save_checkpoint
 from core.model.module import PneumoniaClassifier
 from core.persistence import Database, DatabaseSink
-from core.persistence.repository import create_run, find_federated_run
+from core.persistence.federation_records import find_federated_run
+from core.persistence.runs import create_run
 from core.sinks import EventSink, SinkSet
 from core.training.runner import run_training
 

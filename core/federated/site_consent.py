@@ -28,7 +28,14 @@ from core.audit.trail import record as audit
 from core.audit.trail import record_safely
 from core.errors import PneumoFLError
 from core.federated.consent_channel import decision_path, write_json
-from core.federated.plan_summary import PlanSummary, plan_epsilon, plan_hash, summarize_plan
+from core.federated.plan_summary import (
+    PlanSummary,
+    federation_key,
+    plan_epsilon,
+    plan_hash,
+    server_key,
+    summarize_plan,
+)
 from core.federated.policy import (
     PolicyError,
     SitePolicy,
@@ -313,7 +320,10 @@ def audit_round(
     The weights' digest is Flower's own object id of the reply's arrays (SHA-256 of their content): Flower
     computes it to send them and keeps it, so the weights are hashed once.
     """
-    summary = summarize(plan, site, site_policy(site))
+    # The ledger keys as the plan check reads them (PlanSummary.server_key/federation_key), without summarising the
+    # plan: that builds the model to count its weights, which a round's fresh process would pay for every round.
+    server = site.server_address or "this machine"
+    identity = site.server_fingerprint or server
     epsilon = 0.0
     if plan.private:  # this round's share of the plan's budget: epsilon after it less epsilon before it
         before = (plan_epsilon(plan, round_number - 1) or 0.0) if round_number > 1 else 0.0
@@ -323,11 +333,11 @@ def audit_round(
         kinds.ROUND_TRAINED,
         {
             "site": site.site_name,
-            "server": summary.server_name,
+            "server": server,
             "flower_run_id": flower_run_id,
             "round_number": round_number,
-            "federation_key": summary.federation_key,
-            "server_key": summary.server_key,
+            "federation_key": federation_key(identity, plan.name),
+            "server_key": server_key(identity),
             "weights_digest": arrays.object_id,
             "bytes_sent": sum(len(array.data) for array in arrays.values()),
             "metrics_sent": metrics,

@@ -20,7 +20,7 @@ from core.federated.settings import SITE_SETTINGS_ENV, SiteSettings
 from core.federated.site_consent import ConsentDesk, PlanRecord, check_server_allowed
 from core.federated.site_guard import RefusalWatch, send_approval
 from core.persistence import Database
-from core.persistence.repository import owned_runs, set_run_status
+from core.persistence.runs import owned_runs, set_run_status
 
 log = logging.getLogger(__name__)
 

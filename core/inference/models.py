@@ -21,7 +21,8 @@ from torch import nn
 from core.errors import PneumoFLError
 from core.model.checkpoint import load_backbone, run_folder
 from core.persistence import Database
-from core.persistence.repository import final_stats, get_run
+from core.persistence.metric_reads import final_stats
+from core.persistence.runs import get_run
 from core.stats.calibration import apply_temperature
 from core.stats.operating_points import OPERATING_POINTS
 

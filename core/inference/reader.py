@@ -26,7 +26,7 @@ from core.errors import DataError, PneumoFLError
 from core.inference.gradcam import GradCam
 from core.inference.models import ReadingModel
 from core.persistence import Database
-from core.persistence.repository import record_predictions
+from core.persistence.predictions import record_predictions
 
 DECISIONS = ("NORMAL", "PNEUMONIA")
 CSV_COLUMNS = ("file", "probability", "decision", "operating_point", "threshold", "image_sha256", "heatmap", "error")

@@ -1,7 +1,8 @@
 """Persistence: models, migrations, the session factory, repositories, the database sink and exports.
 
 Open the database once per process with :meth:`Database.open` (it migrates and marks interrupted runs), then
-use ``with db.begin() as session:`` and the functions of :mod:`core.persistence.repository`.
+use ``with db.begin() as session:`` and the functions of :mod:`core.persistence.runs` (lifecycle and listing),
+:mod:`core.persistence.metric_reads`, :mod:`core.persistence.federation_records` and :mod:`core.persistence.predictions`.
 """
 
 from core.persistence.engine import (
@@ -14,7 +15,7 @@ from core.persistence.engine import (
 )
 from core.persistence.export import export_runs
 from core.persistence.file_sink import FileSink
-from core.persistence.repository import MetricRow, RunRecord
+from core.persistence.runs import MetricRow, RunRecord
 from core.persistence.sink import DatabaseSink
 
 __all__ = [

@@ -7,7 +7,6 @@ import json
 import math
 import os
 from collections.abc import Iterator, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
@@ -16,9 +15,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from core.errors import DatabaseError, PneumoFLError
+from core.jsonsafe import json_safe
 from core.persistence.engine import Database, describe_failure
+from core.persistence.federation_records import list_clients, list_rounds
+from core.persistence.metric_reads import final_stats
 from core.persistence.models import metrics_table
-from core.persistence.repository import RunRecord, final_stats, get_run, json_safe, list_clients, list_rounds
+from core.persistence.runs import RunRecord, get_run
 
 CSV_HEADER = ("run", "name", "value", "step", "dataset_type", "context", "client", "round")
 CHUNK_ROWS = 5000
@@ -121,20 +123,16 @@ def _write_csv(session: Session, records: list[RunRecord], stream: TextIO) -> No
             )
 
 
-def _jsonable(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, datetime) else value
-
-
 def _dump(value: Any) -> str:
-    return json.dumps(json_safe(value), default=_jsonable, allow_nan=False)
+    return json.dumps(json_safe(value), allow_nan=False)
 
 
 def _write_json(session: Session, records: list[RunRecord], stream: TextIO) -> None:
     # Written piece by piece so the metrics array streams instead of being built in memory.
     stream.write('{"runs": [')
     for index, record in enumerate(records):
-        run = {k: _jsonable(v) for k, v in vars(record).items() if k != "config"}
-        rounds = [{k: _jsonable(v) for k, v in r.items()} for r in list_rounds(session, record.id)]
+        run = {k: json_safe(v) for k, v in vars(record).items() if k != "config"}
+        rounds = [json_safe(r) for r in list_rounds(session, record.id)]
         clients = [{"client_id": c, "client_name": n} for c, n in list_clients(session, record.id)]
         stream.write(("," if index else "") + "\n{")
         stream.write(f'"run": {_dump(run)}, "config": {_dump(record.config)}, ')

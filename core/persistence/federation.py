@@ -15,9 +15,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.events import ClientUpdate, Event, RoundMetrics, RoundStart, TrainingStart
+from core.persistence.federation_records import list_rounds
 from core.persistence.models import metrics_table as m
 from core.persistence.models import site_updates_table as u
-from core.persistence.repository import RunRecord, get_run, list_rounds
+from core.persistence.runs import RunRecord, get_run
 
 
 @dataclass

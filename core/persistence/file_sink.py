@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from core.events import EpochEnd, Event, RunError, TrainingEnd, TrainingStart
+from core.jsonsafe import json_safe
 from core.persistence.export import CSV_HEADER
-from core.persistence.repository import json_safe
 from core.persistence.rows import event_rows
 from core.sinks import EventSink
 

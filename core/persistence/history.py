@@ -14,8 +14,9 @@ import numpy as np
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from core.persistence.metric_reads import final_stats
 from core.persistence.models import metrics_table as m
-from core.persistence.repository import RunRecord, final_stats, get_run
+from core.persistence.runs import RunRecord, get_run
 
 Arrays = tuple[np.ndarray, np.ndarray]
 

@@ -30,16 +30,10 @@ from core.events import (
     TrainingEnd,
 )
 from core.persistence.engine import Database, describe_failure, iter_chunks
+from core.persistence.federation_records import record_round, record_site_update, upsert_client
 from core.persistence.models import RUN_STATUSES, metrics_table
-from core.persistence.repository import (
-    add_run_warning,
-    finish_run,
-    record_round,
-    record_site_update,
-    set_run_error,
-    upsert_client,
-)
 from core.persistence.rows import COLUMNS, CONTEXT_INDEX, Row, event_rows
+from core.persistence.runs import add_run_warning, finish_run, set_run_error
 from core.sinks import EventSink
 
 log = logging.getLogger(__name__)

@@ -8,17 +8,17 @@ thousand points over the wire.
 from __future__ import annotations
 
 import math
-from datetime import datetime
 from typing import Any
 
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.jsonsafe import json_safe
 from core.persistence.federation import load_federation
 from core.persistence.history import downsampled_batch_series, load_run_history, metric_names
 from core.persistence.models import metrics_table as m
-from core.persistence.repository import RunRecord, list_runs
+from core.persistence.runs import RunRecord, list_runs
 
 TOP_LAYERS = 5  # gradient norms of the layers with the largest last value, as the desktop draws them
 SUMMARY_FIELDS = (
@@ -55,7 +55,7 @@ def run_summaries(
 
 def summary(run: RunRecord) -> dict[str, Any]:
     """The run's row: names, status, times and its best epoch's validation numbers."""
-    return {field: jsonable(getattr(run, field)) for field in SUMMARY_FIELDS}
+    return {field: json_safe(getattr(run, field)) for field in SUMMARY_FIELDS}
 
 
 def run_snapshot(session: Session, run_id: int, *, max_points: int = 2000) -> dict[str, Any]:
@@ -72,16 +72,16 @@ def run_snapshot(session: Session, run_id: int, *, max_points: int = 2000) -> di
         "run": summary(run),
         "epochs": {name: pair(xs, ys) for name, (xs, ys) in history.epoch_series.items()},
         "early_stopping_epoch": history.early_stopping_epoch,
-        "final_stats": jsonable(history.final_stats),
-        "roc": jsonable(history.roc),
+        "final_stats": json_safe(history.final_stats),
+        "roc": json_safe(history.roc),
         "batch": {},
         "federation": None,
     }
     if run.role == "server":
         federation = load_federation(session, run_id)
         document["federation"] = {
-            "rounds": jsonable(federation.rounds),
-            "replies": [jsonable(vars(reply)) for reply in federation.replies],
+            "rounds": json_safe(federation.rounds),
+            "replies": [json_safe(vars(reply)) for reply in federation.replies],
             "sites": federation.sites,
         }
         return document
@@ -108,19 +108,4 @@ def _top_layers(session: Session, run_id: int) -> list[str]:
 
 def pair(xs: np.ndarray, ys: np.ndarray) -> list[list[float | None]]:
     """``[[x...], [y...]]`` with NaN as ``None``."""
-    return [jsonable(np.asarray(xs).tolist()), jsonable(np.asarray(ys).tolist())]
-
-
-def jsonable(value: Any) -> Any:
-    """``value`` with NaN/inf as ``None``, datetimes as ISO text and numpy scalars as Python numbers."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, (np.floating, np.integer)):
-        return jsonable(value.item())
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    return value
+    return [json_safe(np.asarray(xs).tolist()), json_safe(np.asarray(ys).tolist())]

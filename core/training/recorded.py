@@ -12,7 +12,7 @@ from core.data.file_check import Progress
 from core.data.validation import check_data
 from core.model.checkpoint import run_folder
 from core.persistence import Database, DatabaseSink
-from core.persistence.repository import create_run
+from core.persistence.runs import create_run
 from core.sinks import EventSink, SinkSet
 from core.training.runner import RunResult, run_training
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from core.persistence import export_runs
 from core.persistence.federation import load_federation
-from core.persistence.repository import count_runs, epoch_table, final_stats, get_run, list_runs, run_warnings
+from core.persistence.metric_reads import epoch_table, final_stats
+from core.persistence.runs import count_runs, get_run, list_runs, run_warnings
 from desktop.cli.common import CommandError, add_db_option, format_duration, format_table, open_db, plain
 from desktop.cli.report import add_report_command
 from desktop.cli.stats import format_federation, format_final_stats

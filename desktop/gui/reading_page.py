@@ -43,7 +43,7 @@ from core.inference.reader import (
     write_csv,
 )
 from core.persistence import Database
-from core.persistence.repository import list_runs
+from core.persistence.runs import list_runs
 from desktop.gui.image_view import HeatmapImageView
 from desktop.gui.widgets import MessageBanner
 from desktop.workers import run_in_thread

@@ -7,7 +7,7 @@ from typing import Any
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
 
 from core.persistence import Database
-from core.persistence.repository import RunRecord, count_runs, list_runs
+from core.persistence.runs import RunRecord, count_runs, list_runs
 
 COLUMNS = (
     ("id", "ID"),

@@ -26,7 +26,8 @@ from core.errors import PneumoFLError
 from core.persistence import Database, export_runs
 from core.persistence.federation import load_federation
 from core.persistence.history import RunHistory, load_batch_series, load_run_history
-from core.persistence.repository import delete_run, get_run, metric_series
+from core.persistence.metric_reads import metric_series
+from core.persistence.runs import delete_run, get_run
 from desktop.charts.dashboard import EpochAxis, RunDashboard
 from desktop.charts.federation import FederationDashboard
 from desktop.gui.final_stats import FinalStatsPanel

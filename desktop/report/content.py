@@ -12,7 +12,7 @@ from core.errors import DatabaseError
 from core.persistence import Database
 from core.persistence.engine import describe_failure
 from core.persistence.history import Arrays, load_run_history
-from core.persistence.repository import RunRecord
+from core.persistence.runs import RunRecord
 
 SPLITS = ("val", "test")
 SPLIT_NAMES = {"train": "Training", "val": "Validation", "test": "Test"}

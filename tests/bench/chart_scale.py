@@ -27,7 +27,7 @@ import numpy as np
 from PySide6.QtWidgets import QApplication
 
 from core.persistence import Database
-from core.persistence.repository import create_run, finish_run
+from core.persistence.runs import create_run, finish_run
 from desktop.app import collect_garbage_on_gui_thread
 from desktop.gui.runs_page import RunViewer
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from core.events import BatchMetrics
 from core.persistence import Database, DatabaseSink
-from core.persistence.repository import create_run
+from core.persistence.runs import create_run
 
 METRICS_PER_EVENT = 10
 

@@ -29,7 +29,9 @@ from core.data.demo import ensure_demo_dataset
 from core.federated.local import LocalFederation
 from core.federated.settings import STRATEGIES, FederationConfig
 from core.persistence import Database
-from core.persistence.repository import get_metrics, get_run, list_rounds
+from core.persistence.federation_records import list_rounds
+from core.persistence.metric_reads import get_metrics
+from core.persistence.runs import get_run
 from core.training.recorded import train_and_record
 
 

@@ -39,7 +39,8 @@ from core.federated.app_trust import StewardKey
 from core.federated.local import LocalFederation
 from core.federated.settings import FederationConfig
 from core.persistence import Database
-from core.persistence.repository import get_metrics, list_rounds
+from core.persistence.federation_records import list_rounds
+from core.persistence.metric_reads import get_metrics
 
 BARE_APP = Path(__file__).parent / "bare_app"
 

@@ -33,7 +33,7 @@ from sqlalchemy import insert
 from core.events import BatchMetrics, TrainingStart
 from core.persistence import Database
 from core.persistence.models import metrics_table
-from core.persistence.repository import create_run, finish_run
+from core.persistence.runs import create_run, finish_run
 from tests.web.conftest import CHROMIUM_ARGS, TOKEN, ServedHub, chromium_path, sign_in
 
 

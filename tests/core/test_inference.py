@@ -19,7 +19,8 @@ from core.inference.reader import image_paths, read_images, record_readings
 from core.model.backbones import build_backbone
 from core.persistence import Database
 from core.persistence.models import predictions_table
-from core.persistence.repository import delete_run, list_predictions
+from core.persistence.predictions import list_predictions
+from core.persistence.runs import delete_run
 from core.training.recorded import prepare_data, train_and_record
 from tests.core.conftest import tiny_run_config
 

@@ -13,7 +13,8 @@ from core.errors import PneumoFLError, RunNotFoundError
 from core.events import BatchMetrics, ClientUpdate, EpochEnd, TrainingEnd
 from core.persistence import Database, DatabaseSink, export_runs
 from core.persistence import export as export_module
-from core.persistence.repository import create_run, get_metrics
+from core.persistence.metric_reads import get_metrics
+from core.persistence.runs import create_run
 
 
 def _recorded_run(db: Database, name: str, epochs: int = 3) -> int:

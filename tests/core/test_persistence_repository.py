@@ -11,23 +11,11 @@ from sqlalchemy import event, func, insert, select
 
 from core.errors import RunNotFoundError
 from core.persistence import Database
+from core.persistence.federation_records import record_round, upsert_client
+from core.persistence.metric_reads import epoch_table, final_stats, get_metrics, metric_series
 from core.persistence.models import clients_table, metrics_table, rounds_table
-from core.persistence.repository import (
-    best_metric,
-    count_runs,
-    create_run,
-    delete_run,
-    epoch_table,
-    final_stats,
-    finish_run,
-    get_metrics,
-    get_run,
-    list_runs,
-    metric_series,
-    metric_stats,
-    record_round,
-    upsert_client,
-)
+from core.persistence.runs import count_runs, create_run, delete_run, finish_run, get_run, list_runs
+from tests.core.persistence_helpers import best_metric, metric_stats
 
 
 def _row(run_id: int, name: str, value: float, step: int, context: str = "epoch_end", **extra: object) -> dict:

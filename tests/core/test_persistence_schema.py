@@ -18,7 +18,7 @@ from core.errors import DatabaseError
 from core.persistence import Database, default_database_url, url_for_display
 from core.persistence.engine import MIGRATIONS_DIR, SCHEMA_HEAD
 from core.persistence.models import Base, runs_table
-from core.persistence.repository import create_run, get_run
+from core.persistence.runs import create_run, get_run
 
 
 def test_migrations_match_models(db: Database) -> None:

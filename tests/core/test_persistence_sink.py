@@ -28,8 +28,9 @@ from core.events import (
 )
 from core.persistence import Database, DatabaseSink
 from core.persistence.engine import create_db_engine
+from core.persistence.metric_reads import epoch_table, final_stats, get_metrics
 from core.persistence.models import clients_table, metrics_table, rounds_table
-from core.persistence.repository import create_run, epoch_table, final_stats, get_metrics, get_run
+from core.persistence.runs import create_run, get_run
 from core.sinks import ListSink, SinkSet
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -165,7 +166,7 @@ def test_kill_9_keeps_completed_epochs(db_url: str) -> None:
         sys.path.insert(0, {str(ROOT)!r})
         from core.events import BatchMetrics, EpochEnd
         from core.persistence import Database, DatabaseSink
-        from core.persistence.repository import create_run
+        from core.persistence.runs import create_run
         db = Database.open({db_url!r})
         with db.begin() as session:
             run_id = create_run(session, experiment_name="killed", config={{}})

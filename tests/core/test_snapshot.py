@@ -7,10 +7,11 @@ import math
 import numpy as np
 from sqlalchemy import insert
 
+from core.jsonsafe import json_safe
 from core.persistence.history import downsampled_batch_series
 from core.persistence.models import metrics_table
-from core.persistence.repository import create_run
-from core.persistence.snapshot import jsonable, run_snapshot, run_summaries
+from core.persistence.runs import create_run
+from core.persistence.snapshot import run_snapshot, run_summaries
 
 
 def _batch_rows(run_id: int, values: np.ndarray, name: str = "train_loss") -> list[dict]:
@@ -57,4 +58,4 @@ def test_the_snapshot_is_plain_json_without_nan(db):
         listed = run_summaries(s, name="<b>")
     assert document["run"]["experiment_name"] == "<b>x</b>" and listed[0]["id"] == run_id
     assert document["batch"]["train_loss"] == [[0.0, 1.0, 2.0], [0.5, None, 0.4]]
-    assert jsonable({"a": float("inf"), "b": [np.float32(1.5)]}) == {"a": None, "b": [1.5]}
+    assert json_safe({"a": float("inf"), "b": [np.float32(1.5)]}) == {"a": None, "b": [1.5]}

@@ -11,7 +11,8 @@ from torchmetrics.functional.classification import binary_auroc, binary_recall, 
 from core.data import XrayDataset
 from core.events import BatchMetrics, EarlyStopping, EpochEnd, GradientStats, LrUpdate, TrainingEnd, TrainingStart
 from core.model.checkpoint import load_classifier
-from core.persistence.repository import epoch_table, final_stats, get_metrics, get_run, run_warnings
+from core.persistence.metric_reads import epoch_table, final_stats, get_metrics
+from core.persistence.runs import get_run, run_warnings
 from core.sinks import EventSink, ListSink
 from core.training.recorded import prepare_data, train_and_record
 from core.training.runner import run_training

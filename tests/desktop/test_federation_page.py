@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from core.persistence import Database
-from core.persistence.repository import list_runs
+from core.persistence.runs import list_runs
 from desktop.charts.federation import STATUS_COLUMN
 from desktop.gui.certs_dialog import CertsDialog
 from desktop.gui.federation_page import FederationPage

@@ -12,7 +12,7 @@ import pytest
 
 from core.events import BatchMetrics, EpochEnd, GradientStats
 from core.persistence import Database
-from core.persistence.repository import get_run, list_runs
+from core.persistence.runs import get_run, list_runs
 from desktop.charts.dashboard import RunDashboard
 from desktop.gui.main_window import MainWindow
 from desktop.settings import Settings, load_settings, save_settings

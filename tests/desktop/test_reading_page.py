@@ -11,7 +11,7 @@ from PySide6.QtCore import QTimer
 
 from core.export.exporter import export_model
 from core.persistence import Database
-from core.persistence.repository import list_predictions
+from core.persistence.predictions import list_predictions
 from core.training.recorded import train_and_record
 from desktop.gui.reading_page import ReadingPage
 from tests.desktop.conftest import tiny_gui_config

@@ -20,9 +20,10 @@ from sqlalchemy import insert
 from core.errors import PneumoFLError, RunNotFoundError
 from core.events import EpochEnd
 from core.persistence import Database
+from core.persistence.metric_reads import final_stats
 from core.persistence.models import metrics_table
-from core.persistence.repository import create_run, final_stats, finish_run
 from core.persistence.rows import COLUMNS, event_rows
+from core.persistence.runs import create_run, finish_run
 from core.stats.names import interval_text
 from core.stats.operating_points import LABELS, OPERATING_POINTS
 from core.training.recorded import train_and_record

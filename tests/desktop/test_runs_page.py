@@ -8,7 +8,8 @@ from PySide6.QtCore import Qt
 
 from core.persistence import Database
 from core.persistence.history import load_run_history
-from core.persistence.repository import count_runs, epoch_table
+from core.persistence.metric_reads import epoch_table
+from core.persistence.runs import count_runs
 from core.training.recorded import train_and_record
 from desktop.charts.federation import STATUS_COLUMN
 from desktop.gui.runs_page import CompareView, RunsPage, RunViewer
@@ -110,7 +111,7 @@ def test_page_buttons_open_compare_export_and_delete(qtbot, trained_db, tmp_path
 
 
 def test_thousands_of_runs_load_page_by_page(qtbot, tmp_path):
-    from core.persistence.repository import create_run
+    from core.persistence.runs import create_run
 
     db = Database.open(f"sqlite:///{tmp_path / 'many.db'}")
     with db.begin() as session:
@@ -128,7 +129,7 @@ def test_thousands_of_runs_load_page_by_page(qtbot, tmp_path):
 def test_overlay_a_federated_server_run_with_a_centralized_run(qtbot, trained_db):
     from core.events import RoundMetrics, TrainingEnd, TrainingStart
     from core.persistence import DatabaseSink
-    from core.persistence.repository import create_run, delete_run
+    from core.persistence.runs import create_run, delete_run
 
     db, ids = trained_db
     with db.begin() as session:
@@ -196,7 +197,7 @@ def test_final_statistics_fit_the_run_tab_and_legends_never_cover_curves(qtbot, 
 
 
 def test_a_run_whose_every_epoch_calls_one_class_is_flagged(qtbot, tmp_path):
-    from core.persistence.repository import create_run, finish_run
+    from core.persistence.runs import create_run, finish_run
 
     db = Database.open(f"sqlite:///{tmp_path / 'one-class.db'}")
     try:

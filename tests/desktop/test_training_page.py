@@ -5,7 +5,7 @@ import pytest
 
 from core.persistence import Database
 from core.persistence.history import load_run_history
-from core.persistence.repository import get_run
+from core.persistence.runs import get_run
 from desktop.gui.training_page import TrainingPage
 
 

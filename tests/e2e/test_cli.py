@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from core.persistence import Database
-from core.persistence.repository import get_run
+from core.persistence.runs import get_run
 from tests.imaging import write_folder_dataset
 
 TINY = ["--image-size", "32", "--batch-size", "8", "--threads", "1", "--no-progress"]
@@ -175,7 +175,7 @@ def test_the_console_gets_sentences_never_tracebacks():
 def test_a_closed_pipe_ends_quietly(env, tmp_path):
     """`pneumofl runs list --format json | head -1` on many runs: no traceback when head stops reading."""
     with Database.open(env["PNEUMOFL_DB_URL"]) as db, db.begin() as session:
-        from core.persistence.repository import create_run
+        from core.persistence.runs import create_run
 
         for i in range(300):
             create_run(session, experiment_name=f"run-{i}", config={"note": "x" * 200})

@@ -23,7 +23,7 @@ from core.federated.local import LocalFederation
 from core.federated.policy_template import policy_template
 from core.federated.processes import FlowerProcessError, flower_processes_under
 from core.persistence import Database
-from core.persistence.repository import federated_runs
+from core.persistence.federation_records import federated_runs
 from tests.federation.conftest import tiny_plan
 
 ROGUE_APP = Path(__file__).parent / "rogue_app"

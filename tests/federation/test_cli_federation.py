@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from core.persistence import Database
-from core.persistence.repository import list_runs
+from core.persistence.runs import list_runs
 from tests.federation.conftest import processes_under
 
 ROOT = Path(__file__).parents[2]

@@ -12,7 +12,7 @@ from core.federated import nodes
 from core.federated.local import LocalFederation
 from core.federated.nodes import SiteNode
 from core.persistence import Database
-from core.persistence.repository import federated_runs
+from core.persistence.federation_records import federated_runs
 from tests.federation.conftest import tiny_plan
 
 

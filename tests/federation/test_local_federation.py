@@ -18,7 +18,8 @@ from core.federated.nodes import FederationOutcome
 from core.federated.settings import FederationConfig
 from core.persistence import Database
 from core.persistence.federation import load_federation
-from core.persistence.repository import federated_runs, get_metrics, list_clients, list_rounds
+from core.persistence.federation_records import federated_runs, list_clients, list_rounds
+from core.persistence.metric_reads import get_metrics
 from tests.federation.conftest import HubThread, processes_under, tiny_plan
 
 

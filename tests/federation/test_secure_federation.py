@@ -18,7 +18,7 @@ from core.federated.settings import ServerSettings, SiteSettings
 from core.federated.site import site_state_dir
 from core.model.module import PneumoniaClassifier
 from core.persistence import Database
-from core.persistence.repository import federated_runs
+from core.persistence.federation_records import federated_runs
 from tests.federation.conftest import tiny_plan
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from core.broadcast.hub import HubSink
 from core.persistence import Database
-from core.persistence.repository import create_run
+from core.persistence.runs import create_run
 from core.training.recorded import train_and_record
 from tests.core.conftest import tiny_run_config
 from tests.imaging import write_folder_dataset
