@@ -64,6 +64,7 @@ def run_app(
     app.aboutToQuit.connect(closed.set)
     window = MainWindow(settings, warning)
     window.show()
+    window.engine.start()  # torch and Lightning load now, behind the shown window
     if on_window is not None:
         on_window(window)
     with loop:

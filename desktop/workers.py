@@ -10,17 +10,18 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 from core.config import RunConfig
-from core.data import PreparedDataset
 from core.errors import PneumoFLError, RunCancelled
 from core.persistence import Database
 from core.sinks import EventSink
-from core.training.recorded import train_and_record
-from core.training.runner import RunResult
 from desktop.bridge import QtEventBridge
+
+if TYPE_CHECKING:  # the data code (pydicom) loads when a dataset is checked, not at start-up
+    from core.data import PreparedDataset
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +62,14 @@ class TrainingWorker(QObject):
 
     def run(self) -> None:
         """Body of the thread: open a database of its own, train, report."""
+        # torch and Lightning load here, on the worker thread, when a run starts: never before the window shows.
+        from core.training.recorded import train_and_record
+        from core.training.runner import RunResult
+
         db: Database | None = None
         try:
             db = Database.open(self.db_url or None)
+
             result = train_and_record(
                 self.config,
                 db,

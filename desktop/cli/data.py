@@ -15,11 +15,13 @@ import argparse
 import json
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from core.config import RunConfig
-from core.data.summary import PreparedDataset
-from core.data.validation import check_data
 from desktop.cli.common import check_progress, stop_on_interrupt
+
+if TYPE_CHECKING:  # the data code (pydicom) loads when a command checks data
+    from core.data.summary import PreparedDataset
 
 # The options `data check` and `train` share; each flag is its RunConfig field's name.
 DATA_FIELDS = (
@@ -54,6 +56,8 @@ def check_with_progress(config: RunConfig, show_progress: bool) -> PreparedDatas
     """Check the configured dataset with a progress bar; the first Ctrl-C stops the check (exit 130)."""
     cancel = threading.Event()
     with stop_on_interrupt(cancel, "Stopping the check"), check_progress(show_progress) as progress:
+        from core.data.validation import check_data
+
         return check_data(config, progress=progress, cancel=cancel)
 
 

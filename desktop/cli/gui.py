@@ -15,7 +15,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--quit-after",
         type=float,
         metavar="SECONDS",
-        help="open the window, say how long that took, and close it after SECONDS (to check an installation)",
+        help=(
+            "open the window, say how long that and loading the training engine took, and close it SECONDS after it "
+            "was shown, once the engine is loaded (to check an installation)"
+        ),
     )
     add_db_option(p)
     p.set_defaults(func=run)
@@ -42,6 +45,18 @@ def run(args: argparse.Namespace) -> int:
         QApplication.processEvents()  # painted once
         shown = time.time() - psutil.Process().create_time()
         print(f"PneumoFL main window shown {shown:.2f} s after the process started.", flush=True)
-        QTimer.singleShot(int(quit_after * 1000), window.close)
+        waited = {"time": False, "engine": window.engine.loaded.is_set()}
+
+        def close_when_both(what: str) -> None:
+            waited[what] = True
+            if all(waited.values()):
+                window.close()
+
+        def engine_ready(seconds: float) -> None:
+            print(f"Training can start {seconds:.2f} s after the process started (engine loaded).", flush=True)
+            close_when_both("engine")
+
+        window.engine.ready.connect(engine_ready)
+        QTimer.singleShot(int(quit_after * 1000), lambda: close_when_both("time"))
 
     return run_app(getattr(args, "db", None), on_window=report_and_close)

@@ -9,9 +9,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage, QPixmap, QResizeEvent
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSizePolicy, QSlider, QVBoxLayout, QWidget
 
-from core.data.images import decode_image
 from core.errors import DataError
-from core.inference.overlay import DISPLAY_SIZE, blend
 
 
 def to_qimage(rgb: np.ndarray) -> QImage:
@@ -61,6 +59,9 @@ class HeatmapImageView(QWidget):
             self._grey = None
         else:
             try:
+                from core.data.images import decode_image  # pydicom: when an image is first shown
+                from core.inference.overlay import DISPLAY_SIZE
+
                 self._grey = decode_image(path, size=DISPLAY_SIZE).pixels
             except DataError as exc:
                 self._grey = None
@@ -73,6 +74,8 @@ class HeatmapImageView(QWidget):
             self.picture.setPixmap(QPixmap())
             return
         if self._heatmap is not None and self.show_heatmap.isChecked():
+            from core.inference.overlay import blend
+
             rgb = blend(self._grey, self._heatmap, self.opacity.value() / 100)
         else:
             rgb = np.repeat(self._grey[..., None], 3, axis=2)

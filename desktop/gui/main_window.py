@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget, QVBoxLayout, QWid
 from core.broadcast import BroadcastHub, HubSink
 from core.errors import PneumoFLError
 from core.persistence import Database
+from desktop.engine import EngineLoader
 from desktop.gui.audit_page import AuditPage
 from desktop.gui.federation_page import FederationPage
 from desktop.gui.preferences import PreferencesDialog
@@ -51,6 +52,10 @@ class MainWindow(QMainWindow):
 
         self._open_database()
         self.training_page = TrainingPage(self.db_url, settings.run_config())
+        # desktop.app starts it once the window is shown; the Training page says so until it is loaded.
+        self.engine = EngineLoader(self)
+        self.training_page.engine_loading(True)
+        self.engine.ready.connect(lambda _s: self.training_page.engine_loading(False))
         # Bound late: sharing started (or stopped) in the middle of a run applies from that moment.
         self.training_page.extra_sinks = [HubSink(lambda: self.hub)]
         self.runs_page = RunsPage(self.db)

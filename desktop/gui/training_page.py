@@ -6,6 +6,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QCoreApplication, Qt, QThread, Signal
 from PySide6.QtWidgets import (
@@ -28,15 +29,19 @@ from PySide6.QtWidgets import (
 )
 
 from core.config import BACKBONES, MONITORS, RunConfig, demo_config
-from core.data import PreparedDataset
-from core.data.validation import check_data
 from core.events import BatchMetrics, EpochEnd, Event, TrainingEnd, TrainingStart
 from core.sinks import EventSink
-from core.training.runner import RunResult
 from desktop.bridge import QtEventBridge
 from desktop.charts.dashboard import RunDashboard
+from desktop.engine import LOADING
 from desktop.gui.widgets import MessageBanner
 from desktop.workers import ProgressRelay, TrainingWorker, run_in_thread, start_worker
+
+if TYPE_CHECKING:  # the data code (pydicom) loads when a dataset is first checked
+    from core.data import PreparedDataset
+
+if TYPE_CHECKING:  # Lightning loads when training starts (desktop.workers), never before the window shows
+    from core.training.runner import RunResult
 
 TOOLTIPS = {
     "backbone": "Network architecture. resnet18 is a good default; larger ones need more time and memory.",
@@ -310,6 +315,8 @@ class TrainingPage(QWidget):
             if self.thread is None:
                 self.start_button.setEnabled(True)
 
+        from core.data.validation import check_data  # pydicom and the decoders: on first use
+
         self._check_thread = run_in_thread(
             self, check_data, config, progress=relay.report, cancel=cancel, on_result=done, on_error=failed
         )
@@ -325,6 +332,13 @@ class TrainingPage(QWidget):
     def running(self) -> bool:
         """Whether a run is in progress."""
         return self.thread is not None
+
+    def engine_loading(self, loading: bool) -> None:
+        """Say that torch and Lightning are still loading (a run started meanwhile waits for them)."""
+        if loading:
+            self.progress_label.setText(LOADING)
+        elif self.progress_label.text() == LOADING:
+            self.progress_label.setText("")
 
     def start(self) -> None:
         """Check the data (if not yet) and start a run."""
