@@ -8,40 +8,46 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import platformdirs
 
 from core.audit import kinds
 from core.audit.trail import record_safely as audit
 from core.federated.app_trust import Approval
 from core.federated.control import FlowerControl, RunStatus
+from core.federated.outcome import FederationOutcome, close_federation_runs
 from core.federated.processes import (
     ANSI,
     FlowerProcessError,
     ManagedProcess,
     flower_environment,
     free_port,
+    fresh_work_dir,
     log_text,
+    reachable_address,
     wait_for_port,
 )
 from core.federated.settings import SERVER_SETTINGS_ENV, FederationConfig, ServerSettings
 from core.federated.site_names import SiteNames
 from core.federated.site_node import SiteNode
 from core.persistence import Database
-from core.persistence.federation_records import federated_runs
-from core.persistence.runs import finish_run, set_run_status
 
 if TYPE_CHECKING:
     from core.federated.app_hub import AppHub
 
-__all__ = ["FederationOutcome", "Security", "ServerNode", "SiteNode", "fresh_work_dir", "log_text"]
+__all__ = [
+    "FederationOutcome",
+    "Security",
+    "ServerNode",
+    "SiteNode",
+    "fresh_work_dir",
+    "log_text",
+    "reachable_address",
+]
 
 log = logging.getLogger(__name__)
 STOP_GRACE_S = 30.0  # how long a stopped run may take to be reported finished
@@ -68,36 +74,6 @@ class Security:
         """The server's material in a ``certs init`` folder (absolute paths: Flower's config wants them)."""
         folder = Path(folder).expanduser().resolve()
         return cls(folder / "ca.pem", folder / "server.pem", folder / "server.key")
-
-
-@dataclass
-class FederationOutcome:
-    """How a federation run ended, with the runs it recorded."""
-
-    flower_run_id: int
-    status: str  # completed, failed, cancelled
-    message: str = ""
-    server_run_id: int | None = None
-    site_run_ids: list[int] = field(default_factory=list)
-    inbound_bytes: int = 0
-    outbound_bytes: int = 0
-    seconds: float = 0.0
-
-
-def reachable_address(host: str, port: int) -> str:
-    """``host:port`` as a site should type it: a wildcard listen address becomes this machine's name."""
-    if host in ("0.0.0.0", "::", ""):
-        host = socket.getfqdn() or socket.gethostname()
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def fresh_work_dir(kind: str, root: Path | None = None) -> Path:
-    """A new folder for one node's logs and Flower state: ``<root>/<kind>-<timestamp>``.
-
-    ``root`` defaults to ``federation/`` in the user data dir.
-    """
-    root = root or Path(platformdirs.user_data_dir("pneumofl")) / "federation"
-    return root / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 class ServerNode:
@@ -405,29 +381,7 @@ class ServerNode:
             outbound_bytes=last.outbound_bytes,
             seconds=time.monotonic() - started,
         )
-        db = Database.open(self.settings.db_url)
-        try:
-            with db.begin() as session:
-                runs = federated_runs(session, str(flower_run_id))
-                for run in runs:
-                    if run.role == "server":
-                        outcome.server_run_id = run.id
-                        if run.status != "in_progress" and status == "completed":
-                            outcome.status = run.status  # e.g. the ServerApp recorded a failed round
-                            outcome.message = run.error_message or outcome.message
-                    else:
-                        outcome.site_run_ids.append(run.id)
-                for run in runs:
-                    if run.status == "in_progress":
-                        finish_run(session, run.id, status=outcome.status, error_message=outcome.message or None)
-                if outcome.status == "cancelled":
-                    # A stopped federation is stopped everywhere: a site that had finished its last round
-                    # trained for a federation that did not complete. What each run recorded is kept.
-                    done = [r.id for r in runs if r.status not in ("in_progress", "cancelled")]
-                    set_run_status(session, done, "cancelled", outcome.message or "Stopped by the user.")
-        finally:
-            db.close()
-        return outcome
+        return close_federation_runs(self.settings.db_url, outcome)
 
     def stop(self) -> None:
         """Stop the fleet front and the SuperLink with everything it started."""

@@ -21,6 +21,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import platformdirs
 import psutil
 
 from core.errors import PneumoFLError
@@ -198,3 +199,19 @@ def stop_all() -> None:
 def log_text(process: ManagedProcess, chars: int = 1500) -> str:
     """The end of a Flower process's log without its colour codes."""
     return ANSI.sub("", process.log_tail(chars)).strip()
+
+
+def reachable_address(host: str, port: int) -> str:
+    """``host:port`` as a site should type it: a wildcard listen address becomes this machine's name."""
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.getfqdn() or socket.gethostname()
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def fresh_work_dir(kind: str, root: Path | None = None) -> Path:
+    """A new folder for one node's logs and Flower state: ``<root>/<kind>-<timestamp>``.
+
+    ``root`` defaults to ``federation/`` in the user data dir.
+    """
+    root = root or Path(platformdirs.user_data_dir("pneumofl")) / "federation"
+    return root / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -10,9 +10,6 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QCoreApplication, Qt, QThread, Signal
 from PySide6.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -22,18 +19,18 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
-    QSpinBox,
     QSplitter,
     QVBoxLayout,
     QWidget,
 )
 
-from core.config import BACKBONES, MONITORS, RunConfig, demo_config
+from core.config import RunConfig, demo_config
 from core.events import BatchMetrics, EpochEnd, Event, TrainingEnd, TrainingStart
 from core.sinks import EventSink
 from desktop.bridge import QtEventBridge
 from desktop.charts.dashboard import RunDashboard
 from desktop.engine import LOADING
+from desktop.gui.training_settings import TrainingSettings
 from desktop.gui.widgets import MessageBanner
 from desktop.workers import ProgressRelay, TrainingWorker, run_in_thread, start_worker
 
@@ -43,19 +40,6 @@ if TYPE_CHECKING:  # the data code (pydicom) loads when a dataset is first check
 if TYPE_CHECKING:  # Lightning loads when training starts (desktop.workers), never before the window shows
     from core.training.runner import RunResult
 
-TOOLTIPS = {
-    "backbone": "Network architecture. resnet18 is a good default; larger ones need more time and memory.",
-    "epochs": "Passes over the training images. Early stopping may end the run sooner.",
-    "batch_size": "Images per training step. Lower it if the computer runs out of memory.",
-    "learning_rate": "Step size of the optimiser (AdamW, cosine schedule).",
-    "image_size": "Images are resized to this many pixels square. 224 for real X-rays; 64 is enough for the demo.",
-    "early_stopping_patience": "Stop after this many epochs without improvement of the monitored metric (0 = never).",
-    "monitor": "Metric that picks the best checkpoint and drives early stopping.",
-    "batch_metrics_every": "Record loss/accuracy over every N training batches.",
-    "gradient_every": "Record gradient norms every N optimiser steps.",
-    "temperature_scaling": "After training, fit a temperature on the validation images so that a predicted 80% "
-    "means pneumonia about 80% of the time. Readings and exports then use the calibrated probabilities.",
-}
 
 
 class TrainingPage(QWidget):
@@ -119,52 +103,12 @@ class TrainingPage(QWidget):
         data_layout.addWidget(self.csv_box)
         data_layout.addWidget(self.summary)
 
-        self.backbone = QComboBox()
-        self.backbone.addItems(BACKBONES)
-        self.epochs = _spin(1, 10_000)
-        self.batch_size = _spin(1, 4096)
-        self.learning_rate = QDoubleSpinBox()
-        self.learning_rate.setDecimals(6)
-        self.learning_rate.setRange(1e-6, 1.0)
-        self.learning_rate.setSingleStep(1e-4)
-        self.image_size = _spin(32, 1024)
-        self.patience = _spin(0, 1000)
-        self.monitor = QComboBox()
-        self.monitor.addItems(MONITORS)
-        self.batch_every = _spin(1, 100_000)
-        self.grad_every = _spin(1, 100_000)
-        self.temperature_scaling = QCheckBox("Calibrate probabilities")
-        form = QFormLayout()
-        self._fields = {
-            "backbone": self.backbone,
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "learning_rate": self.learning_rate,
-            "image_size": self.image_size,
-            "early_stopping_patience": self.patience,
-            "monitor": self.monitor,
-            "batch_metrics_every": self.batch_every,
-            "gradient_every": self.grad_every,
-            "temperature_scaling": self.temperature_scaling,
-        }
-        labels = {
-            "backbone": "Backbone",
-            "epochs": "Epochs",
-            "batch_size": "Batch size",
-            "learning_rate": "Learning rate",
-            "image_size": "Image size (px)",
-            "early_stopping_patience": "Early-stopping patience",
-            "monitor": "Monitor",
-            "batch_metrics_every": "Batch metrics every",
-            "gradient_every": "Gradients every",
-            "temperature_scaling": "Temperature scaling",
-        }
-        for name, widget in self._fields.items():
-            widget.setToolTip(TOOLTIPS[name])
-            form.addRow(labels[name], widget)
-        self.set_config(config)
-        settings_box = QGroupBox("Settings")
-        settings_box.setLayout(form)
+        settings_box = TrainingSettings(config)
+        self.settings_box = settings_box
+        # The fields by their old names: the page's callers (and its tests) reach them here.
+        for name in ("backbone", "epochs", "batch_size", "learning_rate", "image_size", "patience", "monitor"):
+            setattr(self, name, getattr(settings_box, name))
+        self._base = config
 
         self.start_button = QPushButton("Start training")
         self.start_button.setObjectName("primary")
@@ -203,16 +147,7 @@ class TrainingPage(QWidget):
     # ------------------------------------------------------------------ configuration
     def set_config(self, config: RunConfig) -> None:
         """Fill the form from ``config``."""
-        self.backbone.setCurrentText(config.backbone)
-        self.epochs.setValue(config.epochs)
-        self.batch_size.setValue(config.batch_size)
-        self.learning_rate.setValue(config.learning_rate)
-        self.image_size.setValue(config.image_size)
-        self.patience.setValue(config.early_stopping_patience)
-        self.monitor.setCurrentText(config.monitor)
-        self.batch_every.setValue(config.batch_metrics_every)
-        self.grad_every.setValue(config.gradient_every)
-        self.temperature_scaling.setChecked(config.temperature_scaling)
+        self.settings_box.set_config(config)
         self._base = config
 
     def config(self) -> RunConfig:
@@ -226,18 +161,8 @@ class TrainingPage(QWidget):
             data_path=path,
             csv_image_column=self.csv_image_column.text() or "image",
             csv_label_column=self.csv_label_column.text() or "label",
-            backbone=self.backbone.currentText(),
-            epochs=self.epochs.value(),
-            batch_size=self.batch_size.value(),
-            learning_rate=self.learning_rate.value(),
-            image_size=self.image_size.value(),
-            early_stopping_patience=self.patience.value(),
-            monitor=self.monitor.currentText(),
-            monitor_mode="min" if self.monitor.currentText() == "val_loss" else "max",
-            batch_metrics_every=self.batch_every.value(),
-            gradient_every=self.grad_every.value(),
-            temperature_scaling=self.temperature_scaling.isChecked(),
             experiment_name="demo" if self.use_demo else Path(path).stem or "pneumonia",
+            **self.settings_box.overrides(),
         )
 
     def set_data_path(self, path: str) -> None:
@@ -442,12 +367,6 @@ class TrainingPage(QWidget):
             f"Run {self.run_id} · epoch {epoch}/{self._total_epochs} · batch {batch}/{self._steps_per_epoch}"
             f" · elapsed {_clock(elapsed)} · ETA {_clock(eta)}"
         )
-
-
-def _spin(low: int, high: int) -> QSpinBox:
-    box = QSpinBox()
-    box.setRange(low, high)
-    return box
 
 
 def _clock(seconds: float) -> str:
