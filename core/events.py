@@ -149,8 +149,8 @@ class TrainingEnd(Event):
     """A run ended. ``status`` is completed, failed or cancelled.
 
     ``best_metrics`` are the best epoch's (or round's) ``val_*`` metrics. ``final_stats`` is the best
-    checkpoint's evaluation (see :func:`core.training.evaluation.final_stats`): per-split metrics, intervals,
-    operating points, calibration.
+    checkpoint's evaluation, the document of :class:`core.reporting.RunReport` (``RunReport.to_dict()``):
+    per-split metrics, intervals, operating points, calibration.
     """
 
     TYPE: ClassVar[str] = "training_end"

@@ -13,7 +13,8 @@ from core import __version__
 from core.data.images import NORMALISE_MEAN as MEAN
 from core.data.images import NORMALISE_STD as STD
 from core.persistence.runs import RunRecord
-from core.stats.names import LABELS, OPERATING_POINTS, interval_text
+from core.reporting import RunReport
+from core.stats.names import LABELS
 
 CARD_FORMAT = "pneumofl-model-card"
 CARD_VERSION = 1
@@ -44,7 +45,7 @@ STAT_KEYS = (
 
 def build_card(
     run: RunRecord,
-    stats: dict[str, Any],
+    report: RunReport,
     *,
     file_name: str,
     file_format: str,
@@ -52,10 +53,12 @@ def build_card(
     verification: dict[str, Any],
     sites: list[str],
 ) -> dict[str, Any]:
-    """The model card of run ``run``'s evaluated weights, exported as ``file_name``."""
+    """The model card of run ``run``'s evaluated weights (``report.model``), exported as ``file_name``."""
     config = run.config or {}
     training = config.get("training", config)  # a federated server run nests the site configuration
-    model = stats["model"]
+    model = report.model
+    assert model is not None, "only an evaluated model is exported"
+    stats = report.to_dict()
     return {
         "format": CARD_FORMAT,
         "version": CARD_VERSION,
@@ -64,18 +67,18 @@ def build_card(
         "intended_use": INTENDED_USE,
         "limitations": list(LIMITATIONS),
         "model": {
-            "backbone": model["backbone"],
-            "input_size": model["image_size"],
-            "weights_sha256": model["weights_sha256"],
-            "temperature": (stats.get("calibration") or {}).get("temperature"),
+            "backbone": model.backbone,
+            "input_size": model.image_size,
+            "weights_sha256": model.weights_sha256,
+            "temperature": report.calibration.temperature if report.calibration else None,
             "output": "probability of pneumonia, one per image",
             "decision_rule": "PNEUMONIA when the probability is above the threshold, else NORMAL",
         },
         "preprocessing": {
-            "input": f"float32 tensor (N, 3, {model['image_size']}, {model['image_size']}), named 'image'",
+            "input": f"float32 tensor (N, 3, {model.image_size}, {model.image_size}), named 'image'",
             "steps": [
                 "decode to 8-bit grey: DICOM modality LUT, VOI LUT, MONOCHROME1 inverted, then min-max to 0-255",
-                f"resize to {model['image_size']} x {model['image_size']} (bilinear, antialiased)",
+                f"resize to {model.image_size} x {model.image_size} (bilinear, antialiased)",
                 "scale to [0, 1], repeat the grey channel 3 times",
                 f"normalise: (x - {MEAN}) / {STD}",
             ],
@@ -101,7 +104,7 @@ def build_card(
 
 def card_markdown(card: dict[str, Any]) -> str:
     """The card as a Markdown page for people."""
-    model, training, stats = card["model"], card["training"], card["statistics"]
+    model, training, report = card["model"], card["training"], RunReport.from_dict(card["statistics"])
     lines = [
         f"# Model card: {training['experiment']} (run {training['run_id']})",
         "",
@@ -140,15 +143,15 @@ def card_markdown(card: dict[str, Any]) -> str:
         "",
         "## Performance",
         "",
-        *_metric_table(stats),
+        *_metric_table(report),
         "",
         "## Operating points (thresholds chosen on validation, applied to test)",
         "",
-        *_points_table(stats),
+        *_points_table(report),
         "",
         "## Calibration",
         "",
-        *_calibration_lines(stats),
+        *_calibration_lines(report),
         "",
         "## Verification",
         "",
@@ -173,49 +176,40 @@ METRIC_ROWS = (
 )
 
 
-def _metric_table(stats: dict[str, Any]) -> list[str]:
-    splits = [s for s in ("val", "test") if stats.get(s)]
+def _metric_table(report: RunReport) -> list[str]:
+    splits = report.evaluated
     if not splits:
         return ["No evaluation."]
-    threshold = stats.get("threshold", 0.5)
-    rows = [f"| Metric (threshold {threshold:.3f}) | " + " | ".join(_split_name(s) for s in splits) + " |"]
+    rows = [
+        f"| Metric (threshold {report.threshold_or(0.5):.3f}) | " + " | ".join(_split_name(s) for s in splits) + " |"
+    ]
     rows.append("|---|" + "---|" * len(splits))
-    for key, label in METRIC_ROWS:
-        cells = [interval_text(stats[s].get(key), (stats.get("intervals") or {}).get(s, {}).get(key)) for s in splits]
-        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    rows += ["| " + " | ".join(cells) + " |" for cells in report.metric_rows(METRIC_ROWS)]
     return rows
 
 
-def _points_table(stats: dict[str, Any]) -> list[str]:
-    points = stats.get("operating_points") or {}
+def _points_table(report: RunReport) -> list[str]:
+    points = report.points()
     if not points:
         return ["None (validation had a single class)."]
     rows = ["| Operating point | Threshold | Val sensitivity | Val specificity | Test sensitivity | Test specificity |"]
     rows.append("|---|---|---|---|---|---|")
-    for name in OPERATING_POINTS:
-        point = points.get(name)
-        if not point:
-            continue
-        cells = []
-        for split in ("val", "test"):
-            for key in ("recall", "specificity"):
-                metrics = point.get(split) or {}
-                cells.append(interval_text(metrics.get(key), (point.get("intervals") or {}).get(split, {}).get(key)))
-        rows.append(f"| {LABELS[name]} | {point['threshold']:.3f} | " + " | ".join(cells) + " |")
+    for point in points:
+        cells = report.point_cells(point, ("val", "test"), ("recall", "specificity"))
+        rows.append(f"| {LABELS[point.name]} | {point.threshold:.3f} | " + " | ".join(cells) + " |")
     return rows
 
 
-def _calibration_lines(stats: dict[str, Any]) -> list[str]:
-    calibration = stats.get("calibration") or {}
-    lines = []
-    for split in ("val", "test"):
-        if split in calibration:
-            c = calibration[split]
-            lines.append(
-                f"- {_split_name(split)}: Brier score {c['brier']:.4f}, expected calibration error {c['ece']:.4f}"
-            )
-    if calibration.get("temperature"):
-        lines.append(f"- Temperature {calibration['temperature']:.3f}, fitted on validation")
+def _calibration_lines(report: RunReport) -> list[str]:
+    calibration = report.calibration
+    if calibration is None:
+        return ["Not measured."]
+    lines = [
+        f"- {_split_name(split)}: Brier score {c.brier:.4f}, expected calibration error {c.ece:.4f}"
+        for split, c in calibration.splits.items()
+    ]
+    if calibration.temperature:
+        lines.append(f"- Temperature {calibration.temperature:.3f}, fitted on validation")
     return lines or ["Not measured."]
 
 

@@ -91,7 +91,7 @@ def export_model(db: Database, run_id: int, file_format: str, out_dir: Path) -> 
     verification = {"runtime": _runtime(file_format), "images": len(images), "source": where}
     card = build_card(
         run,
-        source.stats,
+        source.report,
         file_name=target.name,
         file_format=file_format,
         file_sha256=file_sha256(target),

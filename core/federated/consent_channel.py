@@ -43,7 +43,7 @@ def ask_site_node(folder: Path, flower_run_id: int, run_config: dict[str, Any], 
         except (OSError, ValueError, KeyError):
             time.sleep(0.1)
     return False, (
-        f"Declined: the site node did not answer within {timeout:.0f} s (is `pneumofl client join` or the app still "
+        f"Declined: the site node did not answer within {timeout:.0f} s (is `pneumofl site join` or the app still "
         "running?)."
     )
 

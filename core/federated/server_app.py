@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
@@ -29,9 +29,11 @@ from core.model.checkpoint import save_checkpoint, shared_state, weights_sha256
 from core.model.module import PneumoniaClassifier
 from core.persistence import Database, DatabaseSink
 from core.persistence.runs import create_run
+from core.reporting import ModelRecord, Privacy, RunReport
+from core.reporting.evaluate import evaluate_report
 from core.sinks import EventSink, SinkSet
-from core.stats.calibration import apply_temperature, fit_temperature
-from core.training.evaluation import Predictions, final_stats, predict_logits
+from core.stats.bootstrap import RESAMPLES
+from core.training.evaluation import Predictions, predict_logits
 from core.training.recorded import run_folder
 from core.training.runner import load_shared_weights
 from core.training.selection import selection_key
@@ -111,8 +113,8 @@ def run_federation(
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         logits = evaluator.logits(arrays.to_torch_state_dict())
-        stats = evaluator.stats(logits, resamples=0)
-        metrics = {f"val_{k}": v for k, v in (stats.get("val") or {}).items() if isinstance(v, (int, float))}
+        report = evaluator.report(logits, resamples=0)
+        metrics = {f"val_{k}": v for k, v in report.metrics("val").values.items() if isinstance(v, (int, float))}
         if server_round > 0:  # round 0 is the untrained initial model
             tracker.offer(server_round, metrics, evaluator.state(), logits)
         return MetricRecord(strategy.round_metrics(server_round, metrics))
@@ -157,27 +159,27 @@ def run_federation(
             best_metrics=tracker.metrics,
             duration=time.monotonic() - started,
             # The full statistics (with intervals) only for the round that is reported.
-            final_stats=tracker.final_stats(evaluator) | privacy_report(plan, aggregation.privacy_spent()),
+            final_stats=replace(
+                tracker.report(evaluator), privacy=privacy_record(plan, aggregation.privacy_spent())
+            ).to_dict(),
             error=error,
         )
     )
 
 
-def privacy_report(plan: FederationConfig, spent: dict[str, float] | None) -> dict[str, Any]:
-    """``{"privacy": ...}`` for the final statistics of a differentially private federation (else empty)."""
+def privacy_record(plan: FederationConfig, spent: dict[str, float] | None) -> Privacy | None:
+    """The privacy a differentially private federation spent (``None`` without differential privacy)."""
     if spent is None:
-        return {}
-    return {
-        "privacy": {
-            "epsilon": spent["dp_epsilon"],
-            "delta": spent["dp_delta"],
-            "releases": int(spent["dp_releases"]),
-            "noise_multiplier": plan.dp_noise,
-            "clipping": plan.dp_clipping,
-            "clipping_norm": plan.dp_clip,
-            "accounting": "Renyi DP, Flower's RdpAccountant (no sampling amplification)",
-        }
-    }
+        return None
+    return Privacy(
+        epsilon=spent["dp_epsilon"],
+        delta=spent["dp_delta"],
+        releases=int(spent["dp_releases"]),
+        noise_multiplier=plan.dp_noise,
+        clipping=plan.dp_clipping,
+        clipping_norm=plan.dp_clip,
+        accounting="Renyi DP, Flower's RdpAccountant (no sampling amplification)",
+    )
 
 
 class BestRound:
@@ -190,19 +192,18 @@ class BestRound:
         self.logits: Predictions = {}
         self._key: tuple | None = None
 
-    def final_stats(self, evaluator: CentralEvaluator) -> dict[str, Any]:
+    def report(self, evaluator: CentralEvaluator) -> RunReport:
         """The full statistics (with intervals) of the best round, and where its weights are."""
         if not self.logits:
-            return {}
-        stats = evaluator.stats(self.logits)
+            return RunReport()
         state = torch.load(self.path, map_location="cpu", weights_only=True)["state_dict"]
-        stats["model"] = {
-            "backbone": self.backbone,
-            "image_size": evaluator.config.image_size,
-            "weights_sha256": weights_sha256(state),
-            "checkpoint": str(self.path.resolve()),
-        }
-        return stats
+        record = ModelRecord(
+            backbone=self.backbone,
+            image_size=evaluator.config.image_size,
+            weights_sha256=weights_sha256(state),
+            checkpoint=str(self.path.resolve()),
+        )
+        return evaluator.report(self.logits, model=record)
 
     def offer(
         self, number: int, metrics: dict[str, float], state: dict[str, torch.Tensor], logits: Predictions
@@ -272,15 +273,14 @@ class CentralEvaluator:
         assert self._model is not None, "logits() first"
         return shared_state(self._model)
 
-    def stats(self, logits: Predictions, resamples: int | None = None) -> dict[str, Any]:
-        """``final_stats`` of held-out logits (temperature-scaled when the plan asks for it)."""
+    def report(self, logits: Predictions, resamples: int = RESAMPLES, model: ModelRecord | None = None) -> RunReport:
+        """The report of held-out logits (temperature-scaled when the plan asks for it)."""
         if not logits:
-            return {}
-        z, y = logits["val"]
-        temperature = None
-        if self.config.temperature_scaling and len(set(y.tolist())) > 1:
-            temperature = fit_temperature(z, y)
-        probs = {"val": (apply_temperature(z, temperature), y)}
-        raw = {"val": (torch.sigmoid(z), y)} if temperature else None
-        extra = {} if resamples is None else {"resamples": resamples}
-        return final_stats(probs, self.config.threshold, temperature=temperature, uncalibrated=raw, **extra)
+            return RunReport()
+        return evaluate_report(
+            logits,
+            self.config.threshold,
+            temperature_scaling=self.config.temperature_scaling,
+            resamples=resamples,
+            model=model,
+        )

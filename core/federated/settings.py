@@ -339,7 +339,7 @@ class SiteSettings:
         path = os.environ.get(SITE_SETTINGS_ENV, "")
         if not path:
             raise ConfigError(
-                f"{SITE_SETTINGS_ENV} is not set: start the site with `pneumofl client join`, which writes the "
+                f"{SITE_SETTINGS_ENV} is not set: start the site with `pneumofl site join`, which writes the "
                 "site's settings."
             )
         try:

@@ -38,7 +38,7 @@ from core.persistence import Database, DatabaseSink
 from core.persistence.federation_records import find_federated_run
 from core.persistence.runs import create_run
 from core.sinks import EventSink, SinkSet
-from core.training.runner import run_training
+from core.training.runner import RunResult, run_training
 
 log = logging.getLogger(__name__)
 
@@ -191,23 +191,26 @@ def train_site_round(
         db.close()
 
 
-def _finish_site_run(fanout: EventSink, run_id: int, plan: FederationConfig, server_round: int, result: Any) -> None:
+def _finish_site_run(
+    fanout: EventSink, run_id: int, plan: FederationConfig, server_round: int, result: RunResult
+) -> None:
     """End the site's run after the last round; keep its model (with its own layers) so it can read images."""
-    final = dict(result.final_stats)
-    if final.get("model") is not None and result.weights is not None:
+    report = result.report
+    if report.model is not None and result.weights is not None:
         path = run_folder(run_id) / "best.ckpt"
         save_checkpoint(path, result.weights, server_round * plan.local_epochs, plan.training.backbone)
-        final["model"] = dict(final["model"]) | {"checkpoint": str(path.resolve())}
+        report = dataclasses.replace(report, model=dataclasses.replace(report.model, checkpoint=str(path.resolve())))
+    val = report.metrics("val")
     fanout.handle(
         TrainingEnd(
             run_id=run_id,
             status="completed",
             round_number=server_round,
             best_epoch=server_round * plan.local_epochs,
-            best_val_recall=(final.get("val") or {}).get("recall"),
-            best_metrics={f"val_{k}": v for k, v in (final.get("val") or {}).items()},
+            best_val_recall=val.get("recall"),
+            best_metrics={f"val_{k}": v for k, v in val.values.items()},
             duration=result.duration,
-            final_stats=final,
+            final_stats=report.to_dict(),
         )
     )
 

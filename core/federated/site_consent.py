@@ -2,7 +2,7 @@
 
 The server sends the plan in a ``query`` message before the first round (its own wait, not a round's timeout).
 The ClientApp only relays it (:mod:`core.federated.consent_channel`) to the site node's :class:`ConsentDesk`, a
-thread of the long-lived process that owns the SuperNode (the app or ``pneumofl client join``). The desk checks the
+thread of the long-lived process that owns the SuperNode (the app or ``pneumofl site join``). The desk checks the
 plan against the policy and, within it, asks the site's user (a dialog in the app, a question on a terminal, a
 refusal headless unless the site approves plans within its policy), audits the decision, keeps it for the run's
 rounds and answers. Every training round checks the kept decision again against the plan it is sent, so a server

@@ -21,8 +21,9 @@ from torch import nn
 from core.errors import PneumoFLError
 from core.model.checkpoint import load_backbone, run_folder
 from core.persistence import Database
-from core.persistence.metric_reads import final_stats
+from core.persistence.metric_reads import run_report
 from core.persistence.runs import get_run
+from core.reporting import RunReport
 from core.stats.calibration import apply_temperature
 from core.stats.operating_points import OPERATING_POINTS
 
@@ -41,7 +42,7 @@ class ReadingModel:
     backbone_name: str
     image_size: int
     weights_sha256: str
-    stats: dict[str, Any]
+    report: RunReport = field(default_factory=RunReport)
     run_id: int | None = None
     temperature: float | None = None
     backbone: nn.Module | None = None
@@ -74,16 +75,16 @@ class ReadingModel:
         PneumoFLError
             For an unknown name, a number out of range, or a point the model's statistics do not have.
         """
-        points = self.stats.get("operating_points") or {}
+        points = self.report.operating_points
         if operating_point in OPERATING_POINTS:
             if operating_point not in points:
                 raise PneumoFLError(
                     f"{self.name} has no {operating_point} operating point (its validation split had one class, "
                     "or it was trained before operating points were recorded); give a threshold such as 0.5."
                 )
-            return operating_point, float(points[operating_point]["threshold"])
+            return operating_point, points[operating_point].threshold
         if operating_point == "default":
-            return "default", float(self.stats.get("threshold", 0.5))
+            return "default", self.report.threshold_or(0.5)
         try:
             value = float(operating_point)
         except ValueError:
@@ -107,23 +108,23 @@ def load_run_model(db: Database, run_id: int) -> ReadingModel:
     """
     with db.begin() as session:
         run = get_run(session, run_id)
-        stats = final_stats(session, run_id)
-    record = stats.get("model")
-    if not record:
+        report = run_report(session, run_id)
+    record = report.model
+    if record is None:
         why = (
             "a federated site's run keeps no model: use the federation's server run"
             if run.role == "client"
             else (f"it is {run.status} and kept no evaluated model (runs recorded before PneumoFL 0.2 did not either)")
         )
         raise PneumoFLError(f"Run {run_id} cannot read images: {why}.")
-    path = Path(record.get("checkpoint") or run_folder(run_id) / "best.ckpt")
+    path = Path(record.checkpoint or run_folder(run_id) / "best.ckpt")
     if not path.is_file():
         raise PneumoFLError(
             f"The weights of run {run_id} are not on this computer (looked for {path}). On the computer that "
             f"trained it, `pneumofl model export {run_id} --format torchscript -o DIR` makes a file to bring here."
         )
-    module, name, fingerprint = load_backbone(path, record.get("backbone"))
-    if fingerprint != record.get("weights_sha256"):
+    module, name, fingerprint = load_backbone(path, record.backbone or None)
+    if fingerprint != record.weights_sha256:
         raise PneumoFLError(
             f"{path} does not hold the weights run {run_id} was evaluated with (was it overwritten by another run "
             "or another database?). Train the run again or use an exported model."
@@ -131,11 +132,11 @@ def load_run_model(db: Database, run_id: int) -> ReadingModel:
     return ReadingModel(
         name=f"run {run_id} ({run.experiment_name})",
         backbone_name=name,
-        image_size=int(record["image_size"]),
-        weights_sha256=record["weights_sha256"],
-        stats=stats,
+        image_size=record.image_size,
+        weights_sha256=record.weights_sha256,
+        report=report,
         run_id=run_id,
-        temperature=(stats.get("calibration") or {}).get("temperature"),
+        temperature=report.calibration.temperature if report.calibration else None,
         backbone=module,
     )
 
@@ -187,7 +188,7 @@ def load_exported_model(path: Path) -> ReadingModel:
         "backbone_name": model["backbone"],
         "image_size": int(model["input_size"]),
         "weights_sha256": model["weights_sha256"],
-        "stats": card.get("statistics") or {},
+        "report": RunReport.from_dict(card.get("statistics")),
         "run_id": None,
         "card": card,
     }

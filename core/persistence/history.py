@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from core.persistence.metric_reads import final_stats
 from core.persistence.models import metrics_table as m
 from core.persistence.runs import RunRecord, get_run
+from core.reporting import RunReport
 
 Arrays = tuple[np.ndarray, np.ndarray]
 
@@ -54,6 +55,11 @@ class RunHistory:
     early_stopping_epoch: int | None = None
     roc: dict[str, list[float]] | None = None
     batch_loaded: bool = False
+
+    @property
+    def report(self) -> RunReport:
+        """``final_stats`` read as a typed report (older versions upgraded)."""
+        return RunReport.from_dict(self.final_stats)
 
 
 def load_run_history(session: Session, run_id: int, *, include_batch: bool = True) -> RunHistory:

@@ -16,6 +16,7 @@ from core.persistence.models import (
     runs_table,
 )
 from core.persistence.runs import MetricRow, value_of
+from core.reporting import RunReport
 
 _M = metrics_table.c
 
@@ -76,8 +77,13 @@ def epoch_table(session: Session, run_id: int) -> list[dict[str, Any]]:
     return list(table.values())
 
 
+def run_report(session: Session, run_id: int) -> RunReport:
+    """The run's final statistics as a typed report, whatever version they were stored in."""
+    return RunReport.from_dict(final_stats(session, run_id))
+
+
 def final_stats(session: Session, run_id: int) -> dict[str, Any]:
-    """The run's final statistics (see :func:`core.training.evaluation.final_stats`).
+    """The run's final statistics as stored (see :class:`core.reporting.RunReport`).
 
     Runs recorded before the document was kept get ``{"val": {...}, "test": {...}, "youden": {...}}``
     rebuilt from their ``final_epoch`` rows.

@@ -20,6 +20,8 @@ from core.events import (
     RoundMetrics,
     TrainingEnd,
 )
+from core.reporting import RunReport
+from core.reporting.records import SPLITS
 
 COLUMNS = ("run_id", "metric_name", "metric_value", "step", "dataset_type", "context", "client_id", "round_id")
 CONTEXT_INDEX = COLUMNS.index("context")
@@ -90,23 +92,26 @@ def event_rows(event: Event, run_id: int | None) -> list[Row]:
 
 
 def final_rows(event: TrainingEnd, run_id: int | None) -> list[Row]:
-    """The final statistics: ``final_epoch`` rows at the best epoch, and the ROC as ``curve`` rows by point index."""
+    """The final statistics' numbers as rows: ``final_epoch`` rows at the best epoch, the ROC as ``curve`` rows.
+
+    ``runs.final_stats`` keeps the whole document; these rows are derived from it (through
+    :class:`core.reporting.RunReport`, so every stored version gives the same rows) for SQL queries and the
+    long-format exports.
+    """
     step = event.best_epoch or 0
-    final = event.final_stats or {}
+    report = RunReport.from_dict(event.final_stats)
     rows: list[Row] = []
-    for split in ("val", "test"):
-        metrics = numbers(final.get(split))
+    for split in SPLITS:
+        metrics = numbers(report.metrics(split).values)
         rows += metric_rows(run_id, event, {f"{split}_{k}": v for k, v in metrics.items()}, step, "final_epoch")
-    youden = final.get("youden") or {}
-    if isinstance(youden, Mapping):
-        if is_number(youden.get("threshold")):
-            rows += metric_rows(run_id, event, {"youden_threshold": youden["threshold"]}, step, "final_epoch", "other")
-        metrics = {f"youden_val_{k}": v for k, v in numbers(youden.get("val")).items()}
+    youden = report.operating_points.get("youden")
+    if youden is not None:
+        rows += metric_rows(run_id, event, {"youden_threshold": youden.threshold}, step, "final_epoch", "other")
+        metrics = {f"youden_val_{k}": v for k, v in numbers(youden.metrics("val").values).items()}
         rows += metric_rows(run_id, event, metrics, step, "final_epoch", "validation")
-    roc = final.get("roc") or {}
-    if isinstance(roc, Mapping):
-        for name in ("fpr", "tpr"):
-            for i, value in enumerate(roc.get(name) or []):
+    if report.roc:
+        for name, values in (("fpr", report.roc.fpr), ("tpr", report.roc.tpr)):
+            for i, value in enumerate(values):
                 rows += metric_rows(run_id, event, {f"roc_{name}": value}, i, "curve", "validation")
     return rows
 

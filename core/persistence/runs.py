@@ -130,7 +130,7 @@ def finish_run(
     """Set the final status and summary of a run (``error_message`` is kept if not given).
 
     ``best_val_*`` are the best epoch's (or round's) validation metrics; ``final_stats`` is the whole
-    document of :func:`core.training.evaluation.final_stats`.
+    document of :class:`core.reporting.RunReport`.
     """
     if status not in RUN_STATUSES:
         raise ValueError(f"status must be one of {', '.join(RUN_STATUSES)}, not {status!r}")

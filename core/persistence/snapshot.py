@@ -72,7 +72,7 @@ def run_snapshot(session: Session, run_id: int, *, max_points: int = 2000) -> di
         "run": summary(run),
         "epochs": {name: pair(xs, ys) for name, (xs, ys) in history.epoch_series.items()},
         "early_stopping_epoch": history.early_stopping_epoch,
-        "final_stats": json_safe(history.final_stats),
+        "final_stats": json_safe(history.report.to_dict()),
         "roc": json_safe(history.roc),
         "batch": {},
         "federation": None,

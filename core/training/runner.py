@@ -25,8 +25,9 @@ from core.errors import PneumoFLError, RunCancelled
 from core.events import RunError, TrainingEnd, TrainingStart
 from core.model.checkpoint import LOCAL_STATE_PREFIXES, shared_state, weights_sha256
 from core.model.module import PneumoniaClassifier
+from core.reporting import ModelRecord, RunReport, SampleCounts
+from core.reporting.evaluate import evaluate_report
 from core.sinks import EventSink
-from core.stats.calibration import apply_temperature, fit_temperature
 from core.training.callbacks import (
     BatchMetricsSampler,
     BestCheckpoint,
@@ -37,7 +38,7 @@ from core.training.callbacks import (
     MetricsCollector,
     UnreadableImageMonitor,
 )
-from core.training.evaluation import final_stats, predict_logits
+from core.training.evaluation import predict_logits
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +55,15 @@ class RunResult:
     duration: float = 0.0
     fit_seconds: float = 0.0  # Trainer.fit alone (no data preparation or final evaluation)
     epochs_completed: int = 0
-    final_stats: dict[str, Any] = field(default_factory=dict)
+    report: RunReport = field(default_factory=RunReport)  # the chosen weights evaluated (empty: not evaluated)
     checkpoint_path: str | None = None
     error: str | None = None
     weights: dict[str, torch.Tensor] | None = None  # the last epoch's weights, when asked for (federated rounds)
+
+    @property
+    def final_stats(self) -> dict[str, Any]:
+        """The report as the stored document (see :class:`core.reporting.RunReport`)."""
+        return self.report.to_dict()
 
 
 @dataclass
@@ -156,7 +162,7 @@ def run_training(
         Evaluate and return the last epoch's weights instead of the best checkpoint's (what a federated
         client sends back: FedAvg averages where each site ended, not where it peaked).
     final_evaluation
-        Compute ``final_stats`` after fitting (a federated site skips it in all but the last round: the
+        Compute the run's ``report`` after fitting (a federated site skips it in all but the last round: the
         epoch-end validation already has the numbers it reports).
     proximal_mu
         FedProx's proximal term, anchored at ``initial_weights``.
@@ -239,12 +245,9 @@ def run_training(
             if keep_last_weights:
                 result.weights = shared_state(model)
             if final_evaluation:
-                result.final_stats = _best_checkpoint_stats(model, checkpoint, loaders, config, cancel)
-                if result.final_stats:
-                    train = {"total": len(data.train), "positive": sum(s.label for s in data.train)}
-                    result.final_stats.setdefault("samples", {})["train"] = train
-                    kept = checkpoint.best_model_path if checkpoint and work_dir is not None else ""
-                    result.final_stats["model"] = model_record(model, config, kept)
+                train = SampleCounts(total=len(data.train), positive=sum(s.label for s in data.train))
+                kept = checkpoint.best_model_path if checkpoint and work_dir is not None else ""
+                result.report = _best_checkpoint_report(model, checkpoint, loaders, config, cancel, train, kept)
         except RunCancelled:
             result.status = "cancelled"
         except Exception as exc:
@@ -275,35 +278,33 @@ def run_training(
                 best_val_recall=result.best_val_recall,
                 best_metrics=result.best_metrics,
                 duration=result.duration,
-                final_stats=result.final_stats,
+                final_stats=result.report.to_dict(),
                 error=result.error,
             )
         )
     return result
 
 
-def model_record(model: PneumoniaClassifier, config: RunConfig, checkpoint: str) -> dict[str, Any]:
+def model_record(model: PneumoniaClassifier, config: RunConfig, checkpoint: str) -> ModelRecord:
     """What ``predict`` and ``model export`` need to find and check the evaluated weights (``""``: not kept)."""
-    return {
-        "backbone": config.backbone,
-        "image_size": config.image_size,
-        "weights_sha256": weights_sha256(shared_state(model)),
-        "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
-    }
+    return ModelRecord(
+        backbone=config.backbone,
+        image_size=config.image_size,
+        weights_sha256=weights_sha256(shared_state(model)),
+        checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None,
+    )
 
 
-def _best_checkpoint_stats(
+def _best_checkpoint_report(
     model: PneumoniaClassifier,
     checkpoint: BestCheckpoint | None,
     loaders: Loaders,
     config: RunConfig,
     cancel: threading.Event,
-) -> dict[str, Any]:
-    """Reload the best checkpoint's weights (if any) and evaluate them on validation and test.
-
-    With ``temperature_scaling`` a temperature is fitted on the validation logits; every reported
-    probability (and so every threshold chosen on them) is then the scaled one, as ``predict`` will give.
-    """
+    train: SampleCounts,
+    kept: str,
+) -> RunReport:
+    """Reload the best checkpoint's weights (if any) and evaluate them on validation and test."""
     if checkpoint is not None and checkpoint.best_model_path:
         state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["state_dict"], strict=False)
@@ -311,13 +312,13 @@ def _best_checkpoint_stats(
     logits = {"val": predict_logits(model, loaders.val, device)}
     if loaders.test is not None and not cancel.is_set():
         logits["test"] = predict_logits(model, loaders.test, device)
-    temperature = None
-    val_logits, val_targets = logits["val"]
-    if config.temperature_scaling and len(val_targets) and len(set(val_targets.tolist())) > 1:
-        temperature = fit_temperature(val_logits, val_targets)
-    probs = {split: (apply_temperature(z, temperature), y) for split, (z, y) in logits.items()}
-    raw = {split: (torch.sigmoid(z), y) for split, (z, y) in logits.items()} if temperature else None
-    return final_stats(probs, config.threshold, temperature=temperature, uncalibrated=raw)
+    return evaluate_report(
+        logits,
+        config.threshold,
+        temperature_scaling=config.temperature_scaling,
+        model=model_record(model, config, kept),
+        samples={"train": train},
+    )
 
 
 @contextlib.contextmanager

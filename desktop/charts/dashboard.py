@@ -17,6 +17,7 @@ from PySide6.QtWidgets import QGridLayout, QGroupBox, QHBoxLayout, QLabel, QVBox
 
 from core.events import BatchMetrics, EarlyStopping, EpochEnd, Event, GradientStats, LrUpdate, TrainingEnd
 from core.persistence.history import RunHistory
+from core.reporting import RunReport
 from desktop.charts.series import SeriesStore
 
 EPOCH_METRICS = (
@@ -94,7 +95,7 @@ class RunDashboard(QWidget):
         self.repaints = 0
         self.best_epoch: int | None = None
         self.stop_epoch: int | None = None
-        self.final_stats: dict[str, Any] = {}
+        self.report = RunReport()
         self._roc: tuple[np.ndarray, np.ndarray] | None = None
         self._roc_drawn: tuple[np.ndarray, np.ndarray] | None = None
         self._legend_layers: list[str] | None = None
@@ -111,9 +112,7 @@ class RunDashboard(QWidget):
         # charts (it holds for all six), and the gradient key under its chart (its layers change as it runs).
         split_legend = self._legend_cell(row=0, col=0, columns=2)
         for i, (metric, title) in enumerate(EPOCH_METRICS):
-            plot = self.plots.addPlot(
-                row=1 + i // 3, col=i % 3, title=title, axisItems={"bottom": EpochAxis("bottom")}
-            )
+            plot = self.plots.addPlot(row=1 + i // 3, col=i % 3, title=title, axisItems={"bottom": EpochAxis("bottom")})
             plot.legend = split_legend if i == 0 else None  # PlotItem adds named curves to its .legend
             plot.setLabel("bottom", "epoch")
             self.epoch_plots[metric] = plot
@@ -178,11 +177,11 @@ class RunDashboard(QWidget):
         """Forget everything shown."""
         self.store.clear()
         self.best_epoch = self.stop_epoch = None
-        self.final_stats = {}
+        self.report = RunReport()
         self._roc = None
         self._latest_layer_norms = {}
         self.cm_view.set_counts({})
-        self._show_operating_points({})
+        self._show_operating_points(self.report)
         self._dirty = True
 
     def handle_event(self, event: Event) -> None:
@@ -208,8 +207,8 @@ class RunDashboard(QWidget):
             self.stop_epoch = event.epoch
         elif isinstance(event, TrainingEnd):
             self.best_epoch = event.best_epoch
-            self.final_stats = event.final_stats
-            self._show_operating_points((event.final_stats or {}).get("operating_points") or {})
+            self.report = RunReport.from_dict(event.final_stats)
+            self._show_operating_points(self.report)
         else:
             return
         self._dirty = True
@@ -222,31 +221,32 @@ class RunDashboard(QWidget):
         self.set_batch_series(history.batch_series)
         self.best_epoch = history.run.best_epoch
         self.stop_epoch = history.early_stopping_epoch
-        self.final_stats = history.final_stats
-        best = history.final_stats.get("val") or {}
+        self.report = history.report
+        best = self.report.metrics("val")
         if best:
-            self._set_cm_from({f"val_{k}": v for k, v in best.items()}, "val")
+            self._set_cm_from({f"val_{k}": v for k, v in best.values.items()}, "val")
         else:
             self._set_cm_from({n: float(ys[-1]) for n, (_, ys) in history.epoch_series.items() if len(ys)}, "val")
         roc = history.roc
         if roc:
             self._roc = (np.asarray(roc["fpr"]), np.asarray(roc["tpr"]))
-        self._show_operating_points(history.final_stats.get("operating_points") or {})
+        self._show_operating_points(self.report)
         self._dirty = True
         self.refresh()
 
-    def _show_operating_points(self, points: dict[str, Any]) -> None:
+    def _show_operating_points(self, report: RunReport) -> None:
         for label in self.roc_labels:
             self.roc_widget.removeItem(label)
         self.roc_labels = []
         spots = []
-        for name, point in points.items():
-            val = point.get("val") or {}
-            if "recall" not in val or "specificity" not in val:
+        for name, point in report.operating_points.items():
+            val = point.metrics("val")
+            recall, specificity = val.get("recall"), val.get("specificity")
+            if recall is None or specificity is None:
                 continue
-            x, y = 1 - val["specificity"], val["recall"]
+            x, y = 1 - specificity, recall
             spots.append({"pos": (x, y), "data": name})
-            label = pg.TextItem(f"{name} t={point['threshold']:.2f}", color="#2ca02c", anchor=(-0.05, 1.1))
+            label = pg.TextItem(f"{name} t={point.threshold:.2f}", color="#2ca02c", anchor=(-0.05, 1.1))
             label.setPos(x, y)
             self.roc_widget.addItem(label)
             self.roc_labels.append(label)

@@ -2,9 +2,9 @@
 
 Examples
 --------
-  pneumofl client join --server fl.hospital.example:9092 --data ~/xrays --ca ca.pem --key north.key --name north
-  pneumofl client join --server 127.0.0.1:9092 --data ~/xrays --insecure          # one-machine trials only
-  pneumofl client join ... --policy site-policy.toml --approve-within-policy       # an unattended site
+  pneumofl site join --server fl.hospital.example:9092 --data ~/xrays --ca ca.pem --key north.key --name north
+  pneumofl site join --server 127.0.0.1:9092 --data ~/xrays --insecure          # one-machine trials only
+  pneumofl site join ... --policy site-policy.toml --approve-within-policy       # an unattended site
 
 Only the model's weights and aggregate numbers leave this machine: never an image, a path or a patient
 identifier. The site runs only PneumoFL's own federation app of its own version, signed by its data steward's
@@ -37,15 +37,21 @@ CONNECT_TIMEOUT_S = 120.0  # the SuperNode retries; past this the server is name
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    """Add ``client join``."""
-    client = commands.add_parser("client", help="take part in a federation as a site")
+    """Add ``client join``: the old spelling of ``site join``, accepted for one release with a notice."""
+    client = commands.add_parser("client", help="old spelling of `pneumofl site join` (accepted for one release)")
     actions = client.add_subparsers(dest="client_command", metavar="ACTION", required=True)
+    add_join(actions, renamed=True)
+
+
+def add_join(actions: argparse._SubParsersAction, *, renamed: bool = False) -> None:
+    """Add the ``join`` action (``pneumofl site join``; ``renamed``: the old ``client join``)."""
     p = actions.add_parser(
         "join",
-        help="join a federation server",
+        help="join a federation server as a site",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.set_defaults(renamed=renamed)
     p.add_argument("--server", metavar="HOST:PORT", required=True, help="the federation server's address")
     p.add_argument("--data", metavar="PATH", required=True, help="this site's labelled images (folder or CSV)")
     p.add_argument("--name", default=socket.gethostname(), help="this site's name as the server shows it")
@@ -70,6 +76,12 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Validate, start the SuperNode and stay until Ctrl-C (or until the SuperNode stops)."""
+    if getattr(args, "renamed", False):
+        print(
+            "pneumofl: `pneumofl client join` is now `pneumofl site join`; the old spelling works until the next "
+            "release.",
+            file=sys.stderr,
+        )
     from core.federated.nodes import SiteNode, fresh_work_dir, log_text
     from core.federated.processes import FlowerProcessError
     from core.federated.site_cache import prepare_data_cached

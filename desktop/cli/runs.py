@@ -19,6 +19,7 @@ from core.persistence import export_runs
 from core.persistence.federation import load_federation
 from core.persistence.metric_reads import epoch_table, final_stats
 from core.persistence.runs import count_runs, get_run, list_runs, run_warnings
+from core.reporting import RunReport
 from desktop.cli.common import CommandError, add_db_option, format_duration, format_table, open_db, plain
 from desktop.cli.report import add_report_command
 from desktop.cli.stats import format_federation, format_final_stats
@@ -161,7 +162,7 @@ def run_show(args: argparse.Namespace) -> int:
         for warning in warnings:
             print(f"  {plain(warning['time'])} {warning['source']}: {warning['message']}")
     print()
-    print(format_final_stats(stats))
+    print(format_final_stats(RunReport.from_dict(stats)))
     print()
     if federation is not None:
         print(format_federation(federation))

@@ -1,7 +1,8 @@
-"""The site data steward's policy and key: which federation plans and which app this site runs.
+"""Take part in federations as a site: join one; the data steward's policy and key say which plans and app run.
 
 Examples
 --------
+  pneumofl site join --server fl.hospital.example:9092 --data ~/xrays --ca ca.pem --key north.key --name north
   pneumofl site policy init -o site-policy.toml --allow-server fed-certs/ca.pem
   pneumofl site policy show site-policy.toml
   pneumofl site policy check site-policy.toml
@@ -11,7 +12,7 @@ Examples
 Every key of the policy file has a safe default and a comment saying what it protects against. The steward key
 signs the PneumoFL federation app of the installed version; the site's SuperNode runs only apps it signed.
 Rotating it makes every earlier signature worthless (a lost or leaked key is revoked this way); the next
-`client join` sends the server the new signature.
+`site join` sends the server the new signature.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from desktop.cli.client import add_join
 from desktop.cli.common import add_db_option, open_db
 
 
@@ -26,11 +28,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     """Add ``site policy init|show|check``."""
     site = commands.add_parser(
         "site",
-        help="this site's policy for the federations it joins",
+        help="take part in federations as a site: join, the steward's policy and key",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     areas = site.add_subparsers(dest="site_command", metavar="AREA", required=True)
+    add_join(areas)
     policy = areas.add_parser(
         "policy",
         help="write, show or check the site policy file",
@@ -100,7 +103,7 @@ def run_key_rotate(args: argparse.Namespace) -> int:
     finally:
         db.close()
     print(f"New steward key {new}; signatures by {previous or 'no earlier key'} no longer verify at this site.")
-    print("Join again (`pneumofl client join ...`) to send the server the new signature.")
+    print("Join again (`pneumofl site join ...`) to send the server the new signature.")
     return 0
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from core.persistence.federation import FederationHistory
-from core.stats.names import LABELS, OPERATING_POINTS, interval_text
+from core.reporting import RunReport
+from core.stats.names import LABELS
 from desktop.cli.common import format_table
 
 STAT_ROWS = (
@@ -23,42 +24,32 @@ DEGENERATE = (
 )
 
 
-def format_final_stats(stats: dict[str, Any]) -> str:
+def format_final_stats(report: RunReport) -> str:
     """The best checkpoint's metrics per split with 95% intervals, the operating points and calibration."""
-    splits = [split for split in ("val", "test") if stats.get(split)]
+    splits = report.evaluated
     if not splits:
         return "No final statistics (the run ended before a validation epoch completed)."
-    intervals = stats.get("intervals") or {}
-    rows: list[dict[str, Any]] = []
-    for key, label in STAT_ROWS:
-        row: dict[str, Any] = {"metric": label}
-        for split in splits:
-            row[split] = interval_text(stats[split].get(key), intervals.get(split, {}).get(key))
-        rows.append(row)
-    counts = {"metric": "TP / FP / TN / FN"}
-    for split in splits:
-        m = stats[split]
-        counts[split] = " / ".join(str(int(m.get(f"cm_{k}", 0))) for k in ("tp", "fp", "tn", "fn"))
-    rows.append(counts)
-    threshold = stats.get("threshold")
-    title = "Best checkpoint" + (f" at threshold {threshold:.3f}" if threshold is not None else "")
-    title += "; 95% bootstrap intervals in brackets" if intervals else ""
+    rows: list[dict[str, Any]] = [
+        dict(zip(["metric", *splits], cells)) for cells in report.metric_rows(STAT_ROWS, splits)
+    ]
+    rows.append({"metric": "TP / FP / TN / FN"} | {split: report.metrics(split).counts_text() for split in splits})
+    title = report.headline() + ("; 95% bootstrap intervals in brackets" if report.has_intervals else "")
     parts = [title, format_table(rows, ["metric", *splits], ["Metric", *(SPLIT_NAMES[s] for s in splits)])]
-    if stats.get("degenerate"):
+    if report.degenerate:
         parts.insert(0, DEGENERATE)
-    points = _operating_points(stats)
+    points = _operating_points(report)
     if points:
         parts += ["", "Operating points (threshold chosen on validation, applied to test)", points]
-    calibration = _calibration(stats)
+    calibration = _calibration(report)
     if calibration:
         parts += ["", calibration]
-    privacy = stats.get("privacy")
-    if privacy:
+    privacy = report.privacy
+    if privacy is not None:
         parts += [
             "",
-            f"Differential privacy: epsilon {privacy['epsilon']:.2f} at delta {privacy['delta']} after "
-            f"{privacy['releases']} rounds (noise multiplier {privacy['noise_multiplier']}, {privacy['clipping']} "
-            f"clipping at {privacy['clipping_norm']}; {privacy.get('accounting', '')})",
+            f"Differential privacy: epsilon {privacy.epsilon:.2f} at delta {privacy.delta} after "
+            f"{privacy.releases} rounds (noise multiplier {privacy.noise_multiplier}, {privacy.clipping} "
+            f"clipping at {privacy.clipping_norm}; {privacy.accounting})",
         ]
     return "\n".join(parts)
 
@@ -109,46 +100,39 @@ def _fixed(value: float | None, digits: int = 3) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
-def _operating_points(stats: dict[str, Any]) -> str:
-    points = stats.get("operating_points")
-    if not points and stats.get("youden"):  # runs recorded before operating points: Youden on validation only
-        points = {"youden": {"threshold": stats["youden"]["threshold"], "val": stats["youden"].get("val") or {}}}
+def _operating_points(report: RunReport) -> str:
+    points = report.points()
     if not points:
         return ""
-    splits = [s for s in ("val", "test") if any(p.get(s) for p in points.values())]
-    rows = []
-    for name in OPERATING_POINTS:
-        point = points.get(name)
-        if not point:
-            continue
-        row: dict[str, Any] = {"point": LABELS[name], "threshold": f"{point['threshold']:.3f}"}
-        for split in splits:
-            metrics, bounds = point.get(split) or {}, (point.get("intervals") or {}).get(split, {})
-            for key in ("recall", "specificity"):
-                row[f"{split}_{key}"] = interval_text(metrics.get(key), bounds.get(key))
-        rows.append(row)
-    columns = ["point", "threshold"] + [f"{s}_{k}" for s in splits for k in ("recall", "specificity")]
+    splits = [s for s in ("val", "test") if any(p.metrics(s) for p in points)]
+    keys = ("recall", "specificity")
+    rows = [
+        dict(
+            zip(
+                ["point", "threshold", *(f"{s}_{k}" for s in splits for k in keys)],
+                [LABELS[point.name], f"{point.threshold:.3f}", *report.point_cells(point, splits, keys)],
+            )
+        )
+        for point in points
+    ]
+    columns = ["point", "threshold"] + [f"{s}_{k}" for s in splits for k in keys]
     short = {"val": "Val", "test": "Test"}
     headers = ["Operating point", "Threshold"] + [
-        f"{short[s]} {'sensitivity' if k == 'recall' else 'specificity'}"
-        for s in splits
-        for k in ("recall", "specificity")
+        f"{short[s]} {'sensitivity' if k == 'recall' else 'specificity'}" for s in splits for k in keys
     ]
     return format_table(rows, columns, headers)
 
 
-def _calibration(stats: dict[str, Any]) -> str:
-    calibration = stats.get("calibration") or {}
-    parts = []
-    for split in ("val", "test"):
-        if split in calibration:
-            c = calibration[split]
-            parts.append(f"{SPLIT_NAMES[split].lower()} Brier {c['brier']:.4f}, ECE {c['ece']:.4f}")
-    if not parts:
+def _calibration(report: RunReport) -> str:
+    calibration = report.calibration
+    if calibration is None or not calibration.splits:
         return ""
+    parts = [
+        f"{SPLIT_NAMES[split].lower()} Brier {c.brier:.4f}, ECE {c.ece:.4f}" for split, c in calibration.splits.items()
+    ]
     line = "Calibration: " + "; ".join(parts)
-    if calibration.get("temperature"):
-        before = (calibration.get("before_scaling") or {}).get("val")
-        line += f". Temperature {calibration['temperature']:.3f} fitted on validation"
-        line += f" (validation ECE before scaling {before['ece']:.4f})" if before else ""
+    if calibration.temperature:
+        before = calibration.before_scaling.get("val")
+        line += f". Temperature {calibration.temperature:.3f} fitted on validation"
+        line += f" (validation ECE before scaling {before.ece:.4f})" if before else ""
     return line + "."

@@ -157,13 +157,13 @@ def run(args: argparse.Namespace) -> int:
     finally:
         db.close()
     print()
-    print(format_final_stats(result.final_stats))
+    print(format_final_stats(result.report))
     print()
     best = f"epoch {result.best_epoch}" if result.best_epoch else "-"
     auroc = result.best_metrics.get("val_auroc")
     shown = f"val AUROC {auroc:.4f}" if auroc is not None else "no validation"
     print(f"Run {result.run_id}: {result.status} in {format_duration(result.duration)}; best {best}, {shown}.")
-    if result.status == "completed" and result.final_stats:
+    if result.status == "completed" and result.report:
         print(f"Read images with it: pneumofl predict --run {result.run_id} IMAGES... --cam heatmaps/")
     if args.export_dir:
         print(f"Run files written to {Path(args.export_dir).expanduser()}.")

@@ -86,15 +86,14 @@ def _recorded(url: str, token: str, run_id: int) -> str | None:
     history = history_from_snapshot(document)
     run = history.run
     lines = [f"Run {run.id}: {run.experiment_name} ({run.training_mode}, {run.role}) - {run.status}", ""]
-    lines.append(format_final_stats(history.final_stats))
+    lines.append(format_final_stats(history.report))
     federation = federation_from_snapshot(document)
     if federation is not None:
         lines += ["", format_federation(federation)]
     else:
         epochs = sorted({int(x) for xs, _ in history.epoch_series.values() for x in xs})
         rows = [
-            {"epoch": e}
-            | {n: float(ys[list(xs).index(e)]) for n, (xs, ys) in history.epoch_series.items() if e in xs}
+            {"epoch": e} | {n: float(ys[list(xs).index(e)]) for n, (xs, ys) in history.epoch_series.items() if e in xs}
             for e in epochs
         ]
         columns = [c for c in EPOCH_COLUMNS if any(c in r for r in rows)] or ["epoch"]

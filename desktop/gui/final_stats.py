@@ -6,8 +6,6 @@ operating points as columns, a small reliability diagram.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
@@ -24,7 +22,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.stats.names import LABELS, OPERATING_POINTS, interval_text
+from core.reporting import Calibration, Privacy, RunReport
+from core.stats.names import LABELS, OPERATING_POINTS
 
 METRICS = (
     ("auroc", "AUROC"),
@@ -50,12 +49,12 @@ DEGENERATE = (
 )
 
 
-def privacy_text(privacy: dict[str, Any]) -> str:
+def privacy_text(privacy: Privacy) -> str:
     """The privacy spent by a differentially private federation, in one paragraph."""
     return (
-        f"<b>Differential privacy</b><br>ε = {privacy.get('epsilon', float('nan')):.2f} at δ = {privacy.get('delta')} "
-        f"after {privacy.get('releases')} rounds; noise multiplier {privacy.get('noise_multiplier')}, "
-        f"{privacy.get('clipping')} clipping at norm {privacy.get('clipping_norm')} ({privacy.get('accounting', '')})."
+        f"<b>Differential privacy</b><br>ε = {privacy.epsilon:.2f} at δ = {privacy.delta} "
+        f"after {privacy.releases} rounds; noise multiplier {privacy.noise_multiplier}, "
+        f"{privacy.clipping} clipping at norm {privacy.clipping_norm} ({privacy.accounting})."
     )
 
 
@@ -73,7 +72,7 @@ def _table(rows: int, headers: list[str], row_labels: list[str]) -> QTableWidget
 
 
 class FinalStatsPanel(QScrollArea):
-    """Shows :func:`core.training.evaluation.final_stats` (older runs: what they have)."""
+    """Shows a run's :class:`core.reporting.RunReport` (older runs: what they have)."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -123,63 +122,49 @@ class FinalStatsPanel(QScrollArea):
             layout.addWidget(widget)
         layout.addStretch(1)
         self.setWidget(body)
-        self.set_stats({})
+        self.set_report(RunReport())
 
-    def set_stats(self, stats: dict[str, Any]) -> None:
-        """Show ``stats`` (an empty dict says there are none)."""
-        splits = [s for s in SPLITS if stats.get(s)]
-        has = bool(splits)
+    def set_report(self, report: RunReport) -> None:
+        """Show ``report`` (an empty report says there are none)."""
+        has = bool(report.evaluated)
         self.empty.setVisible(not has)
-        self.warning.setVisible(bool(stats.get("degenerate")))
+        self.warning.setVisible(bool(report.degenerate))
         self.warning.setText(DEGENERATE)
         for widget in (self.metrics_title, self.metrics):
             widget.setVisible(has)
-        threshold = stats.get("threshold")
-        title = "<b>Best checkpoint</b>" + (f" at threshold {threshold:.3f}" if threshold is not None else "")
-        self.metrics_title.setText(title + (", 95% bootstrap intervals" if stats.get("intervals") else ""))
-        intervals = stats.get("intervals") or {}
+        title = report.headline().replace("Best checkpoint", "<b>Best checkpoint</b>", 1)
+        self.metrics_title.setText(title + (", 95% bootstrap intervals" if report.has_intervals else ""))
         for col, split in enumerate(SPLITS):
-            values = stats.get(split) or {}
+            metrics = report.metrics(split)
             for row, (key, _) in enumerate(METRICS):
-                text = interval_text(values.get(key), intervals.get(split, {}).get(key)) if values else "–"
-                self._set(self.metrics, row, col, text)
-            counts = " / ".join(str(int(values.get(f"cm_{k}", 0))) for k in ("tp", "fp", "tn", "fn"))
-            self._set(self.metrics, len(METRICS), col, counts if values else "–")
-        self._show_points(stats)
-        self._show_calibration(stats)
-        privacy = stats.get("privacy") or {}
-        self.privacy.setVisible(bool(privacy))
-        if privacy:
+                self._set(self.metrics, row, col, metrics.text(key) if metrics else "–")
+            self._set(self.metrics, len(METRICS), col, metrics.counts_text() if metrics else "–")
+        self._show_points(report)
+        self._show_calibration(report.calibration or Calibration())
+        privacy = report.privacy
+        self.privacy.setVisible(privacy is not None)
+        if privacy is not None:
             self.privacy.setText(privacy_text(privacy))
         for table in (self.metrics, self.points):
             table.resizeRowsToContents()
             table.setFixedHeight(table.horizontalHeader().height() + table.verticalHeader().length() + 4)
 
-    def _show_points(self, stats: dict[str, Any]) -> None:
-        points = stats.get("operating_points") or {}
-        if not points and stats.get("youden"):  # runs recorded before operating points
-            points = {"youden": {"threshold": stats["youden"]["threshold"], "val": stats["youden"].get("val") or {}}}
+    def _show_points(self, report: RunReport) -> None:
+        points = report.operating_points
         for widget in (self.points_title, self.points):
             widget.setVisible(bool(points))
         for col, name in enumerate(OPERATING_POINTS):
-            point = points.get(name) or {}
-            self._set(self.points, 0, col, f"{point['threshold']:.3f}" if point else "–")
+            point = points.get(name)
+            self._set(self.points, 0, col, f"{point.threshold:.3f}" if point else "–")
             for row, (split, key, _) in enumerate(POINT_ROWS, 1):
-                value = (point.get(split) or {}).get(key)
-                bounds = (point.get("intervals") or {}).get(split, {}).get(key)
-                self._set(self.points, row, col, interval_text(value, bounds))
+                self._set(self.points, row, col, point.metrics(split).text(key) if point else "-")
 
-    def _show_calibration(self, stats: dict[str, Any]) -> None:
-        calibration = stats.get("calibration") or {}
-        lines = []
-        for split, name in SPLITS.items():
-            if split in calibration:
-                c = calibration[split]
-                lines.append(f"{name}: Brier {c['brier']:.4f}, ECE {c['ece']:.4f}")
-        if calibration.get("temperature"):
-            before = (calibration.get("before_scaling") or {}).get("val")
-            extra = f" (validation ECE {before['ece']:.4f} before)" if before else ""
-            lines.append(f"Temperature {calibration['temperature']:.3f} fitted on validation{extra}")
+    def _show_calibration(self, calibration: Calibration) -> None:
+        lines = calibration.lines()
+        if calibration.temperature:
+            before = calibration.before_scaling.get("val")
+            extra = f" (validation ECE {before.ece:.4f} before)" if before else ""
+            lines.append(f"Temperature {calibration.temperature:.3f} fitted on validation{extra}")
         self.calibration_text.setText("<b>Calibration</b><br>" + "<br>".join(lines))
         self.calibration_text.setVisible(bool(lines))
         self.reliability.setVisible(bool(lines))
@@ -188,10 +173,7 @@ class FinalStatsPanel(QScrollArea):
         self.reliability_legend.clear()
         plot.plot([0, 1], [0, 1], pen=pg.mkPen("#aaaaaa", width=1, style=Qt.PenStyle.DashLine))
         for split, colour in (("val", "#ff7f0e"), ("test", "#1f77b4")):
-            bins = (calibration.get(split) or {}).get("bins")
-            if not bins:
-                continue
-            pairs = [(p, o) for p, o in zip(bins["mean_probability"], bins["observed"]) if p is not None]
+            pairs = calibration.splits[split].points() if split in calibration.splits else []
             if pairs:
                 xs, ys = zip(*pairs)
                 item = plot.plot(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import (
@@ -32,21 +32,16 @@ from PySide6.QtWidgets import (
 )
 
 from core.errors import PneumoFLError
-from core.inference.models import ReadingModel, load_exported_model, load_run_model
-from core.inference.reader import (
-    Reading,
-    at_threshold,
-    image_paths,
-    read_images,
-    reading_row,
-    record_readings,
-    write_csv,
-)
 from core.persistence import Database
 from core.persistence.runs import list_runs
+from core.reporting import RunReport
 from desktop.gui.image_view import HeatmapImageView
 from desktop.gui.widgets import MessageBanner
 from desktop.workers import run_in_thread
+
+if TYPE_CHECKING:  # torch and captum load when images are first read, never before the window shows
+    from core.inference.models import ReadingModel
+    from core.inference.reader import Reading
 
 POINTS = (
     ("youden", "Youden's J (best sensitivity + specificity)"),
@@ -202,7 +197,7 @@ class ReadingPage(QWidget):
                 self.banner.show_message(f"The runs could not be listed: {exc}")
                 runs = []
             for run in runs:
-                if not (run.final_stats or {}).get("model"):
+                if RunReport.from_dict(run.final_stats).model is None:
                     continue
                 auroc = f" · val AUROC {run.best_val_auroc:.3f}" if run.best_val_auroc is not None else ""
                 self.model_choice.addItem(f"Run {run.id} · {run.experiment_name}{auroc}", ("run", run.id))
@@ -234,6 +229,8 @@ class ReadingPage(QWidget):
         if not items:
             return
         try:
+            from core.inference.reader import image_paths
+
             found = image_paths(items)
         except PneumoFLError as exc:
             self.banner.show_message(str(exc))
@@ -342,6 +339,8 @@ class ReadingPage(QWidget):
         except PneumoFLError as exc:
             self.banner.show_message(str(exc))
             return
+        from core.inference.reader import at_threshold, record_readings
+
         self.readings = at_threshold(self.readings, point, threshold)
         for row, reading in enumerate(self.readings):
             self._fill_row(row, reading)
@@ -398,6 +397,8 @@ class ReadingPage(QWidget):
         if not path:
             return
         try:
+            from core.inference.reader import reading_row, write_csv
+
             write_csv(Path(path), [reading_row(r) for r in self.readings])
         except PneumoFLError as exc:
             self.banner.show_message(str(exc))
@@ -432,6 +433,9 @@ def _read_in_background(
     stream: _Stream,
 ) -> tuple[ReadingModel, str]:
     """Load the model, read every image (with heatmaps when the model can explain), stream, record."""
+    from core.inference.models import load_exported_model, load_run_model
+    from core.inference.reader import read_images, record_readings
+
     kind, value = choice
     if kind == "run":
         if db is None:

@@ -296,8 +296,9 @@ class RunViewer(QWidget):
             self.federation.load_history(federation)
         else:
             self.dashboard.load_history(history)
-        self.stats.set_stats(history.final_stats)
-        self.read_button.setEnabled(bool((history.final_stats or {}).get("model")))
+        report = history.report
+        self.stats.set_report(report)
+        self.read_button.setEnabled(report.model is not None)
         if not self.read_button.isEnabled():
             self.read_button.setToolTip("This run kept no evaluated model to read images with.")
 

@@ -17,8 +17,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from core.stats.operating_points import LABELS, OPERATING_POINTS
-from desktop.report.content import SPLIT_NAMES, ReportContent
+from core.reporting import SplitCalibration
+from core.reporting.records import SPLIT_NAMES
+from core.stats.names import LABELS
+from desktop.report.content import ReportContent
 
 CSS_DPI = 96
 DPI = 2 * CSS_DPI
@@ -89,15 +91,15 @@ def training_chart(content: ReportContent) -> Chart | None:
 
 def confusion_chart(content: ReportContent) -> Chart | None:
     """Confusion matrices of validation and test at the run's threshold."""
-    cells = ("cm_tp", "cm_fp", "cm_tn", "cm_fn")
-    splits = [s for s in content.splits if all(content.stats[s].get(k) is not None for k in cells)]
+    splits = [s for s in content.splits if content.report.metrics(s).confusion is not None]
     if not splits:
         return None
     figure = _figure(3.3 * len(splits), 3.0)
     for index, split in enumerate(splits, 1):
-        m = content.stats[split]
+        m = content.report.metrics(split).confusion
+        assert m is not None
         # Rows: the truth; columns: the model's decision. Colour by share of the true class.
-        counts = np.array([[m["cm_tp"], m["cm_fn"]], [m["cm_fp"], m["cm_tn"]]], dtype=float)
+        counts = np.array([[m["tp"], m["fn"]], [m["fp"], m["tn"]]], dtype=float)
         totals = counts.sum(axis=1, keepdims=True)
         shares = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
         ax = figure.add_subplot(1, len(splits), index)
@@ -125,17 +127,17 @@ def roc_chart(content: ReportContent) -> Chart | None:
     figure = _figure(4.6, 4.2)
     ax = figure.add_subplot(1, 1, 1)
     ax.plot([0, 1], [0, 1], color="0.6", linestyle=":", linewidth=1, label="Chance")
-    auroc = (content.stats.get("val") or {}).get("auroc")
+    auroc = content.report.metrics("val").get("auroc")
     label = f"Validation ROC (AUROC {auroc:.3f})" if auroc is not None else "Validation ROC"
     ax.plot(roc["fpr"], roc["tpr"], linewidth=1.8, label=label)
-    points = [("threshold", f"Run threshold {content.threshold:.3f}", content.stats.get("val") or {})]
-    for name in OPERATING_POINTS:
-        point = content.operating_points.get(name)
-        if point and point.get("val"):
-            points.append((name, f"{LABELS[name]} ({point['threshold']:.3f})", point["val"]))
+    points = [("threshold", f"Run threshold {content.threshold:.3f}", content.report.metrics("val"))]
+    for point in content.report.points():
+        if point.metrics("val"):
+            points.append((point.name, f"{LABELS[point.name]} ({point.threshold:.3f})", point.metrics("val")))
     for name, text, metrics in points:
-        if metrics.get("recall") is not None and metrics.get("specificity") is not None:
-            x, y = 1 - metrics["specificity"], metrics["recall"]
+        recall, specificity = metrics.get("recall"), metrics.get("specificity")
+        if recall is not None and specificity is not None:
+            x, y = 1 - specificity, recall
             ax.plot([x], [y], marker=POINT_MARKERS[name], markersize=7, linestyle="none", label=text)
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.02, 1.02)
@@ -154,18 +156,18 @@ def roc_chart(content: ReportContent) -> Chart | None:
 
 def reliability_chart(content: ReportContent) -> Chart | None:
     """Reliability diagrams (10 bins) of validation and test: predicted probability against observed rate."""
-    calibration = content.stats.get("calibration") or {}
-    splits = [s for s in ("val", "test") if (calibration.get(s) or {}).get("bins")]
-    if not splits:
+    calibration = content.report.calibration
+    splits = [s for s, c in calibration.splits.items() if c.bins] if calibration else []
+    if not calibration or not splits:
         return None
     figure = _figure(3.4 * len(splits), 4.2)
     grid = figure.add_gridspec(2, len(splits), height_ratios=(3, 1))
     for column, split in enumerate(splits):
-        summary = calibration[split]
+        summary = calibration.splits[split]
         top = figure.add_subplot(grid[0, column])
         bottom = figure.add_subplot(grid[1, column], sharex=top)
         _reliability(top, bottom, summary)
-        ece = summary.get("ece")
+        ece = summary.ece
         top.set_title(SPLIT_NAMES[split] + (f" (ECE {ece:.3f})" if ece is not None else ""))
     caption = (
         "Images grouped by predicted probability (10 bins). On the diagonal, a predicted 80% means pneumonia in "
@@ -174,8 +176,9 @@ def reliability_chart(content: ReportContent) -> Chart | None:
     return _chart(figure, "reliability.png", "Reliability diagrams", caption)
 
 
-def _reliability(top: Axes, bottom: Axes, summary: dict[str, Any]) -> None:
-    bins = summary["bins"]
+def _reliability(top: Axes, bottom: Axes, summary: SplitCalibration) -> None:
+    bins = summary.bins
+    assert bins is not None
     filled = [i for i, c in enumerate(bins["count"]) if c and bins["mean_probability"][i] is not None]
     top.plot([0, 1], [0, 1], color="0.6", linestyle=":", linewidth=1, label="Perfect calibration")
     top.plot(

@@ -13,9 +13,7 @@ from core.persistence import Database
 from core.persistence.engine import describe_failure
 from core.persistence.history import Arrays, load_run_history
 from core.persistence.runs import RunRecord
-
-SPLITS = ("val", "test")
-SPLIT_NAMES = {"train": "Training", "val": "Validation", "test": "Test"}
+from core.reporting import RunReport
 
 
 @dataclass
@@ -23,7 +21,7 @@ class ReportContent:
     """One run as the report draws it; sections missing from older or unfinished runs are simply empty."""
 
     run: RunRecord
-    stats: dict[str, Any] = field(default_factory=dict)
+    report: RunReport = field(default_factory=RunReport)
     series: dict[str, Arrays] = field(default_factory=dict)
     roc: dict[str, list[float]] | None = None
 
@@ -41,7 +39,7 @@ class ReportContent:
     @property
     def splits(self) -> list[str]:
         """The evaluated splits (``val``, ``test``) with final metrics."""
-        return [s for s in SPLITS if self.stats.get(s)]
+        return self.report.evaluated
 
     @property
     def has_final_stats(self) -> bool:
@@ -51,21 +49,7 @@ class ReportContent:
     @property
     def threshold(self) -> float:
         """The run's decision threshold (pneumonia when the probability is above it)."""
-        return float(self.stats.get("threshold", self.training.get("threshold", 0.5)))
-
-    @property
-    def operating_points(self) -> dict[str, dict[str, Any]]:
-        """Thresholds chosen on validation; runs recorded before version 2 only kept Youden's."""
-        points = self.stats.get("operating_points")
-        if points:
-            return dict(points)
-        youden = self.stats.get("youden") or {}
-        return {"youden": youden} if "threshold" in youden else {}
-
-    def interval(self, split: str, metric: str, point: str | None = None) -> list[float] | None:
-        """The 95% interval of ``metric`` on ``split`` (at operating point ``point``), if recorded."""
-        source = self.operating_points.get(point, {}) if point else self.stats
-        return ((source.get("intervals") or {}).get(split) or {}).get(metric)
+        return self.report.threshold_or(float(self.training.get("threshold", 0.5)))
 
 
 def load_content(db: Database, run_id: int) -> ReportContent:
@@ -83,8 +67,9 @@ def load_content(db: Database, run_id: int) -> ReportContent:
             history = load_run_history(session, run_id, include_batch=False)
     except SQLAlchemyError as exc:
         raise DatabaseError(describe_failure(exc, db.engine.url, "read from")) from exc
-    stats = dict(history.final_stats or {})
-    return ReportContent(run=history.run, stats=stats, series=history.epoch_series, roc=stats.get("roc") or history.roc)
+    report = history.report
+    roc = report.roc.to_dict() if report.roc else history.roc
+    return ReportContent(run=history.run, report=report, series=history.epoch_series, roc=roc)
 
 
 def local_time(moment: datetime | None) -> str:

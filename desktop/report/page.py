@@ -13,11 +13,11 @@ from typing import Any
 
 from core import __version__
 from core.export.card import METRIC_ROWS
-from core.stats.names import interval_text
-from core.stats.operating_points import LABELS, OPERATING_POINTS
+from core.reporting.records import SPLIT_NAMES
+from core.stats.names import LABELS
 from desktop.cli.common import format_duration
 from desktop.report.charts import Chart
-from desktop.report.content import SPLIT_NAMES, ReportContent, generated_at, local_time
+from desktop.report.content import ReportContent, generated_at, local_time
 
 STYLE = """
 body { font-family: 'DejaVu Sans', 'Segoe UI', Arial, sans-serif; font-size: 10pt; color: #1d2329; max-width: 760px; }
@@ -80,8 +80,8 @@ def render_html(content: ReportContent, charts: dict[str, Chart], image_source: 
 
 def _warnings(content: ReportContent) -> list[str]:
     lines = []
-    if content.stats.get("degenerate"):
-        m = content.stats.get("val") or {}
+    if content.report.degenerate:
+        m = content.report.metrics("val")
         which = ""
         if (m.get("cm_tp") or 0) + (m.get("cm_fp") or 0) == 0:
             which = " (all NORMAL)"
@@ -102,10 +102,10 @@ def _warnings(content: ReportContent) -> list[str]:
 
 
 def _summary(content: ReportContent) -> list[str]:
-    run, training, stats = content.run, content.training, content.stats
-    model = stats.get("model") or {}
+    run, training, report = content.run, content.training, content.report
+    model = report.model
     best = "-" if run.best_epoch is None else str(run.best_epoch)
-    image_size = model.get("image_size", training.get("image_size"))
+    image_size = model.image_size if model else training.get("image_size")
     rows = [
         ("Run", str(run.id)),
         ("Experiment", run.experiment_name),
@@ -115,13 +115,15 @@ def _summary(content: ReportContent) -> list[str]:
         ("Ended", local_time(run.end_time)),
         ("Duration", format_duration(run.duration)),
         (f"Best {content.step_name}", best),
-        ("Backbone", str(model.get("backbone", training.get("backbone", "-")))),
+        ("Backbone", model.backbone if model else str(training.get("backbone", "-"))),
         ("Image size", f"{image_size} x {image_size} pixels" if image_size else "-"),
     ]
-    for split, counts in (stats.get("samples") or {}).items():
-        total, positive = int(counts.get("total", 0)), int(counts.get("positive", 0))
+    for split, counts in report.samples.items():
         rows.append(
-            (f"{SPLIT_NAMES.get(split, split)} images", f"{total} ({positive} pneumonia, {total - positive} normal)")
+            (
+                f"{SPLIT_NAMES.get(split, split)} images",
+                f"{counts.total} ({counts.positive} pneumonia, {counts.normal} normal)",
+            )
         )
     rows.append(("PneumoFL version", __version__))
     return _table(None, [[k, v] for k, v in rows], header_column=True)
@@ -129,20 +131,18 @@ def _summary(content: ReportContent) -> list[str]:
 
 def _metrics(content: ReportContent) -> list[str]:
     splits = content.splits
-    rows = []
-    for key, label in (*METRIC_ROWS, ("accuracy", "Accuracy")):
-        cells = [interval_text(content.stats[s].get(key), content.interval(s, key)) for s in splits]
-        rows.append([label, *cells])
+    rows = content.report.metric_rows((*METRIC_ROWS, ("accuracy", "Accuracy")), splits)
     note = _interval_note(content)
     return _table(["Metric", *(SPLIT_NAMES[s] for s in splits)], rows, numeric_from=1) + note
 
 
 def _points(content: ReportContent) -> list[str]:
-    points = content.operating_points
+    report = content.report
+    points = report.points()
     if not points:
         return ["<p>None: the validation images had a single class.</p>"]
-    named = [("Run threshold", content.threshold, content.stats, None)]
-    named += [(LABELS[n], points[n]["threshold"], points[n], n) for n in OPERATING_POINTS if n in points]
+    named = [("Run threshold", content.threshold, report.metrics)]
+    named += [(LABELS[p.name], p.threshold, p.metrics) for p in points]
     lines = [
         "<p>Each threshold was chosen on the validation images and then applied unchanged to the test images, "
         "so the test table shows what to expect at that setting.</p>"
@@ -150,10 +150,9 @@ def _points(content: ReportContent) -> list[str]:
     headers = ["Operating point", "Threshold", "Sensitivity", "Specificity", "Precision"]
     for split in content.splits:
         rows = [
-            [label, f"{threshold:.3f}"]
-            + [interval_text(source[split].get(k), content.interval(split, k, name)) for k in _POINT_METRICS]
-            for label, threshold, source, name in named
-            if source.get(split)
+            [label, f"{threshold:.3f}"] + [metrics(split).text(k) for k in _POINT_METRICS]
+            for label, threshold, metrics in named
+            if metrics(split)
         ]
         lines.append(f"<h3>{SPLIT_NAMES[split]}</h3>")
         lines += _table(headers, rows, numeric_from=1, css="grid small")
@@ -164,20 +163,20 @@ _POINT_METRICS = ("recall", "specificity", "precision")
 
 
 def _calibration(content: ReportContent) -> list[str]:
-    calibration = content.stats.get("calibration") or {}
-    splits = [s for s in ("val", "test") if calibration.get(s)]
-    if not splits:
+    calibration = content.report.calibration
+    if calibration is None or not calibration.splits:
         return ["<p>Not measured for this run.</p>"]
-    before = calibration.get("before_scaling") or {}
-    temperature = calibration.get("temperature")
+    before = calibration.before_scaling
+    temperature = calibration.temperature
     headers = ["Split", "Brier score", "Expected calibration error"]
     if before:
         headers += ["Brier before scaling", "ECE before scaling"]
     rows = []
-    for split in splits:
-        row = [SPLIT_NAMES[split], _number(calibration[split].get("brier")), _number(calibration[split].get("ece"))]
+    for split, c in calibration.splits.items():
+        row = [SPLIT_NAMES[split], _number(c.brier), _number(c.ece)]
         if before:
-            row += [_number((before.get(split) or {}).get(k)) for k in ("brier", "ece")]
+            earlier = before.get(split)
+            row += [_number(earlier.brier), _number(earlier.ece)] if earlier else ["-", "-"]
         rows.append(row)
     scaling = (
         f"<p>Temperature scaling: T = {temperature:.3f}, fitted on the validation images; every probability "
@@ -192,7 +191,7 @@ def _calibration(content: ReportContent) -> list[str]:
 
 
 def _interval_note(content: ReportContent) -> list[str]:
-    if not content.stats.get("intervals"):
+    if not content.report.has_intervals:
         return []
     return ['<p class="note">In brackets: 95% confidence interval (stratified bootstrap of the split\'s images).</p>']
 

@@ -41,6 +41,7 @@ from core.inference.gradcam import GradCam
 from core.inference.models import ReadingModel
 from core.inference.reader import read_images
 from core.model.backbones import build_backbone
+from core.reporting import RunReport
 
 
 def write_images(folder: Path, count: int, size: int) -> list[Path]:
@@ -114,7 +115,7 @@ def main() -> None:
         backbone_name="resnet18",
         image_size=args.image_size,
         weights_sha256="",
-        stats={},
+        report=RunReport(),
         backbone=backbone,
     )
     with tempfile.TemporaryDirectory(prefix="pneumofl-bench-predict-") as folder:

@@ -29,6 +29,7 @@ from core.inference.reader import Reading, record_readings
 from core.persistence import Database
 from core.persistence.identity import database_identity
 from core.persistence.models import audit_entries_table, audit_head_table
+from core.reporting import RunReport
 
 REPO = Path(__file__).parents[2]
 
@@ -323,7 +324,7 @@ def test_a_long_trail_verifies_in_seconds(tmp_path: Path) -> None:
 
 
 def test_reading_images_and_rotating_the_token_are_audited(db: Database, tmp_path: Path, db_url: str) -> None:
-    model = ReadingModel(name="run 7", backbone_name="small_cnn", image_size=32, weights_sha256="ab" * 32, stats={})
+    model = ReadingModel(name="run 7", backbone_name="small_cnn", image_size=32, weights_sha256="ab" * 32, report=RunReport())
     readings = [Reading(tmp_path / f"{n}.png", "youden", 0.5, "cd" * 32, 0.1 * n) for n in range(3)]
     readings.append(Reading(tmp_path / "broken.png", "youden", 0.5, error="unreadable"))
     assert record_readings(db, model, readings) == 3

@@ -9,10 +9,11 @@ import pytest
 import torch
 from torchmetrics.functional.classification import binary_auroc
 
+from core.reporting.evaluate import build_report
 from core.stats.bootstrap import bootstrap_intervals, resample_counts, weighted_auroc
 from core.stats.calibration import apply_temperature, calibration_summary, fit_temperature
 from core.stats.operating_points import choose_thresholds
-from core.training.evaluation import final_stats, metrics_at
+from core.training.evaluation import metrics_at
 
 
 def _scores(n: int, seed: int = 0, separation: float = 0.35) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,7 +131,7 @@ def test_temperature_scaling_recovers_a_known_temperature_and_lowers_the_log_los
 
 def test_final_stats_choose_thresholds_on_validation_and_only_apply_them_to_test():
     val, test = _scores(200, seed=1), _scores(200, seed=2)
-    stats = final_stats({"val": val, "test": test}, 0.5, resamples=200)
+    stats = build_report({"val": val, "test": test}, 0.5, resamples=200).to_dict()
     chosen = choose_thresholds(*val)
     for name, point in stats["operating_points"].items():
         assert point["threshold"] == chosen[name]
@@ -141,4 +142,4 @@ def test_final_stats_choose_thresholds_on_validation_and_only_apply_them_to_test
     assert math.isclose(sum(stats["calibration"]["val"]["bins"]["count"]), 200)
     # A model that calls everything pneumonia is flagged.
     flat = (torch.full((200,), 0.9), val[1])
-    assert final_stats({"val": flat}, 0.5, resamples=0)["degenerate"] is True
+    assert build_report({"val": flat}, 0.5, resamples=0).to_dict()["degenerate"] is True

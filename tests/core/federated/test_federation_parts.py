@@ -72,7 +72,7 @@ def test_missing_settings_say_how_to_start_a_node(monkeypatch):
     with pytest.raises(ConfigError, match="pneumofl server start"):
         ServerSettings.from_env()
     monkeypatch.delenv("PNEUMOFL_SITE_SETTINGS", raising=False)
-    with pytest.raises(ConfigError, match=r"PNEUMOFL_SITE_SETTINGS.*pneumofl client join"):
+    with pytest.raises(ConfigError, match=r"PNEUMOFL_SITE_SETTINGS.*pneumofl site join"):
         SiteSettings.from_env()
 
 
