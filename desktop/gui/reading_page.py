@@ -10,22 +10,17 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QComboBox,
     QDoubleSpinBox,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QProgressBar,
     QPushButton,
     QSplitter,
-    QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
@@ -36,6 +31,8 @@ from core.persistence import Database
 from core.persistence.runs import list_runs
 from core.reporting import RunReport
 from desktop.gui.image_view import HeatmapImageView
+from desktop.gui.reading_dialogs import ask_csv, ask_folder, ask_images, ask_model, readings_table
+from desktop.gui.reading_stream import ReadingStream, read_in_background
 from desktop.gui.widgets import MessageBanner
 from desktop.workers import run_in_thread
 
@@ -51,14 +48,6 @@ POINTS = (
     ("manual", "Threshold…"),
 )
 COLUMNS = ("File", "Probability", "Decision")
-STREAM_EVERY = 16  # readings per update of the table
-
-
-class _Stream(QObject):
-    """Carries readings from the reading thread to the page (signals cross threads as queued calls)."""
-
-    batch = Signal(list)
-    progressed = Signal(int, int)
 
 
 class ReadingPage(QWidget):
@@ -97,12 +86,7 @@ class ReadingPage(QWidget):
         self.read_button.clicked.connect(self.start_or_cancel)
         self.progress = QProgressBar()
         self.progress.setVisible(False)
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(COLUMNS)
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table = readings_table(COLUMNS)
         self.table.currentCellChanged.connect(lambda row, *_: self.show_reading(row))
         self.export_button = QPushButton("Export CSV…")
         self.export_button.clicked.connect(self.export_csv)
@@ -125,10 +109,10 @@ class ReadingPage(QWidget):
         self.reading = False
         self.batches_received = 0
         # Replaceable hooks for the file dialogs (tests answer them directly).
-        self.choose_images: Callable[[], list[str]] = self._ask_images
-        self.choose_folder: Callable[[], str] = self._ask_folder
-        self.choose_model: Callable[[], str] = self._ask_model
-        self.choose_csv_path: Callable[[], str] = self._ask_csv
+        self.choose_images: Callable[[], list[str]] = lambda: ask_images(self)
+        self.choose_folder: Callable[[], str] = lambda: ask_folder(self)
+        self.choose_model: Callable[[], str] = lambda: ask_model(self)
+        self.choose_csv_path: Callable[[], str] = lambda: ask_csv(self)
         self.refresh_runs()
 
     def _build_layout(self) -> None:
@@ -270,7 +254,7 @@ class ReadingPage(QWidget):
         self.readings, self.current, self.batches_received = [], -1, 0
         self.table.setRowCount(0)
         self.cancel = threading.Event()
-        stream = _Stream(self)
+        stream = ReadingStream(self)
         stream.batch.connect(self._add_batch)
         stream.progressed.connect(lambda done, total: self.progress.setValue(done))
         self.progress.setRange(0, len(self.paths))
@@ -279,7 +263,7 @@ class ReadingPage(QWidget):
         self._set_reading(True)
         run_in_thread(
             self,
-            _read_in_background,
+            read_in_background,
             self.db,
             choice,
             list(self.paths),
@@ -404,63 +388,3 @@ class ReadingPage(QWidget):
             self.banner.show_message(str(exc))
             return
         self.banner.show_message(f"{len(self.readings)} reading(s) written to {path}.", kind="info")
-
-    # ------------------------------------------------------------------ dialogs
-    def _ask_images(self) -> list[str]:
-        paths, _ = QFileDialog.getOpenFileNames(
-            self, "Choose X-rays", "", "X-ray images (*.png *.jpg *.jpeg *.dcm *.PNG *.JPG *.JPEG *.DCM)"
-        )
-        return paths
-
-    def _ask_folder(self) -> str:
-        return QFileDialog.getExistingDirectory(self, "Choose a folder of X-rays")
-
-    def _ask_model(self) -> str:
-        path, _ = QFileDialog.getOpenFileName(self, "Open an exported model", "", "Exported models (*.onnx *.pt)")
-        return path
-
-    def _ask_csv(self) -> str:
-        path, _ = QFileDialog.getSaveFileName(self, "Export readings", "readings.csv", "CSV (*.csv)")
-        return path
-
-
-def _read_in_background(
-    db: Database | None,
-    choice: tuple[str, Any],
-    paths: list[Path],
-    operating_point: str,
-    cancel: threading.Event,
-    stream: _Stream,
-) -> tuple[ReadingModel, str]:
-    """Load the model, read every image (with heatmaps when the model can explain), stream, record."""
-    from core.inference.models import load_exported_model, load_run_model
-    from core.inference.reader import read_images, record_readings
-
-    kind, value = choice
-    if kind == "run":
-        if db is None:
-            raise PneumoFLError("No database is open: open one in File → Preferences.")
-        model = load_run_model(db, int(value))
-    else:
-        model = load_exported_model(Path(value))
-    readings: list[Reading] = []
-    pending: list[Reading] = []
-    for reading in read_images(
-        model, paths, operating_point, cam=model.explains, cancel=cancel, progress=stream.progressed.emit
-    ):
-        pending.append(reading)
-        if len(pending) >= STREAM_EVERY:
-            stream.batch.emit(pending)
-            readings += pending
-            pending = []
-    if pending:
-        stream.batch.emit(pending)
-        readings += pending
-    notes = []
-    if not model.explains:
-        notes.append("This ONNX model shows no heatmaps (a TorchScript export or the run does).")
-    if cancel.is_set():
-        notes.append(f"Stopped after {len(readings)} of {len(paths)} images.")
-    if db is not None:
-        record_readings(db, model, readings)
-    return model, " ".join(notes)
