@@ -11,12 +11,19 @@ from core.data.discovery import CLASS_NAMES, DataSource, Problem, Sample, discov
 from core.data.images import IMAGE_EXTENSIONS, load_image
 from core.data.splits import stratified_split
 from core.data.summary import DatasetSummary, PreparedDataset
-from core.data.validation import check_data, inspect_dataset, prepare_dataset, require_trainable
+from core.data.validation import check_data, inspect_dataset, inspect_trainable, require_trainable
 
 if TYPE_CHECKING:
     from core.data.dataset import XrayDataset, build_transforms
+    from core.data.prepare import DataShare, prepare_dataset
 
-_LAZY = {"XrayDataset": "core.data.dataset", "build_transforms": "core.data.dataset"}
+# The torch Dataset loads on first use; prepare_dataset too (it imports core.data back, for its cache).
+_LAZY = {
+    "XrayDataset": "core.data.dataset",
+    "build_transforms": "core.data.dataset",
+    "prepare_dataset": "core.data.prepare",
+    "DataShare": "core.data.prepare",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -30,6 +37,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "CLASS_NAMES",
     "IMAGE_EXTENSIONS",
+    "DataShare",
     "DataSource",
     "DatasetSummary",
     "PreparedDataset",
@@ -41,6 +49,7 @@ __all__ = [
     "discover",
     "ensure_demo_dataset",
     "inspect_dataset",
+    "inspect_trainable",
     "load_image",
     "prepare_dataset",
     "require_trainable",

@@ -165,7 +165,7 @@ def check_data(
     )
 
 
-def prepare_dataset(source: DataSource, **options: Any) -> PreparedDataset:
+def inspect_trainable(source: DataSource, **options: Any) -> PreparedDataset:
     """Run :func:`inspect_dataset` (same arguments) and refuse a dataset with errors (see :func:`require_trainable`)."""
     return require_trainable(inspect_dataset(source, **options))
 

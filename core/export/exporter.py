@@ -23,13 +23,13 @@ from torch import nn
 from core.audit import kinds, record_safely
 from core.config import RunConfig
 from core.data.dataset import XrayDataset, collate
+from core.data.prepare import prepare_dataset
 from core.errors import DataError, PneumoFLError
 from core.export.card import build_card, card_markdown
 from core.inference.models import ReadingModel, card_path, file_sha256, load_exported_model, load_run_model
 from core.persistence import Database
 from core.persistence.federation_records import list_clients
 from core.persistence.runs import get_run
-from core.training.recorded import prepare_data
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 TOLERANCE = 1e-4
@@ -164,7 +164,7 @@ def _check_images(config: dict[str, Any], source: ReadingModel) -> tuple[torch.T
     """The run's test images (at most :data:`MAX_CHECK_IMAGES`), preprocessed; random inputs without them."""
     try:
         run_config = RunConfig.from_dict(config.get("training", config))
-        data = prepare_data(run_config.with_overrides(cache_images=False))
+        data = prepare_dataset(run_config.with_overrides(cache_images=False))
         samples = (data.test or data.val)[:MAX_CHECK_IMAGES]
         dataset = XrayDataset(samples, source.image_size, train=False, cache=False)
         batch = collate([dataset[i] for i in range(len(dataset))])

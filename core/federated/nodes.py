@@ -183,11 +183,11 @@ class ServerNode:
             self.settings = dataclasses.replace(self.settings, cache_dir=str(self.work_dir / "dataset-cache"))
         if self.settings.eval_data:
             from core.config import RunConfig
-            from core.federated.site_cache import prepare_data_cached  # torch: only nodes that evaluate need it
+            from core.data.prepare import prepare_dataset  # pydicom: only nodes that evaluate need it
 
             # Checked here so a bad folder is a sentence now, not a failed run; the ServerApp reuses the result.
             evaluation = RunConfig(experiment_name="evaluation", data_path=self.settings.eval_data)
-            prepare_data_cached(evaluation, Path(self.settings.cache_dir))
+            prepare_dataset(evaluation, cache_dir=Path(self.settings.cache_dir))
         home = self.work_dir / "flwr-home"
         settings_file = self.settings.save(self.work_dir / "server-settings.json")
         from core.federated.app_hub import AppHub  # Starlette/uvicorn: only a server needs them

@@ -16,13 +16,13 @@ from core.broadcast.producer import producer_from_env
 from core.config import RunConfig
 from core.data import PreparedDataset, XrayDataset
 from core.data.dataset import collate
+from core.data.prepare import prepare_dataset
 from core.events import RunError, TrainingEnd, TrainingStart
 from core.federated.local_layers import recalibrate_normalisation, site_local_keys, split_state
 from core.federated.plan_query import PlanGate
 from core.federated.prompt_grid import PromptGrid
 from core.federated.recorder import RecordingStrategy, RoundFailed, weighted_metrics
 from core.federated.settings import FederationConfig, ServerSettings, owner_pid
-from core.federated.site_cache import prepare_data_cached
 from core.federated.site_names import SiteNames
 from core.federated.strategies import build_aggregation
 from core.model.checkpoint import save_checkpoint, shared_state, weights_sha256
@@ -225,7 +225,7 @@ class CentralEvaluator:
         self.samples: list = []
         self.source = settings.eval_data
         if settings.eval_data:
-            self.data = prepare_data_cached(self.config, Path(settings.cache_dir) if settings.cache_dir else None)
+            self.data = prepare_dataset(self.config, cache_dir=Path(settings.cache_dir) if settings.cache_dir else None)
             self.source = self.data.summary.source
             self.samples = (
                 [*self.data.train, *self.data.val, *self.data.test]

@@ -299,7 +299,7 @@ class SiteSettings:
     num_partitions: int = 0
     partition: str = "iid"
     max_threads: int = 0
-    cache_dir: str = ""  # where the validated dataset is kept between rounds (see core.federated.site_cache)
+    cache_dir: str = ""  # where the validated dataset is kept between rounds (see core.data.cache)
     # The data steward's side (see core.federated.site_consent): the policy file ("" = the safe defaults), the
     # server's CA fingerprint ("" without TLS), where plans wait for the site's decision, and unattended approval.
     policy_file: str = ""

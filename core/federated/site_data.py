@@ -1,19 +1,17 @@
 """A site's data and training settings for a round, without Lightning (the benchmark's bare app uses them too).
 
 A site validates its own images once and keeps the result in its node folder (see
-:mod:`core.federated.site_cache`); a site of a local federation trains on its share of one dataset's train split.
+:mod:`core.data.cache`); a site of a local federation trains on its share of one dataset's train split.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from core.config import RunConfig
 from core.data import PreparedDataset
-from core.data.splits import stratified_split
+from core.data.prepare import DataShare, prepare_dataset
 from core.federated.settings import FederationConfig, SiteSettings
-from core.federated.site_cache import prepare_data_cached, prepare_partition_cached
 
 
 def site_training_config(plan: FederationConfig, site: SiteSettings) -> RunConfig:
@@ -28,28 +26,19 @@ def site_training_config(plan: FederationConfig, site: SiteSettings) -> RunConfi
     )
 
 
-def prepare_site_data(config: RunConfig, site: SiteSettings) -> PreparedDataset:
-    """Validate the site's data; a local-federation site keeps its partition of the source's train split.
+def site_share(site: SiteSettings) -> DataShare | None:
+    """A local-federation site's share of the source's train split (None: the site trains on all its data)."""
+    return DataShare(site.partition, site.partition_id, site.num_partitions) if site.partitioned else None
 
-    Both are kept in the node's folder between rounds, so later rounds neither re-check the images nor load
-    the partitioning libraries.
+
+def prepare_site_data(config: RunConfig, site: SiteSettings) -> PreparedDataset:
+    """:func:`core.data.prepare.prepare_dataset` for a site: kept in its node folder between rounds, its share.
 
     Raises
     ------
     core.errors.DataError
         With every problem that blocks training, naming the file or folder.
     """
-    cache = Path(site.cache_dir) if site.cache_dir else None
-    if not site.partitioned:
-        return prepare_data_cached(config, cache)
-    key = {"partition": site.partition, "id": site.partition_id, "of": site.num_partitions}
-
-    def partition() -> PreparedDataset:
-        from core.data.partitions import partition_samples  # flwr-datasets: only when a partition is made
-
-        data = prepare_data_cached(config, cache)
-        shards = partition_samples(data.train, site.num_partitions, site.partition, seed=config.seed)
-        train, val, _ = stratified_split(shards[site.partition_id], config.val_fraction, 0.0, config.seed)
-        return dataclasses.replace(data, train=train, val=val, test=[])
-
-    return prepare_partition_cached(config, cache, key, partition)
+    return prepare_dataset(
+        config, cache_dir=Path(site.cache_dir) if site.cache_dir else None, share=site_share(site)
+    )

@@ -202,7 +202,7 @@ class SiteNode:
 
     @property
     def dataset_cache(self) -> Path:
-        """Where the site's validated dataset is kept between rounds (see :mod:`core.federated.site_cache`)."""
+        """Where the site's validated dataset is kept between rounds (see :mod:`core.data.cache`)."""
         return Path(self.site.cache_dir) if self.site.cache_dir else self.work_dir / "dataset-cache"
 
     def node_settings(self) -> SiteSettings:

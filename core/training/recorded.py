@@ -7,27 +7,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from core.config import RunConfig
-from core.data import PreparedDataset, require_trainable
-from core.data.file_check import Progress
-from core.data.validation import check_data
+from core.data import PreparedDataset
+from core.data.prepare import prepare_dataset
 from core.model.checkpoint import run_folder
 from core.persistence import Database, DatabaseSink
 from core.persistence.runs import create_run
 from core.sinks import EventSink, SinkSet
 from core.training.runner import RunResult, run_training
-
-
-def prepare_data(
-    config: RunConfig, *, progress: Progress | None = None, cancel: threading.Event | None = None
-) -> PreparedDataset:
-    """:func:`check_data`, refusing a dataset that cannot be trained on.
-
-    Raises
-    ------
-    core.errors.DataError
-        With every problem that blocks training, one sentence each.
-    """
-    return require_trainable(check_data(config, progress=progress, cancel=cancel))
 
 
 def train_and_record(
@@ -68,7 +54,7 @@ def train_and_record(
         Before the run is created, for input the user must fix.
     """
     config.validate()
-    data = data or prepare_data(config)
+    data = data or prepare_dataset(config)
     with db.begin() as session:
         run_id = create_run(
             session,

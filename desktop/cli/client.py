@@ -82,9 +82,9 @@ def run(args: argparse.Namespace) -> int:
             "release.",
             file=sys.stderr,
         )
+    from core.data.prepare import prepare_dataset
     from core.federated.nodes import SiteNode, fresh_work_dir, log_text
     from core.federated.processes import FlowerProcessError
-    from core.federated.site_cache import prepare_data_cached
 
     host, _port = parse_address(args.server)
     if args.insecure and host not in ("127.0.0.1", "localhost", "::1"):
@@ -112,7 +112,9 @@ def run(args: argparse.Namespace) -> int:
 
     site_policy(site)  # a bad policy file is a sentence now, not a declined plan later
     print("Checking this site's images...", file=sys.stderr)
-    data = prepare_data_cached(RunConfig(experiment_name=args.name, data_path=site.data_path), Path(site.cache_dir))
+    data = prepare_dataset(
+        RunConfig(experiment_name=args.name, data_path=site.data_path), cache_dir=Path(site.cache_dir)
+    )
     print(data.summary.format(), file=sys.stderr)
     open_db(args).close()
     leave = threading.Event()

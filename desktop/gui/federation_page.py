@@ -215,7 +215,7 @@ class FederationPage(QWidget):
     def join(self) -> None:
         """Check the site's settings, policy and images, then start its SuperNode."""
         from core.config import RunConfig
-        from core.federated.site_cache import prepare_data_cached
+        from core.data.prepare import prepare_dataset
 
         try:
             site = self.join_form.site_settings(self._db_url())
@@ -242,7 +242,7 @@ class FederationPage(QWidget):
 
         def work() -> object:
             config = RunConfig(experiment_name=site.site_name, data_path=site.data_path)
-            summary = prepare_data_cached(config, node.dataset_cache).summary  # the first round reuses it
+            summary = prepare_dataset(config, cache_dir=node.dataset_cache).summary  # the first round reuses it
             node.start()
             return summary
 

@@ -28,11 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import pytorch_lightning as pl
 
 from core.config import demo_config
+from core.data.prepare import prepare_dataset
 from core.events import EpochEnd
 from core.model.module import PneumoniaClassifier
 from core.persistence import Database
 from core.sinks import EventSink
-from core.training.recorded import prepare_data, train_and_record
+from core.training.recorded import train_and_record
 from core.training.runner import build_loaders, positive_weight
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -121,7 +122,7 @@ def main() -> None:
     args = parser.parse_args()
     # Early stopping off so both runs train the same number of epochs.
     config = demo_config(epochs=args.epochs, early_stopping_patience=0, accelerator="cpu")
-    data = prepare_data(config)
+    data = prepare_dataset(config)
     build_loaders(config, data)  # warm the image cache path once (each run builds its own datasets)
     bare_times, full_times, total_times, growth = [], [], [], []
     bare_peak = full_peak = 0.0

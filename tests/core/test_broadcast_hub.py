@@ -12,9 +12,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from core.broadcast.hub import SECRET_HEADER, BroadcastHub, HubSink
 from core.broadcast.tokens import load_or_create_token, rotate_token
+from core.data.prepare import prepare_dataset
 from core.events import BatchMetrics, EpochEnd, TrainingEnd, TrainingStart
 from core.sinks import ListSink, SinkSet
-from core.training.recorded import prepare_data
 from core.training.runner import run_training
 from tests.stalled_viewer import stalled_viewer
 
@@ -102,7 +102,7 @@ def test_repeated_failures_from_one_address_are_slowed_down():
 
 def test_viewer_joining_at_epoch_3_gets_every_event_in_order_without_duplicates(tiny_config):
     config = tiny_config.with_overrides(epochs=5, batch_metrics_every=1, gradient_every=1)
-    data = prepare_data(config)
+    data = prepare_dataset(config)
     truth = ListSink()
 
     async def scenario():

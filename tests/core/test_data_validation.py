@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from core.data import DataSource, Sample, inspect_dataset, prepare_dataset, stratified_split
+from core.data import DataSource, Sample, inspect_dataset, inspect_trainable, stratified_split
 from core.errors import DataError
 from tests.core.data_helpers import make_folder_dataset, write_csv, write_image
 
@@ -75,7 +75,7 @@ def test_tiny_val_folder_is_merged_and_redrawn(tmp_path: Path) -> None:
 
 def test_flat_layout_is_split_and_summary_reports(tmp_path: Path) -> None:
     make_folder_dataset(tmp_path, {"": (10, 20)})
-    prepared = prepare_dataset(DataSource(tmp_path), val_fraction=0.2, test_fraction=0.0)
+    prepared = inspect_trainable(DataSource(tmp_path), val_fraction=0.2, test_fraction=0.0)
     assert prepared.test == []
     assert prepared.summary.split_counts["val"] == {"NORMAL": 2, "PNEUMONIA": 4}
     text = prepared.summary.format()
@@ -103,7 +103,7 @@ def test_corrupt_images_are_skipped_with_warning_or_error(tmp_path: Path) -> Non
     strict = inspect_dataset(DataSource(tmp_path), max_bad_fraction=0.05)
     assert "3 of 44 images" in _messages(strict, "error") and "max_bad_fraction" in _messages(strict, "error")
     with pytest.raises(DataError, match="3 of 44 images"):
-        prepare_dataset(DataSource(tmp_path), max_bad_fraction=0.05)
+        inspect_trainable(DataSource(tmp_path), max_bad_fraction=0.05)
 
 
 def test_check_images_off_skips_probing(tmp_path: Path) -> None:
@@ -127,7 +127,7 @@ def test_missing_csv_images_count_against_max_bad_fraction(tmp_path: Path) -> No
 def test_single_class_is_refused(tmp_path: Path) -> None:
     make_folder_dataset(tmp_path, {"": (0, 6)})
     with pytest.raises(DataError) as info:
-        prepare_dataset(DataSource(tmp_path))
+        inspect_trainable(DataSource(tmp_path))
     message = str(info.value)
     assert "Only PNEUMONIA images were found" in message and "add NORMAL images" in message
     assert "cannot be used for training" in message and "Splits:" in message
@@ -143,7 +143,7 @@ def test_too_few_images_leave_an_empty_split(tmp_path: Path) -> None:
 
 def test_no_images_and_missing_path_are_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="does not exist"):
-        prepare_dataset(DataSource(tmp_path / "nothing"))
+        inspect_trainable(DataSource(tmp_path / "nothing"))
     make_folder_dataset(tmp_path, {"": (2, 2)})
     for file in (tmp_path / "NORMAL").iterdir():
         file.write_bytes(b"x")

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from core.config import BACKBONES
 from core.data import XrayDataset
+from core.data.prepare import prepare_dataset
 from core.errors import PneumoFLError
 from core.export.exporter import export_model
 from core.inference.gradcam import GradCam
@@ -21,7 +22,7 @@ from core.persistence import Database
 from core.persistence.models import predictions_table
 from core.persistence.predictions import list_predictions
 from core.persistence.runs import delete_run
-from core.training.recorded import prepare_data, train_and_record
+from core.training.recorded import train_and_record
 from tests.core.conftest import tiny_run_config
 
 
@@ -42,7 +43,7 @@ def trained(tiny_dataset, tmp_path_factory):
 def test_a_run_reads_its_own_test_images_as_its_final_evaluation_did(trained):
     db, result, config, _ = trained
     model = load_run_model(db, result.run_id)
-    data = prepare_data(config)
+    data = prepare_dataset(config)
     readings = list(read_images(model, [s.path for s in data.test], "youden"))
     probs = torch.tensor([r.probability for r in readings])
     labels = torch.tensor([s.label for s in data.test])
@@ -98,7 +99,7 @@ def test_bad_operating_points_and_missing_paths_are_named(trained, tmp_path):
 def test_exports_reproduce_the_run_and_carry_a_card_without_paths(trained, tmp_path, file_format):
     db, result, config, _ = trained
     exported = export_model(db, result.run_id, file_format, tmp_path / "out")
-    assert exported.max_difference <= 1e-4 and exported.checked_images == len(prepare_data(config).test)
+    assert exported.max_difference <= 1e-4 and exported.checked_images == len(prepare_dataset(config).test)
     run_model, file_model = load_run_model(db, result.run_id), load_exported_model(exported.model_file)
     paths = image_paths([config.data_path])
     for point in ("youden", "sens95", "spec95", "0.4"):
@@ -109,7 +110,7 @@ def test_exports_reproduce_the_run_and_carry_a_card_without_paths(trained, tmp_p
     card = json.loads(exported.card_json.read_text())
     assert card["model"]["weights_sha256"] == result.final_stats["model"]["weights_sha256"] == file_model.weights_sha256
     assert card["statistics"]["intervals"]["test"]["auroc"] == result.final_stats["intervals"]["test"]["auroc"]
-    assert card["training"]["samples"]["train"]["total"] == len(prepare_data(config).train)
+    assert card["training"]["samples"]["train"]["total"] == len(prepare_dataset(config).train)
     text = exported.card_json.read_text() + exported.card_markdown.read_text()
     assert config.data_path not in text and str(exported.model_file.parent) not in text
     assert "Intended use" in exported.card_markdown.read_text()
@@ -179,7 +180,7 @@ def test_grad_cam_has_a_layer_for_every_backbone_and_leaves_the_model_alone(name
 def test_dataset_and_reader_preprocess_identically(trained):
     db, result, config, _ = trained
     model = load_run_model(db, result.run_id)
-    sample = prepare_data(config).val[0]
+    sample = prepare_dataset(config).val[0]
     image, _ = XrayDataset([sample], config.image_size, train=False, cache=False)[0]
     (reading,) = read_images(model, [sample.path], "default")
     assert reading.probability == pytest.approx(float(model.probabilities(image[None])[0]), abs=1e-7)

@@ -9,12 +9,13 @@ import torch
 from torchmetrics.functional.classification import binary_auroc, binary_recall, binary_specificity
 
 from core.data import XrayDataset
+from core.data.prepare import prepare_dataset
 from core.events import BatchMetrics, EarlyStopping, EpochEnd, GradientStats, LrUpdate, TrainingEnd, TrainingStart
 from core.model.checkpoint import load_classifier
 from core.persistence.metric_reads import epoch_table, final_stats, get_metrics
 from core.persistence.runs import get_run, run_warnings
 from core.sinks import EventSink, ListSink
-from core.training.recorded import prepare_data, train_and_record
+from core.training.recorded import train_and_record
 from core.training.runner import run_training
 
 METRICS = ("loss", "accuracy", "precision", "recall", "specificity", "f1", "auroc", "cm_tp", "cm_fp", "cm_tn", "cm_fn")
@@ -24,7 +25,7 @@ def test_recorded_metrics_match_torchmetrics_recomputed_on_the_same_predictions(
     events = ListSink()
     result = train_and_record(tiny_config, db, sinks=[events], work_dir=tmp_path / "ckpt")
     assert result.status == "completed", result.error
-    data = prepare_data(tiny_config)
+    data = prepare_dataset(tiny_config)
 
     # Recompute from the best checkpoint on the validation images.
     model = load_classifier(Path(result.checkpoint_path))
@@ -70,7 +71,7 @@ def test_every_metric_is_recorded_for_every_epoch_and_live_events_agree(db, tiny
         for name, value in live[row["epoch"]].items():
             assert row[name] == pytest.approx(value, rel=1e-6, abs=1e-9)
     # Train confusion matrix counts every training image once per epoch: no lag, no carry-over.
-    n_train = len(prepare_data(config).train)
+    n_train = len(prepare_dataset(config).train)
     for row in table:
         assert sum(row[f"train_cm_{k}"] for k in ("tp", "fp", "tn", "fn")) == n_train
     names = {r.metric_name for r in batch_rows}
@@ -80,7 +81,7 @@ def test_every_metric_is_recorded_for_every_epoch_and_live_events_agree(db, tiny
 
 def test_gradient_norm_is_the_true_global_norm_and_batch_windows_are_real(tiny_config):
     events = ListSink()
-    run_training(tiny_config, prepare_data(tiny_config), events)
+    run_training(tiny_config, prepare_dataset(tiny_config), events)
     grads = events.of_type(GradientStats)
     assert grads, "no gradient samples"
     for g in grads:
@@ -126,7 +127,7 @@ class DeleteAfterEpochOne(EventSink):
 
 def test_an_image_deleted_mid_run_is_skipped_and_the_warning_kept_with_the_run(db, tiny_config, tmp_path):
     config = tiny_config.with_overrides(cache_images=False, epochs=2)
-    data = prepare_data(config)
+    data = prepare_dataset(config)
     victim = data.train[0].path
     try:
         result = train_and_record(config, db, data=data, sinks=[DeleteAfterEpochOne(victim)], work_dir=tmp_path)
@@ -143,7 +144,7 @@ def test_an_image_deleted_mid_run_is_skipped_and_the_warning_kept_with_the_run(d
 
 def test_a_run_fails_with_a_sentence_when_more_data_vanishes_than_allowed(db, tiny_config, tmp_path):
     config = tiny_config.with_overrides(cache_images=False, epochs=3, max_bad_fraction=0.0)
-    data = prepare_data(config)
+    data = prepare_dataset(config)
     victim = data.train[0].path
     try:
         result = train_and_record(config, db, data=data, sinks=[DeleteAfterEpochOne(victim)], work_dir=tmp_path)
@@ -174,7 +175,7 @@ def test_early_stopping_fires_with_an_event_and_a_reason(tiny_config):
     # strictly after that, so early stopping must fire well before epoch 12.
     config = tiny_config.with_overrides(epochs=12, early_stopping_patience=2, monitor="val_recall")
     events = ListSink()
-    result = run_training(config, prepare_data(config), events)
+    result = run_training(config, prepare_dataset(config), events)
     stops = events.of_type(EarlyStopping)
     assert result.status == "completed" and result.epochs_completed < 10
     assert len(stops) == 1 and stops[0].patience == 2 and "val_recall" in stops[0].reason
@@ -196,7 +197,7 @@ def test_an_epoch_that_calls_every_image_pneumonia_never_wins_the_checkpoint(tin
     monkeypatch.setattr(runner, "PneumoniaClassifier", FirstEpochSaysPneumonia)
     events = ListSink()
     config = tiny_config.with_overrides(epochs=3, monitor="val_recall")
-    result = run_training(config, prepare_data(config), events, work_dir=tmp_path)
+    result = run_training(config, prepare_dataset(config), events, work_dir=tmp_path)
     epochs = {e.epoch: e.metrics for e in events.of_type(EpochEnd)}
     assert epochs[1]["val_recall"] == 1.0 and epochs[1]["val_specificity"] == 0.0
     assert result.best_epoch != 1 and result.final_stats["degenerate"] is False

@@ -94,8 +94,8 @@ def test_wrong_token_is_shown_and_not_retried(qtbot, hub):
 
 
 def test_live_training_streams_through_the_hub_sink(qtbot, hub, gui_config):
+    from core.data.prepare import prepare_dataset
     from core.sinks import SinkSet
-    from core.training.recorded import prepare_data
     from core.training.runner import run_training
 
     viewer = RemoteViewer(hub.hub.url, TOKEN)
@@ -110,7 +110,7 @@ def test_live_training_streams_through_the_hub_sink(qtbot, hub, gui_config):
 
     config = gui_config.with_overrides(epochs=2)
     worker = threading.Thread(
-        target=run_training, args=(config, prepare_data(config), SinkSet([Keep(hub.hub)])), kwargs={"run_id": 11}
+        target=run_training, args=(config, prepare_dataset(config), SinkSet([Keep(hub.hub)])), kwargs={"run_id": 11}
     )
     worker.start()
     qtbot.waitUntil(lambda: not worker.is_alive(), timeout=120_000)

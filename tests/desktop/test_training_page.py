@@ -87,12 +87,12 @@ def test_invalid_setting_is_named(qtbot, page):
 
 
 def test_a_crash_inside_training_is_shown_and_recorded_as_failed(qtbot, page, sqlite_url, gui_config, tmp_path):
-    from core.training.recorded import prepare_data
+    from core.data.prepare import prepare_dataset
     from tests.imaging import write_folder_dataset
 
     root = write_folder_dataset(tmp_path / "fragile", per_class=8, size=32)
     config = gui_config.with_overrides(data_path=str(root), cache_images=False)
-    prepared = prepare_data(config)
+    prepared = prepare_dataset(config)
     for image in root.rglob("*.png"):  # the images vanish between the check and the first batch
         image.unlink()
     page.start_prepared(config, prepared)

@@ -162,22 +162,22 @@ def test_console_tells_who_returned_what_and_when():
 
 
 def test_validated_site_data_is_reused_until_the_folder_changes(tmp_path):
-    from core.federated.site_cache import prepare_data_cached
+    from core.data.prepare import prepare_dataset
     from tests.imaging import write_folder_dataset
 
     data = write_folder_dataset(tmp_path / "site", per_class=8, size=32)
     config = RunConfig(experiment_name="x", data_path=str(data), val_fraction=0.25, test_fraction=0.25)
-    first = prepare_data_cached(config, tmp_path / "cache")
+    first = prepare_dataset(config, cache_dir=tmp_path / "cache")
     cached = list((tmp_path / "cache").glob("dataset-*.json"))
     assert len(cached) == 1
-    second = prepare_data_cached(config, tmp_path / "cache")
+    second = prepare_dataset(config, cache_dir=tmp_path / "cache")
     assert second.train == first.train and second.val == first.val and second.summary == first.summary
 
     # A stale cache entry is not trusted: a new image means validating again (and here, one more sample).
     cached[0].write_text(cached[0].read_text().replace('"train": [[', '"train": [["/gone.png", 0, null], ['))
-    assert prepare_data_cached(config, tmp_path / "cache").train[0].path.name == "gone.png"  # same folder: reused
+    assert prepare_dataset(config, cache_dir=tmp_path / "cache").train[0].path.name == "gone.png"  # same folder: reused
     write_folder_dataset(data, per_class=9, size=32, seed=1)  # adds one image per class
-    again = prepare_data_cached(config, tmp_path / "cache")
+    again = prepare_dataset(config, cache_dir=tmp_path / "cache")
     assert len(again.train) + len(again.val) + len(again.test) == 18
     assert all(s.path.name != "gone.png" for s in again.train)
 

@@ -1,8 +1,9 @@
-"""A site's validated dataset, kept between rounds.
+"""A checked dataset kept on disk, reused while the data is unchanged (see :func:`core.data.prepare.prepare_dataset`).
 
 Flower starts a fresh ClientApp process every round, and checking a site's images (decode and hash every file)
-costs far more than a round's training on a real dataset. The first round validates and writes the result next
-to the node; later rounds reuse it while the data folder (file count, sizes, modification times) is unchanged.
+costs far more than a round's training on a real dataset. The first check writes its result into a cache folder
+(a site node's, the server's); later ones reuse it while the data folder (file count, sizes, modification times)
+is unchanged.
 """
 
 from __future__ import annotations
@@ -17,10 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from core.config import RunConfig
-from core.data import PreparedDataset
 from core.data.discovery import Problem, Sample
-from core.data.summary import DatasetSummary
-from core.data.validation import check_data, require_trainable
+from core.data.summary import DatasetSummary, PreparedDataset
 
 log = logging.getLogger(__name__)
 _KEY_FIELDS = (
@@ -37,31 +36,18 @@ _KEY_FIELDS = (
 _CACHE_FORMAT = 2  # bump when the cached summary changes shape
 
 
-def prepare_data_cached(config: RunConfig, cache_dir: Path | None) -> PreparedDataset:
-    """The checked, trainable dataset (as ``train`` checks it), reusing an earlier result for unchanged data.
-
-    Raises
-    ------
-    core.errors.DataError
-        With every problem that blocks training (a dataset that failed validation is never cached).
-    """
-    return _cached(config, cache_dir, "dataset", {}, lambda: require_trainable(check_data(config)))
-
-
-def prepare_partition_cached(
-    config: RunConfig, cache_dir: Path | None, partition: dict[str, Any], make: Callable[[], PreparedDataset]
-) -> PreparedDataset:
-    """A site's share of a partitioned dataset (``make()``), kept like :func:`prepare_data_cached`."""
-    return _cached(config, cache_dir, "partition", partition, make)
-
-
-def _cached(
+def cached(
     config: RunConfig,
     cache_dir: Path | None,
     kind: str,
     extra: dict[str, Any],
     make: Callable[[], PreparedDataset],
 ) -> PreparedDataset:
+    """``make()``, or its result kept in ``cache_dir`` under ``kind`` and ``extra`` while the data is unchanged.
+
+    The key is the data settings that change what the check finds (not image_size: whether a file decodes does not
+    depend on the size it is resized to); the data's signature (file count, sizes, newest time) must match too.
+    """
     if cache_dir is None:
         return make()
     settings = {name: getattr(config, name) for name in _KEY_FIELDS} | {"format": _CACHE_FORMAT} | extra
