@@ -7,7 +7,7 @@ LayerCAM idea of fusing stages): both maps come from one captum ``LayerGradientX
 activation summed over channels, i.e. HiResCAM, which for our global-average-pooled linear heads equals Grad-CAM
 at the last map) and the heatmap is their product, so a pixel is hot only where the fine map shows detail *and*
 the class-specific map agrees. On the demo data this puts the peak inside the opacity for about 90% of correctly
-read pneumonia images, against about 60% for the last map alone (``tests/core/test_gradcam_demo.py``).
+read pneumonia images, against about 60% for the last map alone (``tests/core/inference/test_gradcam_demo.py``).
 
 Everything runs on an eval-mode copy of the backbone with gradients enabled (the training model and its
 BatchNorm statistics are never touched); the map is upsampled to the input size.

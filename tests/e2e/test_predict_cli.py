@@ -41,7 +41,7 @@ def test_predict_export_and_predict_with_the_export(dataset, env, tmp_path):
     heatmap = Image.open(rows[0]["heatmap"])
     assert heatmap.mode == "RGB" and heatmap.size == (512, 512)
 
-    exported = tmp_path / "exported"  # TorchScript exports go the same way (tests/core/test_inference.py)
+    exported = tmp_path / "exported"  # TorchScript exports go the same way (tests/core/inference/test_inference.py)
     proc = pneumofl("model", "export", "1", "--format", "onnx", "-o", exported, env=env, check=0)
     assert "Checked on 4 images" in proc.stdout  # the run's test split: 15% of 32
     card = json.loads((exported / "pneumofl-run1.onnx.card.json").read_text())
@@ -56,6 +56,6 @@ def test_predict_export_and_predict_with_the_export(dataset, env, tmp_path):
     for a, b in zip(rows, csv.DictReader(again.open())):
         assert abs(float(a["probability"]) - float(b["probability"])) <= 1e-4 and a["decision"] == b["decision"]
 
-    # A mistake is one sentence and exit code 2 (the other mistakes are tested in tests/core/test_inference.py).
+    # A mistake is one sentence and exit code 2 (the other mistakes are tested in tests/core/inference/test_inference.py).
     bad_point = pneumofl("predict", "--run", "1", dataset, "--operating-point", "sens90", env=env, check=2)
     assert "'sens90' is neither one of youden, sens95, spec95, default" in bad_point.stderr

@@ -33,7 +33,7 @@ from core.persistence.models import clients_table, metrics_table, rounds_table
 from core.persistence.runs import create_run, get_run
 from core.sinks import ListSink, SinkSet
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _new_run(db: Database, **kwargs: object) -> int:

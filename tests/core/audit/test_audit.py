@@ -31,7 +31,7 @@ from core.persistence.identity import database_identity
 from core.persistence.models import audit_entries_table, audit_head_table
 from core.reporting import RunReport
 
-REPO = Path(__file__).parents[2]
+REPO = Path(__file__).parents[3]
 
 
 def append(db: Database, count: int, kind: str = kinds.IMAGES_READ) -> list[int]:
