@@ -9,10 +9,11 @@ file; it imports nothing heavy, so the question costs a site a process start and
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
+
+from core.federated.settings import write_private_json as write_json
 
 
 def request_path(folder: Path, flower_run_id: int) -> Path:
@@ -46,13 +47,3 @@ def ask_site_node(folder: Path, flower_run_id: int, run_config: dict[str, Any], 
         f"Declined: the site node did not answer within {timeout:.0f} s (is `pneumofl site join` or the app still "
         "running?)."
     )
-
-
-def write_json(path: Path, value: object) -> None:
-    """Write atomically, readable by the site's user only: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    temporary = path.with_name(path.name + ".tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        json.dump(value, handle)
-    os.replace(temporary, path)

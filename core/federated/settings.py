@@ -22,7 +22,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from core.config import RunConfig, demo_config
 from core.errors import ConfigError
@@ -256,10 +256,8 @@ class ServerSettings:
     sites_file: str = ""  # site names by Flower node id (see core.federated.site_names)
 
     def save(self, path: Path) -> Path:
-        """Write the settings file the ServerApp reads."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)  # the database URL may hold a password
-        path.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
+        """Write the settings file the ServerApp reads (the database URL may hold a password: 0600)."""
+        write_private_json(path, asdict(self))
         return path
 
     @classmethod
@@ -271,16 +269,7 @@ class ServerSettings:
         ConfigError
             If the variable is missing (the SuperLink was not started by PneumoFL) or the file is unreadable.
         """
-        path = os.environ.get(SERVER_SETTINGS_ENV, "")
-        if not path:
-            raise ConfigError(
-                f"{SERVER_SETTINGS_ENV} is not set: start the SuperLink with `pneumofl server start`, "
-                "which writes the server settings."
-            )
-        try:
-            return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
-        except (OSError, TypeError, ValueError) as exc:
-            raise ConfigError(f"Cannot read the server settings {path}: {exc}") from exc
+        return _from_env(cls, SERVER_SETTINGS_ENV, "start the SuperLink with `pneumofl server start`", "server")
 
 
 @dataclass(frozen=True)
@@ -320,11 +309,7 @@ class SiteSettings:
 
     def save(self, path: Path) -> Path:
         """Write the settings file the site's ClientApp reads, readable by the site's user only."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(asdict(self), indent=2))
-        path.chmod(0o600)  # an existing file keeps its old mode through O_CREAT
+        write_private_json(path, asdict(self))
         return path
 
     @classmethod
@@ -336,21 +321,40 @@ class SiteSettings:
         ConfigError
             If the variable is missing (the SuperNode was not started by PneumoFL) or the file is unreadable.
         """
-        path = os.environ.get(SITE_SETTINGS_ENV, "")
-        if not path:
-            raise ConfigError(
-                f"{SITE_SETTINGS_ENV} is not set: start the site with `pneumofl site join`, which writes the "
-                "site's settings."
-            )
-        try:
-            return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
-        except (OSError, TypeError, ValueError) as exc:
-            raise ConfigError(f"Cannot read the site settings {path}: {exc}") from exc
+        return _from_env(cls, SITE_SETTINGS_ENV, "start the site with `pneumofl site join`", "site")
 
     @property
     def partitioned(self) -> bool:
         """Whether this site trains on one partition of a shared source (local federation)."""
         return self.num_partitions > 1 and self.partition_id >= 0
+
+
+_Settings = TypeVar("_Settings")
+
+
+def write_private_json(path: Path, value: object) -> None:
+    """Write ``value`` as JSON, readable by this user only, atomically (a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    temporary = path.with_name(path.name + ".tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        json.dump(value, handle, indent=2)
+    os.replace(temporary, path)
+
+
+def _from_env(cls: type[_Settings], variable: str, how: str, whose: str) -> _Settings:
+    """``cls`` from the JSON file named by ``variable``; a missing variable or bad file is a :class:`ConfigError`."""
+    path = os.environ.get(variable, "")
+    if not path:
+        raise ConfigError(f"{variable} is not set: {how}, which writes the {whose}'s settings.")
+    try:
+        values = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"Cannot read the {whose} settings {path}: {exc}") from exc
+    try:
+        return cls(**values)
+    except TypeError as exc:  # not an object, or fields this version does not know
+        raise ConfigError(f"The {whose} settings {path} do not fit this PneumoFL version: {exc}") from exc
 
 
 def owner_pid() -> int | None:
