@@ -1,4 +1,4 @@
-"""Live broadcast: the WebSocket hub (viewers and producers), its sinks and the viewer client.
+"""Live broadcast: the hub (producer ingest, viewer fan-out, the browser dashboard), its sinks and the viewer client.
 
 Protocol (version :data:`PROTOCOL_VERSION`), server to viewer, all JSON text frames:
 

@@ -11,7 +11,7 @@ import time
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
-from core.broadcast.hub import PRODUCER_PATH, SECRET_HEADER
+from core.broadcast.ingest import PRODUCER_PATH, SECRET_HEADER
 from core.events import Event
 from core.sinks import EventSink
 

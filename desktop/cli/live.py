@@ -1,6 +1,6 @@
-"""Live events of Flower app processes for CLI commands: a loopback hub they push to, and local listeners.
+"""Live events of Flower app processes for CLI commands: a loopback collector they push to, and local listeners.
 
-The ServerApp and ClientApps run in processes Flower starts; they push events to a hub on 127.0.0.1 with a
+The ServerApp and ClientApps run in processes Flower starts; they push events to a collector on 127.0.0.1 with a
 per-command secret (in their environment, never in a Flower message). ``--serve`` re-broadcasts to viewers.
 """
 
@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import secrets
 import sys
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from core.broadcast import BroadcastHub
-from core.broadcast.producer import HUB_SECRET_ENV, HUB_URL_ENV
+from core.broadcast.collector import IngestServer
 from core.events import Event
 from desktop.cli.common import CommandError
 from desktop.cli.serving import hub_from_args, let_viewers_catch_up
@@ -27,11 +25,9 @@ def run_with_live_events(
     work: Callable[[dict[str, str]], T],
     listeners: Sequence[Callable[[Event], None]] = (),
 ) -> T:
-    """Run ``work(env)`` in a thread while a loopback hub collects the events of the processes given ``env``."""
-    secret = secrets.token_urlsafe(32)
-    collector = BroadcastHub("127.0.0.1", 0, secrets.token_urlsafe(32), producer_secret=secret)
+    """Run ``work(env)`` in a thread while a loopback collector takes the events of the processes given ``env``."""
+    collector = IngestServer(listeners)
     public = hub_from_args(args)
-    collector.listeners.extend(listeners)
     if public is not None:
         collector.listeners.append(public.publish)
 
@@ -44,8 +40,7 @@ def run_with_live_events(
                 except OSError as exc:
                     raise CommandError(f"Cannot serve on {public.host}:{public.port}: {exc.strerror or exc}.") from None
                 print(f"Streaming live events at {public.url} (viewers need: pneumofl token show).", file=sys.stderr)
-            env = {HUB_URL_ENV: collector.url, HUB_SECRET_ENV: secret}
-            return await asyncio.to_thread(work, env)
+            return await asyncio.to_thread(work, collector.env)
         finally:
             await asyncio.sleep(0.5)  # the last events of the app processes
             if public is not None:

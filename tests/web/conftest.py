@@ -31,7 +31,7 @@ def chromium_path() -> str | None:
     return found
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # not session: Playwright's sync API holds the main thread's loop while it runs
 def browser():
     path = chromium_path()
     if path is None:

@@ -4,7 +4,6 @@ import asyncio
 import json
 import threading
 import time
-from types import SimpleNamespace
 
 import pytest
 from websockets.asyncio.client import connect
@@ -236,11 +235,23 @@ def test_producer_path_needs_the_secret_and_rebroadcasts():
 def test_producer_path_refuses_peers_that_are_not_loopback():
     # Tests may only bind and connect on 127.0.0.1, so a remote peer is represented by its address alone.
     hub = BroadcastHub("127.0.0.1", 0, TOKEN, producer_secret="child-secret")
-    responses = []
-    connection = SimpleNamespace(
-        remote_address=("192.0.2.10", 50000),
-        respond=lambda status, text: responses.append((status, text)) or (status, text),
-    )
-    request = SimpleNamespace(path="/producer", headers={SECRET_HEADER: "child-secret"})
-    status, text = asyncio.run(hub._authorize(connection, request))
+    status, text = asyncio.run(hub.ingest.check("192.0.2.10", {SECRET_HEADER: "child-secret"}))
     assert status == 403 and "local processes" in text
+
+
+def test_the_collector_hands_producer_events_to_its_listeners_and_keeps_none():
+    from core.broadcast.collector import EventCollector
+    from core.broadcast.producer import HUB_SECRET_ENV, HUB_URL_ENV, ProducerSink
+
+    got = []
+    with EventCollector([got.append, lambda event: 1 / 0]) as collector:  # a failing listener stops nothing
+        env = collector.env
+        sink = ProducerSink(env[HUB_URL_ENV], env[HUB_SECRET_ENV])
+        sink.handle(TrainingStart(run_id=4, experiment_name="site-a"))
+        sink.handle(EpochEnd(run_id=4, epoch=1, metrics={"val_recall": 0.5}))
+        sink.close()
+        deadline = time.monotonic() + 10
+        while len(got) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert [(e.TYPE, e.run_id) for e in got] == [("training_start", 4), ("epoch_end", 4)]
+    assert not hasattr(collector.server, "channels")  # ingest only: no replay history to grow
