@@ -8,12 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from PySide6.QtCore import QTimer
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
 from desktop.settings import load_settings
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+ENGINE_DELAY_MS = 300
 
 
 def collect_garbage_on_gui_thread() -> Any:
@@ -64,7 +66,9 @@ def run_app(
     app.aboutToQuit.connect(closed.set)
     window = MainWindow(settings, warning)
     window.show()
-    window.engine.start()  # torch and Lightning load now, behind the shown window
+    # torch and Lightning load behind the window, once it has been painted: importing holds the GIL for long
+    # stretches, and the first paint must not wait for it.
+    QTimer.singleShot(ENGINE_DELAY_MS, window.engine.start)
     if on_window is not None:
         on_window(window)
     with loop:
