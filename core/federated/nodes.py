@@ -204,8 +204,8 @@ class ServerNode:
             "127.0.0.1",
             "--port",
             str(self.port),
-            "--database",
-            str(self.work_dir / "superlink-state.db"),
+            # No --database: state in memory. Every message object went through its SQLite store (statements and
+            # commits each); nothing needs it across a restart (a restarted server enrols and submits again).
             "--disable-runtime-dependency-installation",
         ]
         sec = self.security
