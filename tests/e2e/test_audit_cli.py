@@ -4,30 +4,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from core.audit import kinds, record
 from core.persistence import Database
+from tests.e2e.cli import pneumofl as _pneumofl
 
 
-def pneumofl(*args: object, env: dict[str, str], check: int | None = None) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "desktop", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        cwd=Path(__file__).parents[2],
-    )
-    if check is not None:
-        assert proc.returncode == check, proc.stdout + proc.stderr
-    for output in (proc.stdout, proc.stderr):  # whatever happens, no traceback reaches the console
-        assert "Traceback" not in output, output[-3000:]
-    return proc
+def pneumofl(*args: object, env: dict[str, str], check: int | None = None):
+    return _pneumofl(*args, env=env, timeout=120, check=check, warnings_too=False)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import pytest
 
 from core.persistence import Database
 from core.persistence.runs import get_run
+from tests.e2e.cli import pneumofl
 from tests.imaging import write_folder_dataset
 
 TINY = ["--image-size", "32", "--batch-size", "8", "--threads", "1", "--no-progress"]
@@ -21,23 +22,6 @@ TINY = ["--image-size", "32", "--batch-size", "8", "--threads", "1", "--no-progr
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     return write_folder_dataset(tmp_path_factory.mktemp("cli-xrays"), per_class=16, size=32)
-
-
-def pneumofl(*args, env, timeout=240, check=None):
-    proc = subprocess.run(
-        [sys.executable, "-m", "desktop", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-        cwd=Path(__file__).parents[2],
-    )
-    if check is not None:
-        assert proc.returncode == check, proc.stdout + proc.stderr
-    # Whatever a test feeds it, good or bad, a user's console never shows a traceback or a library's warning.
-    for text in (proc.stdout, proc.stderr):
-        assert "Traceback" not in text and "Warning:" not in text, text[-3000:]
-    return proc
 
 
 def test_train_list_show_export(dataset, env, tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 import PySide6
 
 from desktop.system_libraries import XCB_LIBRARIES, missing_gui_packages
-from tests.e2e.test_cli import pneumofl
+from tests.e2e.cli import pneumofl
 
 QT = Path(PySide6.__file__).parent / "Qt"
 

@@ -11,7 +11,7 @@ from PIL import Image
 from core.config import RunConfig
 from core.persistence import Database
 from core.training.recorded import train_and_record
-from tests.e2e.test_cli import pneumofl
+from tests.e2e.cli import pneumofl
 from tests.imaging import write_folder_dataset
 
 

@@ -1,28 +1,10 @@
 """`pneumofl site policy` as a site's data steward runs it: real processes, files, exit codes and messages."""
 
 import stat
-import subprocess
-import sys
-from pathlib import Path
 
 from core.federated.certs import init_federation_certs
 from core.federated.policy import ca_fingerprint, default_policy, format_fingerprint, load_policy
-
-
-def pneumofl(*args, env, check=None):
-    proc = subprocess.run(
-        [sys.executable, "-m", "desktop", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        cwd=Path(__file__).parents[2],
-    )
-    if check is not None:
-        assert proc.returncode == check, proc.stdout + proc.stderr
-    for text in (proc.stdout, proc.stderr):
-        assert "Traceback" not in text and "Warning:" not in text, text[-3000:]
-    return proc
+from tests.e2e.cli import pneumofl
 
 
 def test_init_writes_a_file_that_check_accepts(env, tmp_path):
