@@ -28,7 +28,7 @@ from core.errors import DataError, PneumoFLError
 from core.export.card import build_card, card_markdown
 from core.inference.models import ReadingModel, card_path, file_sha256, load_exported_model, load_run_model
 from core.persistence import Database
-from core.persistence.federation_records import list_clients
+from core.persistence.federation_records import list_sites
 from core.persistence.runs import get_run
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -75,7 +75,7 @@ def export_model(db: Database, run_id: int, file_format: str, out_dir: Path) -> 
     source = load_run_model(db, run_id)
     with db.begin() as session:
         run = get_run(session, run_id)
-        sites = [name for _, name in list_clients(session, run_id)]
+        sites = [name for _, name in list_sites(session, run_id)]
     images, where = _check_images(run.config, source)
     out_dir = Path(out_dir).expanduser()
     try:

@@ -129,7 +129,7 @@ def train(msg: Message, context: Context) -> Message:
             proximal_mu=float(config.get("proximal-mu", 0.0)),  # FedProx sends it
         )
         try:
-            result = train_site_round(plan, site, str(context.run_id), received, sinks=(producer,) if producer else ())
+            result = train_site_round(plan, site, int(context.run_id), received, sinks=(producer,) if producer else ())
         finally:
             if producer is not None:
                 producer.close()

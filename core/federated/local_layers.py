@@ -67,8 +67,8 @@ def split_state(
 class LocalLayerStore:
     """A site's own normalisation tensors for one federation, in a file in the node's folder."""
 
-    def __init__(self, folder: Path, federation_run_id: str) -> None:
-        self.path = folder / f"local-layers-{federation_run_id}.pt"
+    def __init__(self, folder: Path, flower_run_id: int) -> None:
+        self.path = folder / f"local-layers-{flower_run_id}.pt"
 
     def load(self) -> dict[str, torch.Tensor]:
         """The tensors kept after the site's last round (empty before its first)."""

@@ -32,7 +32,7 @@ def close_federation_runs(db_url: str, outcome: FederationOutcome) -> Federation
     db = Database.open(db_url)
     try:
         with db.begin() as session:
-            runs = federated_runs(session, str(outcome.flower_run_id))
+            runs = federated_runs(session, outcome.flower_run_id)
             completed = outcome.status == "completed"
             for run in runs:
                 if run.role == "server":

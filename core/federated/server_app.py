@@ -59,7 +59,7 @@ def main(grid: Grid, context: Context) -> None:
                 role="server",
                 config=plan.to_dict() | {"eval_data": evaluator.source},
                 source_path=evaluator.source,
-                federation_run_id=str(context.run_id),
+                flower_run_id=int(context.run_id),
                 server_address=settings.address or None,
                 owner_pid=owner_pid(),
             )

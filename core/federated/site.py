@@ -96,7 +96,7 @@ class RoundInput:
 def train_site_round(
     plan: FederationConfig,
     site: SiteSettings,
-    federation_run_id: str,
+    flower_run_id: int,
     received: RoundInput,
     *,
     sinks: tuple[EventSink, ...] = (),
@@ -109,7 +109,7 @@ def train_site_round(
         The federation's shared plan.
     site
         This site's own settings.
-    federation_run_id
+    flower_run_id
         Flower's run id: all rounds of one federation land in one site run.
     received
         The round number, the global weights (without site-local tensors) and FedProx's mu.
@@ -128,13 +128,13 @@ def train_site_round(
     data = prepare_site_data(config, site)
     model = PneumoniaClassifier(backbone=config.backbone, threshold=config.threshold)
     local = site_local_keys(model, local_bn=plan.local_bn, statistics=plan.local_statistics)
-    store = LocalLayerStore(site_state_dir(site), federation_run_id)
+    store = LocalLayerStore(site_state_dir(site), flower_run_id)
     start = {**received.weights, **store.load()}  # the site's own layers over the global weights
     # Cross-site evaluation: how the global model does on this site's validation images, before it trains.
     global_metrics = evaluate_global_model(model, config, data, start, local)
     db = Database.open(site.db_url, migrate=False)  # the node migrated it before starting
     try:
-        run_id, created = _site_run(db, plan, site, config, federation_run_id, data.summary.source)
+        run_id, created = _site_run(db, plan, site, config, flower_run_id, data.summary.source)
         fanout = SinkSet([DatabaseSink(db, run_id), *sinks])
         fanout.run_id = run_id
         if created:
@@ -143,7 +143,7 @@ def train_site_round(
                     run_id=run_id,
                     experiment_name=config.experiment_name,
                     training_mode="federated",
-                    role="client",
+                    role="site",
                     total_epochs=plan.rounds * plan.local_epochs,
                     steps_per_epoch=math.ceil(len(data.train) / config.batch_size),
                     config=config.to_dict(),
@@ -260,20 +260,20 @@ def evaluate_global_model(
 
 
 def _site_run(
-    db: Database, plan: FederationConfig, site: SiteSettings, config: RunConfig, federation_run_id: str, source: str
+    db: Database, plan: FederationConfig, site: SiteSettings, config: RunConfig, flower_run_id: int, source: str
 ) -> tuple[int, bool]:
     with db.begin() as session:
-        existing = find_federated_run(session, federation_run_id, "client", config.experiment_name)
+        existing = find_federated_run(session, flower_run_id, "site", config.experiment_name)
         if existing is not None:
             return existing, False
         run_id = create_run(
             session,
             experiment_name=config.experiment_name,
             training_mode="federated",
-            role="client",
+            role="site",
             config=config.to_dict() | {"federation": plan.to_dict(), "site_name": site.site_name},
             source_path=source,
-            federation_run_id=federation_run_id,
+            flower_run_id=flower_run_id,
             server_address=site.server_address or None,
             owner_pid=owner_pid(),
         )

@@ -237,7 +237,7 @@ class SiteNode:
             return
         try:
             with db.begin() as session:
-                left = owned_runs(session, os.getpid(), "client")
+                left = owned_runs(session, os.getpid(), "site")
                 set_run_status(session, left, "cancelled", "The site left the federation before it ended.")
         finally:
             db.close()

@@ -113,7 +113,7 @@ def load_run_model(db: Database, run_id: int) -> ReadingModel:
     if record is None:
         why = (
             "a federated site's run keeps no model: use the federation's server run"
-            if run.role == "client"
+            if run.role == "site"
             else (f"it is {run.status} and kept no evaluated model (runs recorded before PneumoFL 0.2 did not either)")
         )
         raise PneumoFLError(f"Run {run_id} cannot read images: {why}.")

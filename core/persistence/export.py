@@ -17,12 +17,13 @@ from sqlalchemy.orm import Session
 from core.errors import DatabaseError, PneumoFLError
 from core.jsonsafe import json_safe
 from core.persistence.engine import Database, describe_failure
-from core.persistence.federation_records import list_clients, list_rounds
-from core.persistence.metric_reads import final_stats
+from core.persistence.federation_records import flower_run_ids, list_rounds, list_sites
 from core.persistence.models import metrics_table
+from core.persistence.rows import final_rows
 from core.persistence.runs import RunRecord, get_run
+from core.reporting import RunReport
 
-CSV_HEADER = ("run", "name", "value", "step", "dataset_type", "context", "client", "round")
+CSV_HEADER = ("run", "name", "value", "step", "dataset_type", "context", "site", "round")
 CHUNK_ROWS = 5000
 _M = metrics_table.c
 
@@ -33,12 +34,14 @@ def export_runs(db: Database, run_ids: Sequence[int], fmt: Literal["csv", "json"
     Formats
     -------
     csv
-        Long format, one metric value per line: ``run,name,value,step,dataset_type,context,client,round``
-        (empty cells for no client/round; NaN as ``nan``).
+        Long format, one metric value per line: ``run,name,value,step,dataset_type,context,site,round``
+        (empty cells for no site/round; NaN as ``nan``). The final statistics follow each run's rows as
+        ``final_epoch`` rows at the best epoch and the ROC as ``curve`` rows (derived from the report).
     json
-        Always ``{"runs": [...]}``, even for one run. Each entry is ``{"run": {columns except config},
-        "config": {...}, "final_stats": {"val": ..., "test": ..., "youden": ...}, "clients": [...],
-        "rounds": [...], "metrics": [{"name", "value", "step", "dataset_type", "context", "client", "round"}]}``.
+        Always ``{"runs": [...]}``, even for one run. Each entry is ``{"run": {columns except config, and
+        flower_run_ids}, "config": {...}, "final_stats": {"val": ..., "test": ..., "youden": ...},
+        "sites": [{"site_id", "site_name"}], "rounds": [...],
+        "metrics": [{"name", "value", "step", "dataset_type", "context", "site", "round"}]}``.
         Times are ISO 8601 UTC; non-finite numbers are ``null`` so any JSON reader accepts the file.
 
     The file is written next to ``path`` and renamed into place, so a failed export leaves no partial file.
@@ -88,11 +91,14 @@ def _remove(path: Path) -> None:
         pass
 
 
-def _metric_chunks(session: Session, run_id: int) -> Iterator[Sequence[Any]]:
-    """Yield lists of metric rows of one run, ``CHUNK_ROWS`` at a time (server-side cursor on PostgreSQL)."""
+def _metric_chunks(session: Session, record: RunRecord) -> Iterator[Sequence[Any]]:
+    """Yield lists of metric rows of one run, ``CHUNK_ROWS`` at a time (server-side cursor on PostgreSQL).
+
+    The stored rows, then the final statistics as ``final_epoch`` and ``curve`` rows derived from the report.
+    """
     query = (
-        select(_M.metric_name, _M.metric_value, _M.step, _M.dataset_type, _M.context, _M.client_id, _M.round_id)
-        .where(_M.run_id == run_id)
+        select(_M.metric_name, _M.metric_value, _M.step, _M.dataset_type, _M.context, _M.site_id, _M.round_number)
+        .where(_M.run_id == record.id)
         .order_by(_M.id)
         .execution_options(yield_per=CHUNK_ROWS)
     )
@@ -101,13 +107,16 @@ def _metric_chunks(session: Session, run_id: int) -> Iterator[Sequence[Any]]:
         yield from result.partitions()
     finally:
         result.close()
+    derived = final_rows(record.id, RunReport.from_dict(record.final_stats), record.best_epoch)
+    if derived:
+        yield [row[1:] for row in derived]
 
 
 def _write_csv(session: Session, records: list[RunRecord], stream: TextIO) -> None:
     writer = csv.writer(stream)
     writer.writerow(CSV_HEADER)
     for record in records:
-        for chunk in _metric_chunks(session, record.id):
+        for chunk in _metric_chunks(session, record):
             writer.writerows(
                 (
                     record.id,
@@ -116,10 +125,10 @@ def _write_csv(session: Session, records: list[RunRecord], stream: TextIO) -> No
                     step,
                     dataset_type,
                     context,
-                    "" if client is None else client,
-                    "" if round_id is None else round_id,
+                    "" if site is None else site,
+                    "" if round_number is None else round_number,
                 )
-                for name, value, step, dataset_type, context, client, round_id in chunk
+                for name, value, step, dataset_type, context, site, round_number in chunk
             )
 
 
@@ -133,13 +142,14 @@ def _write_json(session: Session, records: list[RunRecord], stream: TextIO) -> N
     for index, record in enumerate(records):
         run = {k: json_safe(v) for k, v in vars(record).items() if k != "config"}
         rounds = [json_safe(r) for r in list_rounds(session, record.id)]
-        clients = [{"client_id": c, "client_name": n} for c, n in list_clients(session, record.id)]
+        run["flower_run_ids"] = flower_run_ids(session, record.id)
+        sites = [{"site_id": c, "site_name": n} for c, n in list_sites(session, record.id)]
         stream.write(("," if index else "") + "\n{")
         stream.write(f'"run": {_dump(run)}, "config": {_dump(record.config)}, ')
-        stream.write(f'"final_stats": {_dump(final_stats(session, record.id))}, ')
-        stream.write(f'"clients": {_dump(clients)}, "rounds": {_dump(rounds)}, "metrics": [')
+        stream.write(f'"final_stats": {_dump(record.final_stats or {})}, ')
+        stream.write(f'"sites": {_dump(sites)}, "rounds": {_dump(rounds)}, "metrics": [')
         first = True
-        for chunk in _metric_chunks(session, record.id):
+        for chunk in _metric_chunks(session, record):
             parts = [
                 _dump(
                     {
@@ -148,11 +158,11 @@ def _write_json(session: Session, records: list[RunRecord], stream: TextIO) -> N
                         "step": step,
                         "dataset_type": dataset_type,
                         "context": context,
-                        "client": client,
-                        "round": round_id,
+                        "site": site,
+                        "round": round_number,
                     }
                 )
-                for name, value, step, dataset_type, context, client, round_id in chunk
+                for name, value, step, dataset_type, context, site, round_number in chunk
             ]
             if parts:
                 stream.write(("\n" if first else ",\n") + ",\n".join(parts))

@@ -26,8 +26,8 @@ class SiteReply:
     """One site's outcome in one round, as the server recorded it."""
 
     round_number: int
-    client_id: str
-    client_name: str
+    site_id: str
+    site_name: str
     failed: bool
     error: str | None
     num_examples: int
@@ -46,14 +46,14 @@ class FederationHistory:
     @property
     def sites(self) -> list[str]:
         """Every site that was sampled, by name."""
-        return sorted({r.client_name for r in self.replies})
+        return sorted({r.site_name for r in self.replies})
 
     def cross_site(self, metric: str = "global_val_auroc") -> dict[str, dict[int, float]]:
         """``{site: {round: value}}`` of how each round's global model did on each site's validation images."""
         table: dict[str, dict[int, float]] = defaultdict(dict)
         for reply in self.replies:
             if metric in reply.metrics:
-                table[reply.client_name][reply.round_number] = reply.metrics[metric]
+                table[reply.site_name][reply.round_number] = reply.metrics[metric]
         return dict(table)
 
     def events(self) -> list[Event]:
@@ -84,7 +84,7 @@ class FederationHistory:
                     run_id=run_id,
                     round_number=number,
                     server_metrics=dict(row.get("server_metrics") or {}),
-                    aggregated_client_metrics=dict(row.get("aggregated_client_metrics") or {}),
+                    aggregated_client_metrics=dict(row.get("aggregated_site_metrics") or {}),
                     timestamp=end.timestamp() if end is not None else 0.0,
                 )
             )
@@ -103,29 +103,29 @@ def load_federation(session: Session, run_id: int) -> FederationHistory:
     """
     run = get_run(session, run_id)
     updates = session.execute(
-        select(u.c.round_number, u.c.client_id, u.c.client_name, u.c.failed, u.c.error, u.c.num_examples, u.c.time)
+        select(u.c.round_number, u.c.site_id, u.c.site_name, u.c.failed, u.c.error, u.c.num_examples, u.c.time)
         .where(u.c.run_id == run_id)
         .order_by(u.c.round_number, u.c.time)
     ).all()
     per_site: dict[tuple[int, str], dict[str, float]] = defaultdict(dict)
     rows = session.execute(
-        select(m.c.round_id, m.c.client_id, m.c.metric_name, m.c.metric_value).where(
-            m.c.run_id == run_id, m.c.context == "aggregated", m.c.client_id.is_not(None)
+        select(m.c.round_number, m.c.site_id, m.c.metric_name, m.c.metric_value).where(
+            m.c.run_id == run_id, m.c.context == "aggregated", m.c.site_id.is_not(None)
         )
     )
-    for round_id, client_id, name, value in rows:
+    for round_number, site_id, name, value in rows:
         if value is not None:
-            per_site[(int(round_id or 0), str(client_id))][name] = float(value)
+            per_site[(int(round_number or 0), str(site_id))][name] = float(value)
     replies = [
         SiteReply(
             round_number=int(r.round_number),
-            client_id=r.client_id,
-            client_name=r.client_name,
+            site_id=r.site_id,
+            site_name=r.site_name,
             failed=bool(r.failed),
             error=r.error,
             num_examples=int(r.num_examples or 0),
             time=r.time.timestamp(),
-            metrics=per_site.get((int(r.round_number), r.client_id), {}),
+            metrics=per_site.get((int(r.round_number), r.site_id), {}),
         )
         for r in updates
     ]
@@ -136,8 +136,8 @@ def _update(run_id: int, reply: SiteReply) -> ClientUpdate:
     return ClientUpdate(
         run_id=run_id,
         round_number=reply.round_number,
-        client_id=reply.client_id,
-        client_name=reply.client_name,
+        client_id=reply.site_id,
+        client_name=reply.site_name,
         num_examples=reply.num_examples,
         metrics=dict(reply.metrics),
         failed=reply.failed,

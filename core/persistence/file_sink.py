@@ -17,7 +17,8 @@ from typing import IO, Any
 from core.events import EpochEnd, Event, RunError, TrainingEnd, TrainingStart
 from core.jsonsafe import json_safe
 from core.persistence.export import CSV_HEADER
-from core.persistence.rows import event_rows
+from core.persistence.rows import event_rows, final_rows
+from core.reporting import RunReport
 from core.sinks import EventSink
 
 
@@ -87,9 +88,12 @@ class FileSink(EventSink):
             }
         elif isinstance(event, RunError) and event.fatal:
             self.run["error_message"] = event.message
+        rows = event_rows(event, self.run_id)
+        if isinstance(event, TrainingEnd):
+            rows += final_rows(self.run_id or 0, RunReport.from_dict(event.final_stats), event.best_epoch)
         self._writer.writerows(
-            (self.run_id or 0, name, value, step, kind, context, client or "", "" if rnd is None else rnd)
-            for _, name, value, step, kind, context, client, rnd in event_rows(event, self.run_id)
+            (self.run_id or 0, name, value, step, kind, context, site or "", "" if rnd is None else rnd)
+            for _, name, value, step, kind, context, site, rnd in rows
         )
         if isinstance(event, (EpochEnd, TrainingEnd)) and self._csv is not None:
             self._csv.flush()
@@ -111,7 +115,7 @@ class FileSink(EventSink):
                     "step": int(row["step"]),
                     "dataset_type": row["dataset_type"],
                     "context": row["context"],
-                    "client": row["client"] or None,
+                    "site": row["site"] or None,
                     "round": int(row["round"]) if row["round"] else None,
                 }
                 out.write((",\n" if i else "\n") + _dump(metric))

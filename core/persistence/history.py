@@ -35,12 +35,12 @@ _NAMES_SQL = text(
 )
 _SERIES_SQL = (
     "SELECT step, metric_value FROM run_metrics WHERE run_id = {p} AND metric_name = {p} AND context = {p} "
-    "AND client_id IS NULL ORDER BY step"
+    "AND site_id IS NULL ORDER BY step"
 )
 
 _BUCKET_SQL = (
     "SELECT min(step), max(step), min(metric_value), max(metric_value) FROM run_metrics WHERE run_id = ? AND "
-    "context = 'batch' AND metric_name = ? AND client_id IS NULL AND step >= ? AND step < ?"
+    "context = 'batch' AND metric_name = ? AND site_id IS NULL AND step >= ? AND step < ?"
 )
 
 
@@ -83,12 +83,12 @@ def load_run_history(session: Session, run_id: int, *, include_batch: bool = Tru
     if history.run.role == "server":
         # A federation server has rounds, not epochs: its evaluation of each global model, and the sites'
         # weighted training metrics of the round.
-        where = m.c.client_id.is_(None) & (
+        where = m.c.site_id.is_(None) & (
             (m.c.context == "server_eval")
             | ((m.c.context == "aggregated") & m.c.metric_name.like("train\\_%", escape="\\"))
         )
     else:
-        where = (m.c.context == "epoch_end") & m.c.client_id.is_(None)
+        where = (m.c.context == "epoch_end") & m.c.site_id.is_(None)
     rows = session.execute(
         select(m.c.metric_name, m.c.step, m.c.metric_value)
         .where(m.c.run_id == run_id, where)
@@ -100,14 +100,9 @@ def load_run_history(session: Session, run_id: int, *, include_batch: bool = Tru
         else:
             history.epoch_series[name] = (steps, values)
     history.final_stats = final_stats(session, run_id)
-    curve = session.execute(
-        select(m.c.metric_name, m.c.step, m.c.metric_value)
-        .where(m.c.run_id == run_id, m.c.context == "curve", m.c.metric_name.in_(("roc_fpr", "roc_tpr")))
-        .order_by(m.c.metric_name, m.c.step)
-    ).all()
-    points = {name: values.tolist() for name, _, values in _group(curve)}
-    if "roc_fpr" in points and "roc_tpr" in points:
-        history.roc = {"fpr": points["roc_fpr"], "tpr": points["roc_tpr"]}
+    roc = history.report.roc
+    if roc:
+        history.roc = {"fpr": list(roc.fpr), "tpr": list(roc.tpr)}
     if include_batch:
         history.batch_series = load_batch_series(session, run_id)
         history.batch_loaded = True
@@ -163,7 +158,7 @@ def downsampled_batch_series(
     downsampling draws it. Series at or under ``max_points`` come back whole.
     """
     series: dict[str, Arrays] = {}
-    where = (m.c.run_id == run_id) & (m.c.context == "batch") & m.c.client_id.is_(None)
+    where = (m.c.run_id == run_id) & (m.c.context == "batch") & m.c.site_id.is_(None)
     # SQLite sorts a GROUP BY on an expression through a temporary B-tree (a second over a million rows); one
     # range query per bucket walks the (run, context, name, step) index instead, three times faster. A server
     # database aggregates by hashing, and one query saves the round trips.

@@ -28,12 +28,12 @@ def get_metrics(
     names: list[str] | None = None,
     dataset_type: str | None = None,
     context: str | None = None,
-    client_id: str | None = None,
-    round_id: int | None = None,
+    site_id: str | None = None,
+    round_number: int | None = None,
 ) -> list[MetricRow]:
     """Return a run's metric values, filtered, ordered by step (then insertion)."""
     query = select(
-        _M.metric_name, _M.metric_value, _M.step, _M.dataset_type, _M.context, _M.client_id, _M.round_id
+        _M.metric_name, _M.metric_value, _M.step, _M.dataset_type, _M.context, _M.site_id, _M.round_number
     ).where(_M.run_id == run_id)
     if names:
         query = query.where(_M.metric_name.in_(names))
@@ -41,10 +41,10 @@ def get_metrics(
         query = query.where(_M.dataset_type == dataset_type)
     if context:
         query = query.where(_M.context == context)
-    if client_id is not None:
-        query = query.where(_M.client_id == client_id)
-    if round_id is not None:
-        query = query.where(_M.round_id == round_id)
+    if site_id is not None:
+        query = query.where(_M.site_id == site_id)
+    if round_number is not None:
+        query = query.where(_M.round_number == round_number)
     rows = session.execute(query.order_by(_M.step, _M.id))
     return [MetricRow(r[0], value_of(r[1]), *r[2:]) for r in rows]
 
@@ -83,27 +83,6 @@ def run_report(session: Session, run_id: int) -> RunReport:
 
 
 def final_stats(session: Session, run_id: int) -> dict[str, Any]:
-    """The run's final statistics as stored (see :class:`core.reporting.RunReport`).
-
-    Runs recorded before the document was kept get ``{"val": {...}, "test": {...}, "youden": {...}}``
-    rebuilt from their ``final_epoch`` rows.
-    """
+    """The run's final statistics as stored (see :class:`core.reporting.RunReport`); ``{}`` if it has none."""
     document = session.execute(select(runs_table.c.final_stats).where(runs_table.c.id == run_id)).scalar()
-    if document:
-        return dict(document)
-    rows = session.execute(
-        select(_M.metric_name, _M.metric_value).where(_M.run_id == run_id, _M.context == "final_epoch").order_by(_M.id)
-    )
-    stats: dict[str, Any] = {}
-    for name, stored in rows:
-        value = value_of(stored)
-        if name == "youden_threshold":
-            stats.setdefault("youden", {})["threshold"] = value
-        elif name.startswith("youden_val_"):
-            stats.setdefault("youden", {}).setdefault("val", {})[name[len("youden_val_") :]] = value
-        elif name.startswith(("val_", "test_")):
-            split, metric = name.split("_", 1)
-            stats.setdefault(split, {})[metric] = value
-        else:
-            stats.setdefault("other", {})[name] = value
-    return stats
+    return dict(document) if document else {}

@@ -1,6 +1,6 @@
 """SQLAlchemy 2.0 models of every table: the runs and their rows, the database's identity and its audit trail.
 
-Runs: runs, run_metrics, clients, rounds, site_updates, run_warnings, predictions. The database's identity and
+Runs: runs, flower_runs, run_metrics, sites, rounds, site_updates, run_warnings, predictions. The database's identity and
 its tamper-evident audit trail (see ``core.audit``): database_identity, audit_entries, audit_head.
 
 The Alembic revisions in ``core/persistence/migrations`` must produce exactly this schema; a test compares
@@ -32,10 +32,11 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 TRAINING_MODES = ("centralized", "federated")
-ROLES = ("standalone", "server", "client")
+ROLES = ("standalone", "server", "site")
 RUN_STATUSES = ("in_progress", "completed", "failed", "cancelled", "interrupted")
 DATASET_TYPES = ("train", "validation", "test", "other")
-CONTEXTS = ("epoch_end", "batch", "aggregated", "final_epoch", "server_eval", "curve")
+# Final statistics live only in ``runs.final_stats`` (migration 0008 folded the old final_epoch/curve rows in).
+CONTEXTS = ("epoch_end", "batch", "aggregated", "server_eval")
 
 # JSONB on PostgreSQL (indexable, compact); plain JSON text elsewhere.
 JsonType = JSON().with_variant(JSONB(), "postgresql")
@@ -94,12 +95,9 @@ class Run(Base):
     end_time: Mapped[datetime | None] = mapped_column(UTCDateTime())
     source_path: Mapped[str] = mapped_column(Text, default="")
     config: Mapped[dict[str, Any]] = mapped_column(JsonType)
-    federation_run_id: Mapped[str | None] = mapped_column(String(64))
     server_address: Mapped[str | None] = mapped_column(String(255))
+    # The best epoch's (or round's) validation numbers are its rows in run_metrics; see runs.BEST_VAL.
     best_epoch: Mapped[int | None] = mapped_column(Integer)
-    best_val_recall: Mapped[float | None] = mapped_column(Float)
-    best_val_auroc: Mapped[float | None] = mapped_column(Float)
-    best_val_specificity: Mapped[float | None] = mapped_column(Float)
     # The whole final statistics document (intervals, operating points, calibration, temperature).
     final_stats: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     duration: Mapped[float | None] = mapped_column(Float)
@@ -108,17 +106,37 @@ class Run(Base):
     pid: Mapped[int] = mapped_column(Integer)
 
 
+class FlowerRun(Base):
+    """A Flower run that a PneumoFL run took part in.
+
+    One federation is one PneumoFL run at the server and one at each site, but Flower gives every submission
+    its own run id: a resumed federation is a new Flower run, so a PneumoFL run may have several of these.
+    """
+
+    __tablename__ = "flower_runs"
+    __table_args__ = (
+        UniqueConstraint("run_id", "flower_run_id", name="uq_flower_runs_run_flower"),
+        Index("ix_flower_runs_flower_run_id", "flower_run_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    # Flower's run ids are unsigned 64-bit; they are kept as the signed value of the same bits.
+    flower_run_id: Mapped[int] = mapped_column(BigInteger)
+    joined_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class RunMetric(Base):
     """One metric value. Written only through Core ``insert()`` executemany (never ORM unit-of-work)."""
 
     __tablename__ = "run_metrics"
     __table_args__ = (
         Index("ix_run_metrics_run_name_step", "run_id", "metric_name", "step"),
-        Index("ix_run_metrics_run_round", "run_id", "round_id"),
+        Index("ix_run_metrics_run_round", "run_id", "round_number"),
         # Opening a run reads its epoch, final and curve rows by context: without this index that scans every
-        # batch row of the run (millions on a long one). It covers series reads (client and value included), so
+        # batch row of the run (millions on a long one). It covers series reads (site and value included), so
         # thinning a million batch points never visits the table (migration 0006).
-        Index("ix_run_metrics_series", "run_id", "context", "metric_name", "step", "client_id", "metric_value"),
+        Index("ix_run_metrics_series", "run_id", "context", "metric_name", "step", "site_id", "metric_value"),
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
@@ -129,20 +147,21 @@ class RunMetric(Base):
     step: Mapped[int] = mapped_column(Integer)
     dataset_type: Mapped[str] = mapped_column(String(16))
     context: Mapped[str] = mapped_column(String(16))
-    client_id: Mapped[str | None] = mapped_column(String(64))
-    round_id: Mapped[int | None] = mapped_column(Integer)
+    # The site a federated row belongs to (NULL: the run's own number); see Site.
+    site_id: Mapped[str | None] = mapped_column(String(64))
+    round_number: Mapped[int | None] = mapped_column(Integer)
 
 
-class Client(Base):
-    """A federation participant seen by a run (a Flower node id and a display name)."""
+class Site(Base):
+    """A site seen by a federated run: its id in the federation (Flower's node id, as text) and its name."""
 
-    __tablename__ = "clients"
-    __table_args__ = (UniqueConstraint("run_id", "client_id", name="uq_clients_run_client"),)
+    __tablename__ = "sites"
+    __table_args__ = (UniqueConstraint("run_id", "site_id", name="uq_sites_run_site"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
-    client_id: Mapped[str] = mapped_column(String(64))
-    client_name: Mapped[str] = mapped_column(String(255))
+    site_id: Mapped[str] = mapped_column(String(64))
+    site_name: Mapped[str] = mapped_column(String(255))
 
 
 class Round(Base):
@@ -155,7 +174,7 @@ class Round(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     round_number: Mapped[int] = mapped_column(Integer)
     server_metrics: Mapped[dict[str, Any]] = mapped_column(JsonType)
-    aggregated_client_metrics: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    aggregated_site_metrics: Mapped[dict[str, Any]] = mapped_column(JsonType)
     start_time: Mapped[datetime | None] = mapped_column(UTCDateTime())
     end_time: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
@@ -164,7 +183,7 @@ class SiteUpdate(Base):
     """One site's outcome in one federated round at the server: replied, or failed and why.
 
     Its numbers (training loss, time, traffic, the global model's AUROC at the site) are ``run_metrics`` rows
-    with the same run, client and round; this row says whether the site answered at all.
+    with the same run, site and round; this row says whether the site answered at all.
     """
 
     __tablename__ = "site_updates"
@@ -173,8 +192,8 @@ class SiteUpdate(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     round_number: Mapped[int] = mapped_column(Integer)
-    client_id: Mapped[str] = mapped_column(String(64))
-    client_name: Mapped[str] = mapped_column(String(255))
+    site_id: Mapped[str] = mapped_column(String(64))
+    site_name: Mapped[str] = mapped_column(String(255))
     failed: Mapped[bool] = mapped_column(Boolean)
     error: Mapped[str | None] = mapped_column(Text)
     num_examples: Mapped[int] = mapped_column(Integer)
@@ -269,7 +288,8 @@ class AuditHead(Base):
 # Core handles for fast inserts and selects (reads never load metric rows as ORM objects).
 runs_table = cast(Table, Run.__table__)
 metrics_table = cast(Table, RunMetric.__table__)
-clients_table = cast(Table, Client.__table__)
+sites_table = cast(Table, Site.__table__)
+flower_runs_table = cast(Table, FlowerRun.__table__)
 rounds_table = cast(Table, Round.__table__)
 warnings_table = cast(Table, RunWarning.__table__)
 site_updates_table = cast(Table, SiteUpdate.__table__)

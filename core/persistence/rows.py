@@ -23,7 +23,7 @@ from core.events import (
 from core.reporting import RunReport
 from core.reporting.records import SPLITS
 
-COLUMNS = ("run_id", "metric_name", "metric_value", "step", "dataset_type", "context", "client_id", "round_id")
+COLUMNS = ("run_id", "metric_name", "metric_value", "step", "dataset_type", "context", "site_id", "round_number")
 CONTEXT_INDEX = COLUMNS.index("context")
 Row = tuple[Any, ...]
 _PREFIXES = (("train_", "train"), ("val_", "validation"), ("test_", "test"), ("youden_val_", "validation"))
@@ -44,10 +44,10 @@ def metric_rows(
     step: int,
     context: str,
     dataset_type: str | None = None,
-    client_id: str | bool | None = True,
+    site_id: str | bool | None = True,
 ) -> list[Row]:
-    """Rows for ``metrics`` at ``step``; ``client_id=True`` takes the event's client."""
-    client = event.client_id if client_id is True else client_id
+    """Rows for ``metrics`` at ``step``; ``site_id=True`` takes the event's site (its v1 field ``client_id``)."""
+    site = event.client_id if site_id is True else site_id
     step = int(step)
     # float(): numpy/torch scalars would not bind in sqlite3. Names are cut to the column's 255 characters:
     # one over-long name would otherwise fail every retry of the whole backlog on PostgreSQL.
@@ -59,7 +59,7 @@ def metric_rows(
             step,
             dataset_type or dataset_type_of(name),
             context,
-            client,
+            site,
             event.round_number,
         )
         for name, value in metrics.items()
@@ -83,23 +83,21 @@ def event_rows(event: Event, run_id: int | None) -> list[Row]:
         return metric_rows(run_id, event, event.metrics, event.round_number or 0, "aggregated")
     if isinstance(event, RoundMetrics):
         number = event.round_number or 0
-        rows = metric_rows(run_id, event, event.aggregated_client_metrics, number, "aggregated", client_id=None)
-        rows += metric_rows(run_id, event, event.server_metrics, number, "server_eval", "validation", client_id=None)
+        rows = metric_rows(run_id, event, event.aggregated_client_metrics, number, "aggregated", site_id=None)
+        rows += metric_rows(run_id, event, event.server_metrics, number, "server_eval", "validation", site_id=None)
         return rows
-    if isinstance(event, TrainingEnd):
-        return final_rows(event, run_id)
+    # TrainingEnd's numbers are stored once, as the run's final_stats document (see final_rows for exports).
     return []
 
 
-def final_rows(event: TrainingEnd, run_id: int | None) -> list[Row]:
-    """The final statistics' numbers as rows: ``final_epoch`` rows at the best epoch, the ROC as ``curve`` rows.
+def final_rows(run_id: int, report: RunReport, best_epoch: int | None) -> list[Row]:
+    """The final statistics as long-format rows, derived from the report for exports (never stored).
 
-    ``runs.final_stats`` keeps the whole document; these rows are derived from it (through
-    :class:`core.reporting.RunReport`, so every stored version gives the same rows) for SQL queries and the
-    long-format exports.
+    ``final_epoch`` rows at the best epoch, the ROC as ``curve`` rows: the same rows every export wrote
+    when they were still stored (before migration 0008).
     """
-    step = event.best_epoch or 0
-    report = RunReport.from_dict(event.final_stats)
+    step = best_epoch or 0
+    event = TrainingEnd(status="completed")
     rows: list[Row] = []
     for split in SPLITS:
         metrics = numbers(report.metrics(split).values)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Float, case, delete, func, insert, select, type_coerce, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement
 
@@ -21,22 +21,55 @@ from core.jsonsafe import json_safe
 from core.persistence.engine import url_for_display
 from core.persistence.models import (
     RUN_STATUSES,
-    clients_table,
+    flower_runs_table,
     metrics_table,
     predictions_table,
     rounds_table,
     runs_table,
     site_updates_table,
+    sites_table,
     utcnow,
     warnings_table,
 )
 
-SORT_KEYS = tuple(runs_table.c.keys())
+BEST_VAL = ("recall", "auroc", "specificity")
+
+
+def _best_val(name: str) -> ColumnElement[float]:
+    """``best_val_<name>``, derived: the best epoch's (server: round's) validation row, stored once.
+
+    A site's is its evaluation of the final global model (its final statistics): its own epoch rows are its
+    local model's, before the server aggregated them.
+    """
+    m = metrics_table.alias(f"best_{name}")
+    row = (
+        select(func.max(m.c.metric_value))
+        .where(
+            m.c.run_id == runs_table.c.id,
+            m.c.context.in_(("epoch_end", "server_eval")),
+            m.c.metric_name == f"val_{name}",
+            m.c.step == func.coalesce(runs_table.c.best_epoch, 0),
+            m.c.site_id.is_(None),
+        )
+        .scalar_subquery()
+    )
+    report = runs_table.c.final_stats[("val", name)].as_float()
+    site = runs_table.c.role == "site"
+    return type_coerce(case((site, func.coalesce(report, row)), else_=func.coalesce(row, report)), Float)
+
+
+DERIVED = {f"best_val_{name}": _best_val(name) for name in BEST_VAL}
+SORT_KEYS = (*runs_table.c.keys(), *DERIVED)
+
+
+def run_columns() -> list[ColumnElement[Any]]:
+    """What a :class:`RunRecord` is selected from: the ``runs`` columns and the derived ``best_val_*``."""
+    return [*runs_table.c, *(expression.label(name) for name, expression in DERIVED.items())]
 
 
 @dataclass(frozen=True)
 class RunRecord:
-    """One row of ``runs`` as plain values."""
+    """One row of ``runs`` as plain values (``best_val_*`` derived, see :func:`run_columns`)."""
 
     id: int
     experiment_name: str
@@ -47,17 +80,16 @@ class RunRecord:
     end_time: datetime | None
     source_path: str
     config: dict[str, Any]
-    federation_run_id: str | None
     server_address: str | None
     best_epoch: int | None
-    best_val_recall: float | None
-    best_val_auroc: float | None
-    best_val_specificity: float | None
     final_stats: dict[str, Any] | None
     duration: float | None
     error_message: str | None
     host: str
     pid: int
+    best_val_recall: float | None = None
+    best_val_auroc: float | None = None
+    best_val_specificity: float | None = None
 
 
 class MetricRow(NamedTuple):
@@ -68,8 +100,8 @@ class MetricRow(NamedTuple):
     step: int
     dataset_type: str
     context: str
-    client_id: str | None
-    round_id: int | None
+    site_id: str | None
+    round_number: int | None
 
 
 def value_of(stored: float | None) -> float:
@@ -85,14 +117,15 @@ def create_run(
     role: str = "standalone",
     config: dict[str, Any],
     source_path: str = "",
-    federation_run_id: str | None = None,
+    flower_run_id: int | None = None,
     server_address: str | None = None,
     owner_pid: int | None = None,
 ) -> int:
     """Insert a run ``in_progress`` owned by this process (host and pid) and return its id.
 
-    ``owner_pid`` names a longer-lived owner: a Flower app process lives for one round, the node that
-    launched it for the whole federation (a run is marked interrupted once its owner is gone).
+    ``flower_run_id`` links a federated run to the Flower run it began in (``flower_runs``). ``owner_pid``
+    names a longer-lived owner: a Flower app process lives for one round, the node that launched it for the
+    whole federation (a run is marked interrupted once its owner is gone).
     """
     result = session.execute(
         insert(runs_table)
@@ -104,14 +137,27 @@ def create_run(
             start_time=utcnow(),
             source_path=source_path,
             config=json_safe(config),
-            federation_run_id=federation_run_id,
             server_address=server_address,
             host=socket.gethostname(),
             pid=owner_pid or os.getpid(),
         )
         .returning(runs_table.c.id)
     )
-    return int(result.scalar_one())
+    run_id = int(result.scalar_one())
+    if flower_run_id is not None:
+        link = {"run_id": run_id, "flower_run_id": to_signed64(flower_run_id), "joined_at": utcnow()}
+        session.execute(insert(flower_runs_table).values(**link))
+    return run_id
+
+
+def to_signed64(value: int) -> int:
+    """Flower's unsigned 64-bit run id as the signed BIGINT of the same bits."""
+    return value - 2**64 if value >= 2**63 else value
+
+
+def from_signed64(value: int) -> int:
+    """The inverse of :func:`to_signed64`."""
+    return value + 2**64 if value < 0 else value
 
 
 def finish_run(
@@ -120,17 +166,14 @@ def finish_run(
     *,
     status: str,
     best_epoch: int | None = None,
-    best_val_recall: float | None = None,
-    best_val_auroc: float | None = None,
-    best_val_specificity: float | None = None,
     final_stats: dict[str, Any] | None = None,
     duration: float | None = None,
     error_message: str | None = None,
 ) -> None:
     """Set the final status and summary of a run (``error_message`` is kept if not given).
 
-    ``best_val_*`` are the best epoch's (or round's) validation metrics; ``final_stats`` is the whole
-    document of :class:`core.reporting.RunReport`.
+    ``final_stats`` is the whole document of :class:`core.reporting.RunReport`; the best epoch's validation
+    numbers are its ``epoch_end`` rows (see :func:`run_columns`).
     """
     if status not in RUN_STATUSES:
         raise ValueError(f"status must be one of {', '.join(RUN_STATUSES)}, not {status!r}")
@@ -138,9 +181,6 @@ def finish_run(
         "status": status,
         "end_time": utcnow(),
         "best_epoch": best_epoch,
-        "best_val_recall": finite_or_none(best_val_recall),
-        "best_val_auroc": finite_or_none(best_val_auroc),
-        "best_val_specificity": finite_or_none(best_val_specificity),
         "final_stats": json_safe(final_stats) if final_stats else None,
         "duration": duration,
     }
@@ -201,7 +241,7 @@ def get_run(session: Session, run_id: int) -> RunRecord:
     RunNotFoundError
         If there is no such run.
     """
-    row = session.execute(select(runs_table).where(runs_table.c.id == run_id)).mappings().first()
+    row = session.execute(select(*run_columns()).where(runs_table.c.id == run_id)).mappings().first()
     if row is None:
         where = url_for_display(session.get_bind().engine.url)
         raise RunNotFoundError(f"Run {run_id} does not exist in {where}. `pneumofl runs list` shows the runs.")
@@ -240,11 +280,13 @@ def list_runs(
     """
     if sort_by not in SORT_KEYS:
         raise ValueError(f"cannot sort runs by {sort_by!r}; valid keys: {', '.join(SORT_KEYS)}")
-    column = runs_table.c[sort_by]
-    # id as a tie-breaker keeps pages stable when many runs share a value.
-    order = (column.desc(), runs_table.c.id.desc()) if descending else (column.asc(), runs_table.c.id.asc())
+    column = DERIVED[sort_by] if sort_by in DERIVED else runs_table.c[sort_by]
+    # id as a tie-breaker keeps pages stable when many runs share a value; runs without a value come last on
+    # every backend (PostgreSQL would put NULL first when descending, SQLite last).
+    direction = column.desc() if descending else column.asc()
+    order = (direction.nulls_last(), runs_table.c.id.desc() if descending else runs_table.c.id.asc())
     query = (
-        select(runs_table)
+        select(*run_columns())
         .where(*_run_filters(training_mode, status, name_contains))
         .order_by(*order)
         .limit(limit)
@@ -266,7 +308,7 @@ def count_runs(
 
 
 def delete_run(session: Session, run_id: int) -> None:
-    """Delete a run and (by cascade) its metrics, clients, rounds, site updates and warnings.
+    """Delete a run and (by cascade) its metrics, sites, Flower run links, rounds, site updates and warnings.
 
     Raises
     ------
@@ -276,13 +318,9 @@ def delete_run(session: Session, run_id: int) -> None:
     get_run(session, run_id)
     # Explicit child deletes: the database cascades too, but a SQLite connection opened elsewhere without
     # PRAGMA foreign_keys would not.
-    for table in (metrics_table, clients_table, rounds_table, site_updates_table, warnings_table):
+    tables = (metrics_table, sites_table, flower_runs_table, rounds_table, site_updates_table, warnings_table)
+    for table in tables:
         session.execute(delete(table).where(table.c.run_id == run_id))
     # Readings stay (they are a record of what was told to whom), traceable by the model's SHA-256.
     session.execute(update(predictions_table).where(predictions_table.c.run_id == run_id).values(run_id=None))
     session.execute(delete(runs_table).where(runs_table.c.id == run_id))
-
-
-def finite_or_none(value: float | None) -> float | None:
-    """``value`` as a float, or None when it is missing or not finite (stored numbers are finite or NULL)."""
-    return None if value is None or not math.isfinite(value) else float(value)

@@ -30,7 +30,7 @@ from core.events import (
     TrainingEnd,
 )
 from core.persistence.engine import Database, describe_failure, iter_chunks
-from core.persistence.federation_records import record_round, record_site_update, upsert_client
+from core.persistence.federation_records import record_round, record_site_update, upsert_site
 from core.persistence.models import RUN_STATUSES, metrics_table
 from core.persistence.rows import COLUMNS, CONTEXT_INDEX, Row, event_rows
 from core.persistence.runs import add_run_warning, finish_run, set_run_error
@@ -136,13 +136,13 @@ class DatabaseSink(EventSink):
         elif isinstance(event, RoundStart) and event.round_number is not None:
             self._round_starts[event.round_number] = event.timestamp
         elif isinstance(event, ClientUpdate):
-            client = event.client_id or "unknown"
-            name = event.client_name or client
+            site = event.client_id or "unknown"
+            name = event.client_name or site
             update = {
                 "run_id": self.run_id,
                 "round_number": event.round_number or 0,
-                "client_id": client,
-                "client_name": name,
+                "site_id": site,
+                "site_name": name,
                 "failed": event.failed,
                 "error": event.error,
                 "num_examples": event.num_examples,
@@ -150,7 +150,7 @@ class DatabaseSink(EventSink):
             }
             self._add(
                 rows,
-                ops=[lambda s: upsert_client(s, self.run_id, client, name), lambda s: record_site_update(s, update)],
+                ops=[lambda s: upsert_site(s, self.run_id, site, name), lambda s: record_site_update(s, update)],
             )
         elif isinstance(event, RoundMetrics):
             number = event.round_number or 0
@@ -167,9 +167,6 @@ class DatabaseSink(EventSink):
         args = {
             "status": status,
             "best_epoch": event.best_epoch,
-            "best_val_recall": event.best_val_recall,
-            "best_val_auroc": event.best_metrics.get("val_auroc"),
-            "best_val_specificity": event.best_metrics.get("val_specificity"),
             "final_stats": event.final_stats,
             "duration": event.duration,
             "error_message": event.error,

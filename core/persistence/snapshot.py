@@ -35,7 +35,6 @@ SUMMARY_FIELDS = (
     "best_val_recall",
     "best_val_specificity",
     "error_message",
-    "federation_run_id",
     "server_address",
 )
 

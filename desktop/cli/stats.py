@@ -78,7 +78,7 @@ def format_federation(history: FederationHistory) -> str:
         sites.append(
             {
                 "round": reply.round_number,
-                "site": reply.client_name,
+                "site": reply.site_name,
                 "status": f"FAILED: {reply.error}" if reply.failed else "ok",
                 "images": "" if reply.failed else reply.num_examples,
                 "train_loss": _fixed(m.get("train_loss")),

@@ -67,7 +67,7 @@ def bench_raw(path: Path, rows: int) -> float:
         for i, name in enumerate(names)
     ]
     connection.executemany(
-        "INSERT INTO run_metrics (run_id, metric_name, metric_value, step, dataset_type, context, client_id, round_id) "
+        "INSERT INTO run_metrics (run_id, metric_name, metric_value, step, dataset_type, context, site_id, round_number) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         data,
     )

@@ -53,7 +53,7 @@ def federated(plan: FederationConfig, federation: LocalFederation, db_url: str) 
     last = rounds[-1]["server_metrics"] if rounds else {}
 
     def mean(name: str) -> float:
-        values = [m.metric_value for m in per_site if m.metric_name == name and m.client_id]
+        values = [m.metric_value for m in per_site if m.metric_name == name and m.site_id]
         return round(sum(values) / max(len(values), 1), 2)
 
     return {

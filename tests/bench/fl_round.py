@@ -86,7 +86,7 @@ def run_variant(kind: str, plan: FederationConfig, sites: int, data: Path, work:
                 (
                     m.metric_value
                     for m in per_site
-                    if m.metric_name == "train_seconds" and m.round_id == r["round_number"]
+                    if m.metric_name == "train_seconds" and m.round_number == r["round_number"]
                 ),
                 default=0.0,
             )

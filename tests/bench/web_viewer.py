@@ -53,8 +53,8 @@ def record_big_run(db: Database, points: int, epochs: int) -> int:
                 "step": s,
                 "dataset_type": "train",
                 "context": "batch",
-                "client_id": None,
-                "round_id": None,
+                "site_id": None,
+                "round_number": None,
             }
             for s in steps
         ]
@@ -66,8 +66,8 @@ def record_big_run(db: Database, points: int, epochs: int) -> int:
                 "step": s,
                 "dataset_type": "other",
                 "context": "batch",
-                "client_id": None,
-                "round_id": None,
+                "site_id": None,
+                "round_number": None,
             }
             for s in steps
             if s % 10 == 0
@@ -83,8 +83,8 @@ def record_big_run(db: Database, points: int, epochs: int) -> int:
             "step": e,
             "dataset_type": "train" if split == "train" else "validation",
             "context": "epoch_end",
-            "client_id": None,
-            "round_id": None,
+            "site_id": None,
+            "round_number": None,
         }
         for e in range(1, epochs + 1)
         for split in ("train", "val")

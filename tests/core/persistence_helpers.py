@@ -31,11 +31,11 @@ def metric_stats(session: Session, run_id: int, *, context: str | None = None) -
     """Return ``{name: {"count", "min", "max", "mean", "last"}}`` in one GROUP BY query.
 
     ``last`` is the value at the highest step. ``context`` restricts to one context; by default every context
-    except ``final_epoch`` (those are summaries, see :func:`final_stats`) is included.
+    is included.
     """
     if context is not None and context not in CONTEXTS:
         raise ValueError(f"context must be one of {', '.join(CONTEXTS)}, not {context!r}")
-    scope = [_M.run_id == run_id, _M.context == context if context else _M.context != "final_epoch"]
+    scope = [_M.run_id == run_id, *([_M.context == context] if context else [])]
     agg = (
         select(
             _M.metric_name.label("name"),

@@ -60,7 +60,7 @@ def test_simulated_federation_is_drawn_live_and_recorded(qtbot, tmp_path, split_
     db = Database.open(db_url)
     try:
         with db.begin() as s:
-            assert sorted(r.role for r in list_runs(s, limit=10)) == ["client", "client", "server"]
+            assert sorted(r.role for r in list_runs(s, limit=10)) == ["server", "site", "site"]
     finally:
         db.close()
 
@@ -86,7 +86,7 @@ def test_quitting_the_app_mid_federation_stops_every_process(qtbot, tmp_path, sp
     finally:
         db.close()
     assert len(server) == 1 and server[0].status == "cancelled"
-    assert all(r.status == "cancelled" for r in list_runs(s, limit=10) if r.role == "client")
+    assert all(r.status == "cancelled" for r in list_runs(s, limit=10) if r.role == "site")
 
 
 def test_server_form_explains_what_is_missing(qtbot, tmp_path):

@@ -43,7 +43,7 @@ def test_train_list_show_export(dataset, env, tmp_path):
     out_csv, out_json = tmp_path / "run.csv", tmp_path / "all.json"
     pneumofl("runs", "export", "1", "--format", "csv", "-o", out_csv, env=env, check=0)
     rows = list(csv.DictReader(out_csv.open()))
-    assert list(rows[0]) == ["run", "name", "value", "step", "dataset_type", "context", "client", "round"]
+    assert list(rows[0]) == ["run", "name", "value", "step", "dataset_type", "context", "site", "round"]
     epoch_recalls = [r for r in rows if r["name"] == "val_recall" and r["context"] == "epoch_end"]
     assert [r["step"] for r in epoch_recalls] == ["1", "2"]
     pneumofl("runs", "export", "--all", "--format", "json", "-o", out_json, env=env, check=0)

@@ -124,7 +124,7 @@ def test_a_plan_outside_the_sites_policy_is_declined_before_any_training(
     db = Database.open(db_url, migrate=False)
     try:
         with db.begin() as session:
-            runs = federated_runs(session, str(outcome.flower_run_id))
+            runs = federated_runs(session, outcome.flower_run_id)
             assert [run.role for run in runs] == ["server"], "a site trained although it declined"
     finally:
         db.close()

@@ -99,7 +99,7 @@ def test_sigterm_cancels_the_federation_and_leaves_no_process(tmp_path, fl_data,
         db.close()
     server = [r for r in runs if r.role == "server"]
     assert len(server) == 1 and server[0].status == "cancelled"
-    assert all(r.status == "cancelled" for r in runs if r.role == "client")
+    assert all(r.status == "cancelled" for r in runs if r.role == "site")
 
 
 @pytest.mark.parametrize(

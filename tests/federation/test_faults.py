@@ -27,7 +27,7 @@ def runs_of(db_url: str, flower_run_id: int):
     db = Database.open(db_url)
     try:
         with db.begin() as s:
-            return federated_runs(s, str(flower_run_id))
+            return federated_runs(s, flower_run_id)
     finally:
         db.close()
 

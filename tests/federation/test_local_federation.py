@@ -18,8 +18,8 @@ from core.federated.nodes import FederationOutcome
 from core.federated.settings import FederationConfig
 from core.persistence import Database
 from core.persistence.federation import load_federation
-from core.persistence.federation_records import federated_runs, list_clients, list_rounds
-from core.persistence.metric_reads import get_metrics
+from core.persistence.federation_records import federated_runs, list_rounds, list_sites
+from core.persistence.metric_reads import get_metrics, run_report
 from tests.federation.conftest import HubThread, processes_under, tiny_plan
 
 
@@ -39,7 +39,7 @@ class Shared:
         db = Database.open(self.db_url)
         try:
             with db.begin() as s:
-                runs = federated_runs(s, str(outcome.flower_run_id))
+                runs = federated_runs(s, outcome.flower_run_id)
                 return runs, load_federation(s, runs[0].id)
         finally:
             db.close()
@@ -72,19 +72,19 @@ def test_two_sites_two_rounds_are_recorded_at_server_and_sites(shared):
     db = Database.open(shared.db_url)
     try:
         with db.begin() as s:
-            runs = federated_runs(s, str(outcome.flower_run_id))
+            runs = federated_runs(s, outcome.flower_run_id)
             server, sites = runs[0], runs[1:]
             assert server.role == "server" and server.training_mode == "federated" and server.status == "completed"
             assert server.config["strategy"] == "fedprox"
             assert server.config["proximal_mu"] == 0.01  # the default mu, recorded as used
-            assert [r.role for r in sites] == ["client", "client"]
+            assert [r.role for r in sites] == ["site", "site"]
             assert sorted(r.experiment_name for r in sites) == ["fl-test · site-1", "fl-test · site-2"]
             address = shared.federation.server.fleet_address
             assert all(r.status == "completed" and r.server_address == address for r in sites)
 
             # Server: its sites, rounds 0..2 with the central evaluation, per-site fit metrics per round.
-            clients = list_clients(s, server.id)
-            assert sorted(name for _, name in clients) == ["site-1", "site-2"]
+            sites_seen = list_sites(s, server.id)
+            assert sorted(name for _, name in sites_seen) == ["site-1", "site-2"]
             rounds = list_rounds(s, server.id)
             assert [r["round_number"] for r in rounds] == [0, 1, 2]
             assert all("val_auroc" in r["server_metrics"] for r in rounds)
@@ -93,20 +93,20 @@ def test_two_sites_two_rounds_are_recorded_at_server_and_sites(shared):
             privacy = server.final_stats["privacy"]
             assert privacy["epsilon"] == pytest.approx(spent[-1]) and privacy["delta"] == plan.dp_delta
             assert privacy["clipping"] == "adaptive" and privacy["releases"] == 2
-            assert all("train_loss" in r["aggregated_client_metrics"] for r in rounds[1:])
+            assert all("train_loss" in r["aggregated_site_metrics"] for r in rounds[1:])
             per_site = get_metrics(s, server.id, context="aggregated")
-            fit = {(m.client_id, m.round_id) for m in per_site if m.metric_name == "train_loss" and m.client_id}
-            assert fit == {(cid, r) for cid, _ in clients for r in (1, 2)}
+            fit = {(m.site_id, m.round_number) for m in per_site if m.metric_name == "train_loss" and m.site_id}
+            assert fit == {(cid, r) for cid, _ in sites_seen for r in (1, 2)}
             evals = get_metrics(s, server.id, context="server_eval")
             assert {m.step for m in evals if m.metric_name == "val_recall"} == {0, 1, 2}
             assert server.best_epoch in (1, 2)  # the best round by the server's evaluation
-            finals = {m.metric_name for m in get_metrics(s, server.id, context="final_epoch")}
-            assert {"val_recall", "val_specificity", "val_cm_tp"} <= finals
+            finals = run_report(s, server.id).metrics("val").values
+            assert {"recall", "specificity", "cm_tp"} <= set(finals)
 
             # Each site: epochs of both rounds, numbered on from round to round, tagged with the round.
             for site in sites:
                 epochs = {
-                    (m.step, m.round_id)
+                    (m.step, m.round_number)
                     for m in get_metrics(s, site.id, context="epoch_end")
                     if m.metric_name == "train_loss"
                 }
@@ -119,7 +119,7 @@ def test_two_sites_two_rounds_are_recorded_at_server_and_sites(shared):
         db.close()
 
     # Cross-site evaluation and who returned what when: a row per site per round, with traffic and time.
-    assert sorted((r.round_number, r.client_name) for r in history.replies) == [
+    assert sorted((r.round_number, r.site_name) for r in history.replies) == [
         (1, "site-1"),
         (1, "site-2"),
         (2, "site-1"),
@@ -141,7 +141,7 @@ def test_two_sites_two_rounds_are_recorded_at_server_and_sites(shared):
     assert {u.client_name for u in updates} == {"site-1", "site-2"}
     assert [e.round_number for e in hub.of_type(RoundMetrics)] == [0, 1, 2]
     starts = hub.of_type(TrainingStart)
-    assert sorted(e.role for e in starts) == ["client", "client", "server"]
+    assert sorted(e.role for e in starts) == ["server", "site", "site"]
     assert {e.round_number for e in hub.of_type(EpochEnd)} == {1, 2}
     assert any(e.status == "completed" and e.run_id == server.id for e in hub.of_type(TrainingEnd))
 

@@ -105,10 +105,10 @@ def test_tls_federation_with_node_authentication(tmp_path, fl_data, hub, no_orph
     db = Database.open(db_url)
     try:
         with db.begin() as s:
-            runs = federated_runs(s, str(run_id))
+            runs = federated_runs(s, run_id)
     finally:
         db.close()
-    assert [r.role for r in runs].count("client") == 2 and runs[0].status == "completed"
+    assert [r.role for r in runs].count("site") == 2 and runs[0].status == "completed"
 
     # What crossed the boundary: replies carry weights and numbers, never an image, a path or a file name.
     pushes = [request for path, request, _ in traffic if path.endswith(("/push-messages", "/push-object"))]
@@ -129,6 +129,6 @@ def test_tls_federation_with_node_authentication(tmp_path, fl_data, hub, no_orph
     assert all(key.encode() in sent for key in shared), "the shared weights went through the front"
     assert all(key.encode() not in b"".join(pulled) for key in norm)
     # ...and each site kept its own, different from the other's.
-    kept = [LocalLayerStore(site_state_dir(node.node_settings()), str(run_id)).load() for node in nodes[:2]]
+    kept = [LocalLayerStore(site_state_dir(node.node_settings()), run_id).load() for node in nodes[:2]]
     assert set(kept[0]) == set(kept[1]) == set(norm)
     assert any(not torch.equal(kept[0][k], kept[1][k]) for k in norm if kept[0][k].is_floating_point())

@@ -22,7 +22,7 @@ export class FederationView {
   constructor(root, snapshot) {
     this.charts = [];
     this.roundStarted = new Map();
-    this.replies = new Map(); // "round|client" -> reply (a replayed event replaces, never duplicates)
+    this.replies = new Map(); // "round|site" -> reply (a replayed event replaces, never duplicates)
     this.sites = new Map(); // name -> index in the site chart
     const federation = snapshot.federation || { rounds: [], replies: [] };
     const grid = el("div", { class: "grid", id: "federation-charts" });
@@ -34,7 +34,7 @@ export class FederationView {
       yRange: [0, 1],
     });
     const trained = federation.replies.filter((r) => r.metrics?.train_loss !== undefined);
-    this.siteNames = [...new Set(trained.map((r) => r.client_name))].sort();
+    this.siteNames = [...new Set(trained.map((r) => r.site_name))].sort();
     this.siteLoss = new Map(); // site -> Map(round -> training loss)
     this.siteBox = this.card("Each site's training loss per round", grid);
     this.siteChart = null;
@@ -99,17 +99,17 @@ export class FederationView {
   }
 
   reply(reply) {
-    this.replies.set(`${reply.round_number}|${reply.client_id}`, reply);
+    this.replies.set(`${reply.round_number}|${reply.site_id}`, reply);
     const loss = reply.metrics?.train_loss;
     if (loss === undefined) return;
-    if (!this.siteLoss.has(reply.client_name)) this.siteLoss.set(reply.client_name, new Map());
-    this.siteLoss.get(reply.client_name).set(reply.round_number, loss);
-    if (!this.sites.has(reply.client_name)) {
-      this.siteNames.push(reply.client_name);
+    if (!this.siteLoss.has(reply.site_name)) this.siteLoss.set(reply.site_name, new Map());
+    this.siteLoss.get(reply.site_name).set(reply.round_number, loss);
+    if (!this.sites.has(reply.site_name)) {
+      this.siteNames.push(reply.site_name);
       this.siteNames.sort();
       this.buildSiteChart();
     } else {
-      this.siteChart.set(reply.round_number, this.sites.get(reply.client_name), loss);
+      this.siteChart.set(reply.round_number, this.sites.get(reply.site_name), loss);
     }
   }
 
@@ -122,8 +122,8 @@ export class FederationView {
     } else if (event.type === "client_update") {
       this.reply({
         round_number: data.round_number,
-        client_id: data.client_id,
-        client_name: data.client_name || data.client_id,
+        site_id: data.client_id,
+        site_name: data.client_name || data.client_id, // the event schema (v1) says client
         failed: data.failed,
         error: data.error,
         num_examples: data.num_examples,
@@ -146,7 +146,7 @@ export class FederationView {
           "tr",
           { class: r.failed ? "failed" : "" },
           el("td", { class: "num" }, r.round_number),
-          el("td", {}, r.client_name),
+          el("td", {}, r.site_name),
           el("td", { class: "num" }, fixed(returned, 1)),
           el("td", { class: "num" }, fixed(m.train_seconds, 1)),
           el("td", { class: "num" }, fixed(m.wait_seconds, 1)),
@@ -168,7 +168,7 @@ export class FederationView {
     table.append(el("tr", {}, el("th", {}, "Site \\ round"), rounds.map((n) => el("th", {}, n))));
     for (const site of [...this.siteNames].sort()) {
       const cells = rounds.map((n) => {
-        const reply = rows.find((r) => r.round_number === n && r.client_name === site);
+        const reply = rows.find((r) => r.round_number === n && r.site_name === site);
         const value = reply?.metrics?.global_val_auroc;
         return value === undefined
           ? el("td", { class: "cell" }, "")

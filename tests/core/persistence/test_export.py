@@ -13,8 +13,9 @@ from core.errors import PneumoFLError, RunNotFoundError
 from core.events import BatchMetrics, ClientUpdate, EpochEnd, TrainingEnd
 from core.persistence import Database, DatabaseSink, export_runs
 from core.persistence import export as export_module
-from core.persistence.metric_reads import get_metrics
-from core.persistence.runs import create_run
+from core.persistence.metric_reads import get_metrics, run_report
+from core.persistence.rows import final_rows
+from core.persistence.runs import create_run, get_run
 
 
 def _recorded_run(db: Database, name: str, epochs: int = 3) -> int:
@@ -35,11 +36,12 @@ def _recorded_run(db: Database, name: str, epochs: int = 3) -> int:
 
 
 def _stored(db: Database, run_id: int) -> list[tuple]:
+    """The run's rows in long format: those stored, and its final statistics as final_epoch rows."""
     with db.begin() as session:
-        return [
-            (m.metric_name, m.metric_value, m.step, m.dataset_type, m.context, m.client_id, m.round_id)
-            for m in get_metrics(session, run_id)
-        ]
+        stored = [tuple(m) for m in get_metrics(session, run_id)]
+        final = final_rows(run_id, run_report(session, run_id), get_run(session, run_id).best_epoch)
+    assert ("val_recall", 0.5, 1, "validation", "final_epoch", None, None) in [row[1:] for row in final]
+    return stored + [row[1:] for row in final]
 
 
 def _canonical(rows: list[tuple]) -> list[tuple]:
@@ -53,7 +55,7 @@ def test_csv_round_trip(db: Database, tmp_path: Path, monkeypatch: pytest.Monkey
     out = export_runs(db, [first, second], "csv", tmp_path / "runs.csv")
     with open(out, newline="", encoding="utf-8") as stream:
         rows = list(csv.reader(stream))
-    assert rows[0] == ["run", "name", "value", "step", "dataset_type", "context", "client", "round"]
+    assert rows[0] == ["run", "name", "value", "step", "dataset_type", "context", "site", "round"]
     for run_id in (first, second):
         exported = [r for r in rows[1:] if int(r[0]) == run_id]
         stored = _stored(db, run_id)
@@ -78,7 +80,7 @@ def test_json_round_trip(db: Database, tmp_path: Path) -> None:
         "test": {"recall": 0.4},
         "youden": {"threshold": 0.3, "val": {"recall": 0.6}},
     }
-    assert entry["clients"] == [{"client_id": "n1", "client_name": "n1"}]
+    assert entry["sites"] == [{"site_id": "n1", "site_name": "n1"}]
     stored = _stored(db, run_id)
     exported = [
         (
@@ -87,7 +89,7 @@ def test_json_round_trip(db: Database, tmp_path: Path) -> None:
             m["step"],
             m["dataset_type"],
             m["context"],
-            m["client"],
+            m["site"],
             m["round"],
         )
         for m in entry["metrics"]

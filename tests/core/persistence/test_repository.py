@@ -11,9 +11,16 @@ from sqlalchemy import event, func, insert, select
 
 from core.errors import RunNotFoundError
 from core.persistence import Database
-from core.persistence.federation_records import record_round, upsert_client
+from core.persistence.federation_records import (
+    federated_runs,
+    find_federated_run,
+    flower_run_ids,
+    link_flower_run,
+    record_round,
+    upsert_site,
+)
 from core.persistence.metric_reads import epoch_table, final_stats, get_metrics, metric_series
-from core.persistence.models import clients_table, metrics_table, rounds_table
+from core.persistence.models import flower_runs_table, metrics_table, rounds_table, sites_table
 from core.persistence.runs import count_runs, create_run, delete_run, finish_run, get_run, list_runs
 from tests.core.persistence_helpers import best_metric, metric_stats
 
@@ -27,8 +34,8 @@ def _row(run_id: int, name: str, value: float, step: int, context: str = "epoch_
         "step": step,
         "dataset_type": dataset,
         "context": context,
-        "client_id": extra.get("client_id"),
-        "round_id": extra.get("round_id"),
+        "site_id": extra.get("site_id"),
+        "round_number": extra.get("round_number"),
     }
 
 
@@ -43,15 +50,9 @@ def _make_run(db: Database, epochs: int, name: str = "exp") -> int:
                 _row(run_id, "val_recall", min(0.99, 0.5 + epoch / 1000), epoch),
             ]
             rows += [_row(run_id, "train_loss", 1.0 / epoch, epoch * 10 + b, "batch") for b in range(3)]
-        rows += [
-            _row(run_id, "val_recall", 0.9, 2, "final_epoch"),
-            _row(run_id, "val_cm_tp", 40.0, 2, "final_epoch"),
-            _row(run_id, "test_recall", 0.85, 2, "final_epoch"),
-            _row(run_id, "youden_threshold", 0.42, 2, "final_epoch"),
-            _row(run_id, "youden_val_recall", 0.95, 2, "final_epoch"),
-        ]
         session.execute(insert(metrics_table), rows)
-        finish_run(session, run_id, status="completed", best_epoch=2, best_val_recall=0.9, duration=12.5)
+        final = {"val": {"recall": 0.9, "cm_tp": 40.0}, "test": {"recall": 0.85}, "youden": {"threshold": 0.42}}
+        finish_run(session, run_id, status="completed", best_epoch=2, final_stats=final, duration=12.5)
     return run_id
 
 
@@ -61,20 +62,16 @@ def test_create_get_finish(db: Database) -> None:
             session,
             experiment_name="fed",
             training_mode="federated",
-            role="client",
+            role="site",
             config={"nested": {"x": [1, 2]}, "bad": math.nan},
             source_path="/data",
-            federation_run_id="abc",
+            flower_run_id=2**64 - 5,  # Flower's run ids are unsigned 64-bit
             server_address="10.0.0.1:9092",
         )
     with db.begin() as session:
         run = get_run(session, run_id)
-        assert (run.status, run.training_mode, run.role, run.federation_run_id) == (
-            "in_progress",
-            "federated",
-            "client",
-            "abc",
-        )
+        assert (run.status, run.training_mode, run.role) == ("in_progress", "federated", "site")
+        assert flower_run_ids(session, run_id) == [2**64 - 5]
         assert run.config == {"nested": {"x": [1, 2]}, "bad": None}
         assert run.end_time is None and run.pid > 0 and run.host
         finish_run(session, run_id, status="failed", duration=3.0, error_message="boom")
@@ -97,8 +94,9 @@ def test_list_filter_sort_paginate_count(db: Database) -> None:
     with db.begin() as session:
         ids = [create_run(session, experiment_name=f"exp_{i % 3}_{i}", config={}) for i in range(10)]
         ids.append(create_run(session, experiment_name="100%_fed", training_mode="federated", role="server", config={}))
-        finish_run(session, ids[0], status="completed", best_val_recall=0.7)
-        finish_run(session, ids[1], status="completed", best_val_recall=0.9)
+        for run_id, recall in ((ids[0], 0.7), (ids[1], 0.9)):
+            session.execute(insert(metrics_table), [_row(run_id, "val_recall", recall, 1)])
+            finish_run(session, run_id, status="completed", best_epoch=1)
     with db.begin() as session:
         assert count_runs(session) == 11
         assert count_runs(session, status="completed") == 2
@@ -120,12 +118,13 @@ def test_delete_cascades(db: Database) -> None:
     run_id = _make_run(db, 3)
     keep = _make_run(db, 2)
     with db.begin() as session:
-        upsert_client(session, run_id, "node-1", "Site A")
+        upsert_site(session, run_id, "node-1", "Site A")
+        link_flower_run(session, run_id, 77)
         record_round(session, run_id, 1, {"val_loss": 0.3}, {"train_loss": 0.4}, None, None)
     with db.begin() as session:
         delete_run(session, run_id)
     with db.begin() as session:
-        for table in (metrics_table, clients_table, rounds_table):
+        for table in (metrics_table, sites_table, flower_runs_table, rounds_table):
             count = session.execute(select(func.count()).select_from(table).where(table.c.run_id == run_id))
             assert count.scalar_one() == 0
         assert get_metrics(session, keep)
@@ -150,12 +149,11 @@ def test_metric_reads(db: Database) -> None:
         stats = metric_stats(session, run_id)
         assert stats["train_loss"]["count"] == 16
         assert stats["train_loss"]["max"] == 1.0 and stats["train_loss"]["last"] == 0.25
-        assert stats["val_recall"]["count"] == 4  # final_epoch rows are not mixed in
-        assert metric_stats(session, run_id, context="final_epoch")["val_recall"]["count"] == 1
+        assert stats["val_recall"]["count"] == 4
         assert final_stats(session, run_id) == {
             "val": {"recall": 0.9, "cm_tp": 40.0},
             "test": {"recall": 0.85},
-            "youden": {"threshold": 0.42, "val": {"recall": 0.95}},
+            "youden": {"threshold": 0.42},
         }
         only_val = get_metrics(session, run_id, dataset_type="validation", context="epoch_end")
         assert {m.metric_name for m in only_val} == {"val_loss", "val_recall"}
@@ -175,17 +173,55 @@ def test_nan_round_trips(db: Database) -> None:
         assert math.isnan(epoch_table(session, run_id)[0]["train_loss"])
 
 
-def test_clients_and_rounds(db: Database) -> None:
+def test_sites_and_rounds(db: Database) -> None:
     with db.begin() as session:
         run_id = create_run(session, experiment_name="fed", training_mode="federated", role="server", config={})
-        upsert_client(session, run_id, "n1", "first")
-        upsert_client(session, run_id, "n1", "renamed")
+        upsert_site(session, run_id, "n1", "first")
+        upsert_site(session, run_id, "n1", "renamed")
         record_round(session, run_id, 1, {"loss": math.inf}, {"acc": 0.5}, None, None)
         record_round(session, run_id, 1, {"loss": 0.2}, {"acc": 0.6}, None, None)
     with db.begin() as session:
-        assert session.execute(select(clients_table.c.client_name)).scalars().all() == ["renamed"]
-        rows = session.execute(select(rounds_table.c.server_metrics, rounds_table.c.aggregated_client_metrics)).all()
+        assert session.execute(select(sites_table.c.site_name)).scalars().all() == ["renamed"]
+        rows = session.execute(select(rounds_table.c.server_metrics, rounds_table.c.aggregated_site_metrics)).all()
         assert [tuple(r) for r in rows] == [({"loss": 0.2}, {"acc": 0.6})]
+
+
+def test_best_validation_numbers_are_derived_from_what_is_stored_once(db: Database) -> None:
+    """A run's list row shows its best epoch's validation rows; a site's, its final statistics."""
+    run_id = _make_run(db, 4)
+    with db.begin() as session:
+        site = create_run(session, experiment_name="fed", training_mode="federated", role="site", config={})
+        session.execute(insert(metrics_table), [_row(site, "val_recall", 0.4, 2)])  # its local model's
+        finish_run(session, site, status="completed", best_epoch=2, final_stats={"val": {"recall": 0.8}})
+        cancelled = create_run(session, experiment_name="stopped", config={})
+        session.execute(insert(metrics_table), [_row(cancelled, "val_auroc", 0.66, 1)])
+        finish_run(session, cancelled, status="cancelled", best_epoch=1)
+    with db.begin() as session:
+        assert get_run(session, run_id).best_val_recall == pytest.approx(0.502)  # epoch 2's row, not the report
+        assert get_run(session, site).best_val_recall == pytest.approx(0.8)
+        stopped = get_run(session, cancelled)
+        assert (stopped.best_val_auroc, stopped.best_val_recall, stopped.final_stats) == (0.66, None, None)
+        by_auroc = list_runs(session, sort_by="best_val_auroc", descending=True, limit=1)
+        assert [r.id for r in by_auroc] == [cancelled]
+
+
+def test_a_federation_spans_flower_runs(db: Database) -> None:
+    """A resumed federation is a new Flower run: the same server and site runs are found through either."""
+    with db.begin() as session:
+        site = create_run(
+            session, experiment_name="fed", training_mode="federated", role="site", config={}, flower_run_id=5
+        )
+        server = create_run(
+            session, experiment_name="fed", training_mode="federated", role="server", config={}, flower_run_id=5
+        )
+        for run_id in (site, server):
+            link_flower_run(session, run_id, 2**63 + 1)
+            link_flower_run(session, run_id, 2**63 + 1)  # once
+    with db.begin() as session:
+        assert flower_run_ids(session, server) == [5, 2**63 + 1]
+        assert [r.id for r in federated_runs(session, 2**63 + 1)] == [server, site]  # the server first
+        assert find_federated_run(session, 5, "site", "fed") == site
+        assert find_federated_run(session, 6, "site", "fed") is None
 
 
 @contextmanager

@@ -23,8 +23,8 @@ def _batch_rows(run_id: int, values: np.ndarray, name: str = "train_loss") -> li
             "step": i,
             "dataset_type": "train",
             "context": "batch",
-            "client_id": None,
-            "round_id": None,
+            "site_id": None,
+            "round_number": None,
         }
         for i, v in enumerate(values)
     ]
