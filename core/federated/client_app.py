@@ -12,7 +12,7 @@ import logging
 import math
 from pathlib import Path
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 
@@ -109,9 +109,12 @@ def plan(msg: Message, context: Context) -> Message:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Evaluate the received global model and train it on this site's data for the configured local epochs."""
+    import torch
+
     from core.federated.site import RoundInput, train_site_round  # torch and Lightning: training messages only
     from core.federated.site_consent import decision_for
     from core.federated.site_consent import site_policy as decision_policy
+    from core.federated.wire import ARRAYS_KEY, WireError, layout_of, pack, unpack
 
     config = msg.content["config"]
     server_round = int(config["server-round"])
@@ -122,10 +125,18 @@ def train(msg: Message, context: Context) -> Message:
         if not decision.allowed:
             log.error("round %s refused: %s", server_round, decision.reason)
             raise SiteRoundFailed(f"declined by site policy: {decision.reason}")
+        try:
+            layout = layout_of(msg.content)
+            if layout is None:
+                raise WireError("the weights came one array per tensor; this site expects them packed")
+            tensors = unpack(msg.content[ARRAYS_KEY], layout)
+        except WireError as exc:
+            log.error("round %s: the server's weights could not be read: %s", server_round, exc)
+            raise SiteRoundFailed("the weights the server sent could not be read (see the site's log)") from None
         producer = producer_from_env()
         received = RoundInput(
             server_round=server_round,
-            weights=msg.content["arrays"].to_torch_state_dict(),
+            weights={name: torch.from_numpy(array.copy()) for name, array in tensors.items()},
             proximal_mu=float(config.get("proximal-mu", 0.0)),  # FedProx sends it
         )
         try:
@@ -148,11 +159,14 @@ def train(msg: Message, context: Context) -> Message:
         metrics = {name: value for name, value in metrics.items() if not name.startswith("global_val_")}
     if plan.private:
         metrics[UNIFORM_KEY] = 1  # every site counts the same under differential privacy
+    # Packed as the server packed the round (same order and precision): Flower's DP mods compare the two.
+    state = {k: v.detach().cpu().numpy() for k, v in result.weights.items()}
+    weights, sent = pack(state, layout.precision, layout.names)
     reply = RecordDict(
         {
-            "arrays": ArrayRecord(result.weights),
+            ARRAYS_KEY: weights,
             "metrics": MetricRecord(metrics),
-            "site": ConfigRecord({"site-name": site.site_name}),
+            "site": ConfigRecord({"site-name": site.site_name, **sent.to_config()}),
         }
     )
     return Message(content=reply, reply_to=msg)

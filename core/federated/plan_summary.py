@@ -61,6 +61,7 @@ class PlanSummary:
     local_dp_noise: float
     local_clip_norm: float
     plan_hash: str
+    wire_precision: str = "fp32"
 
     @property
     def private(self) -> bool:
@@ -103,7 +104,8 @@ class PlanSummary:
         else:
             lines.append("No differential privacy: the server sees this site's update without added noise.")
         lines.append(
-            f"Each round this site sends {self.parameters_sent:,} weights ({self.bytes_sent / 1e6:.1f} MB as float32) "
+            f"Each round this site sends {self.parameters_sent:,} weights ({self.bytes_sent / 1e6:.1f} MB as "
+            f"{'float16' if self.wire_precision == 'fp16' else 'float32'}) "
             f"with this site's name and the numbers {', '.join(self.metrics_sent)}."
         )
         if not any(name in self.metrics_sent for name in GLOBAL_METRICS):
@@ -167,11 +169,12 @@ def summarize_plan(
         dp_delta=plan.dp_delta,
         epsilon=plan_epsilon(plan),
         parameters_sent=count,
-        bytes_sent=4 * count,
+        bytes_sent=(2 if plan.wire_precision == "fp16" else 4) * count,
         metrics_sent=metrics_sent(plan, send_site_metrics=policy.send_site_metrics),
         local_dp_noise=policy.local_dp_noise,
         local_clip_norm=policy.local_clip_norm,
         plan_hash=plan_hash(plan, fingerprint),
+        wire_precision=plan.wire_precision,
     )
 
 

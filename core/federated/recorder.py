@@ -22,6 +22,7 @@ from flwr.serverapp.strategy import Strategy
 from core.events import ClientUpdate, RoundMetrics, RoundStart
 from core.federated.settings import WEIGHT_KEY
 from core.federated.strategies import Aggregation
+from core.federated.wire import ARRAYS_KEY, Layout, WireError, pack, pack_content, unpack_content
 from core.sinks import EventSink
 
 # Flower's error codes (flwr.common.constant.ErrorCode), said in words a site's administrator can act on.
@@ -57,6 +58,8 @@ class RecordingStrategy(Strategy):
         Known names by Flower node id (enrolled keys, local sites); replies add the names sites send.
     cancel
         Set to stop between rounds.
+    wire_precision
+        How the weights travel (see :mod:`core.federated.wire`): packed at ``fp32`` or ``fp16``.
     """
 
     def __init__(
@@ -70,6 +73,7 @@ class RecordingStrategy(Strategy):
         site_names: Callable[[], Mapping[int, str]] | None = None,
         cancel: threading.Event | None = None,
         poll: float = 0.5,
+        wire_precision: str = "fp32",
     ) -> None:
         super().__init__()
         self.aggregation, self.inner = aggregation, aggregation.strategy
@@ -78,6 +82,7 @@ class RecordingStrategy(Strategy):
         self._known_names = site_names or dict
         self.cancel = cancel or threading.Event()
         self.poll = poll
+        self.wire_precision = wire_precision
         self.current_round = 0  # the round being configured (what a site's late refusal is recorded against)
         self.site_names: dict[int, str] = {}
         self.aggregated: dict[int, dict[str, float]] = {}
@@ -103,6 +108,7 @@ class RecordingStrategy(Strategy):
                 )
             time.sleep(self.poll)
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))
+        self._pack(messages)
         self._sent[server_round] = messages
         self._started[server_round] = time.time()
         self.sink.handle(RoundStart(run_id=self.run_id, round_number=server_round, num_clients=len(messages)))
@@ -124,7 +130,13 @@ class RecordingStrategy(Strategy):
             if reply.has_error():
                 self._publish_failure(server_round, node, describe_error(reply.error.code, reply.error.reason))
                 continue
-            self._publish_update(server_round, node, reply, request, started)
+            wire_bytes = content_bytes(reply.content)
+            try:
+                unpack_content(reply.content)  # strategies and DP wrappers see one array per tensor, as sent
+            except WireError as exc:
+                self._publish_failure(server_round, node, f"its reply could not be read: {exc}")
+                continue
+            self._publish_update(server_round, node, reply, request, started, wire_bytes)
             valid.append(reply)
         for message_id, request in sent.items():
             if message_id not in answered:
@@ -153,8 +165,22 @@ class RecordingStrategy(Strategy):
         self.aggregation.released()
         return arrays, MetricRecord(self.aggregated[server_round])
 
+    def _pack(self, messages: list[Message]) -> None:
+        """Pack the weights of a round's messages, once for all of them (they share the global model)."""
+        packed: dict[int, tuple[ArrayRecord, Layout]] = {}
+        done: set[int] = set()
+        for message in messages:
+            content = message.content  # Flower's strategies give every message the same content object
+            if ARRAYS_KEY not in content.array_records or id(content) in done:
+                continue
+            done.add(id(content))
+            arrays = content[ARRAYS_KEY]
+            if id(arrays) not in packed:
+                packed[id(arrays)] = pack({k: v.numpy() for k, v in arrays.items()}, self.wire_precision)
+            pack_content(content, *packed[id(arrays)])
+
     def _publish_update(
-        self, server_round: int, node: int, reply: Message, request: Message | None, started: float
+        self, server_round: int, node: int, reply: Message, request: Message | None, started: float, wire_bytes: int
     ) -> None:
         content = reply.content
         name = str(content["site"]["site-name"]) if "site" in content.config_records else self.name_of(node)
@@ -166,7 +192,7 @@ class RecordingStrategy(Strategy):
         numbers = {k: float(v) for k, v in metrics.items() if k not in skip and _is_number(v)}
         numbers |= {
             "bytes_to_site": float(self._request_bytes(request)) if request is not None else 0.0,
-            "bytes_from_site": float(content_bytes(content)),
+            "bytes_from_site": float(wire_bytes),
             "round_trip_seconds": returned,
             "wait_seconds": max(0.0, returned - train),  # process start, data loading, transfer, queueing
         }

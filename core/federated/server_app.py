@@ -108,6 +108,7 @@ def run_federation(
         min_sites=plan.min_sites,
         round_timeout=plan.round_timeout,
         site_names=site_names.read if site_names is not None else None,
+        wire_precision=plan.wire_precision,
     )
     tracker = BestRound(plan.training, work_dir / "best.ckpt")
 

@@ -35,6 +35,8 @@ PARTITION_SCHEMES = ("iid", "label-skew")
 STRATEGIES = ("fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedmedian", "fedtrimmedavg", "krum")
 # Differential privacy: Flower's server-side fixed clipping, or its client-side adaptive clipping.
 DP_CLIPPING = ("fixed", "adaptive")
+# How weights travel: float32 as they are, or half precision (half the bytes; aggregation stays float32).
+WIRE_PRECISIONS = ("fp32", "fp16")
 SERVER_OPTIMIZERS = ("fedavgm", "fedadam", "fedyogi")  # the server steps the model with an optimizer of its own
 DEFAULT_PROXIMAL_MU = 0.01  # FedProx's mu when --strategy fedprox is chosen without --proximal-mu
 # What a site's reply is weighted by: its number of training images, or (under differential privacy, where
@@ -60,6 +62,7 @@ RUN_CONFIG_KEYS = (
     "dp-clip",
     "dp-clipping",
     "dp-delta",
+    "wire-precision",
 )
 
 
@@ -94,6 +97,10 @@ class FederationConfig:
         Differential privacy of the sites' updates (off while ``dp_noise`` is 0): Gaussian noise multiplier,
         clipping norm (the initial one for adaptive clipping), ``fixed`` (server-side) or ``adaptive``
         (client-side) clipping, and the delta at which the privacy budget spent (epsilon) is reported.
+    wire_precision
+        ``fp32``, or ``fp16`` to send the weights as half precision both ways (half the bytes; the server
+        aggregates in float32 and the sites train in float32). Not with differential privacy, whose noise and
+        clipping are calibrated on the exact update.
     """
 
     name: str = "federation"
@@ -113,6 +120,7 @@ class FederationConfig:
     dp_clip: float = 1.0
     dp_clipping: str = "fixed"
     dp_delta: float = 1e-5
+    wire_precision: str = "fp32"
 
     def __post_init__(self) -> None:
         """FedProx without a mu uses (and records) the default one."""
@@ -148,6 +156,7 @@ class FederationConfig:
             (self.dp_clip > 0, "dp clip", "must be a positive clipping norm"),
             (self.dp_clipping in DP_CLIPPING, "dp clipping", f"must be one of {', '.join(DP_CLIPPING)}"),
             (0 < self.dp_delta < 1, "dp delta", "must be between 0 and 1"),
+            (self.wire_precision in WIRE_PRECISIONS, "wire precision", f"must be one of {', '.join(WIRE_PRECISIONS)}"),
         )
         for ok, name, message in checks:
             if not ok:
@@ -156,6 +165,11 @@ class FederationConfig:
             raise ConfigError(
                 "Differential privacy (dp noise) works with the fedavg or fedprox strategy only: Flower's privacy "
                 "accounting assumes a plain average of the clipped updates."
+            )
+        if self.private and self.wire_precision != "fp32":
+            raise ConfigError(
+                "Differential privacy needs --wire-precision fp32: its clipping and noise are calibrated on the "
+                "exact update, which half precision would round."
             )
         # Data fields are each site's own; check the shared ones only.
         self.training.with_overrides(demo=True, weights_path="").validate()
@@ -179,6 +193,7 @@ class FederationConfig:
             "dp-clip": float(self.dp_clip),
             "dp-clipping": self.dp_clipping,
             "dp-delta": float(self.dp_delta),
+            "wire-precision": self.wire_precision,
         }
 
     @classmethod
@@ -201,6 +216,7 @@ class FederationConfig:
                 dp_clip=float(run_config.get("dp-clip", 1.0)),
                 dp_clipping=str(run_config.get("dp-clipping", "fixed")),
                 dp_delta=float(run_config.get("dp-delta", 1e-5)),
+                wire_precision=str(run_config.get("wire-precision", "fp32")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"The federation's run config is incomplete or invalid ({exc}).") from exc
@@ -221,6 +237,7 @@ class FederationConfig:
             "dp_clip": self.dp_clip,
             "dp_clipping": self.dp_clipping,
             "dp_delta": self.dp_delta,
+            "wire_precision": self.wire_precision,
             "training": self.training.to_dict(),
         }
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from core.config import BACKBONES, RunConfig, demo_config
 from core.federated.console import FederationConsole
 from core.federated.nodes import FederationOutcome, fresh_work_dir
-from core.federated.settings import DP_CLIPPING, PARTITION_SCHEMES, STRATEGIES, FederationConfig
+from core.federated.settings import DP_CLIPPING, PARTITION_SCHEMES, STRATEGIES, WIRE_PRECISIONS, FederationConfig
 from core.persistence import default_database_url
 from desktop.cli.common import CommandError, add_db_option, format_duration, open_db, stop_on_interrupt
 from desktop.cli.live import run_with_live_events
@@ -90,6 +90,12 @@ def add_plan_options(p: argparse.ArgumentParser) -> None:
         "--server-lr", type=float, default=0.0, metavar="LR", help="server learning rate of fedavgm, fedadam, fedyogi"
     )
     algo.add_argument("--local-bn", action="store_true", help="FedBN: normalisation layers stay at each site")
+    algo.add_argument(
+        "--wire-precision",
+        choices=WIRE_PRECISIONS,
+        default="fp32",
+        help="fp16 sends the weights as half precision (half the bytes); aggregation stays float32",
+    )
     dp = p.add_argument_group("differential privacy (Flower's DP wrappers)")
     dp.add_argument(
         "--dp-noise", type=float, default=0.0, metavar="Z", help="noise multiplier of the sites' updates (0: off)"
@@ -131,6 +137,7 @@ def build_plan(args: argparse.Namespace, default_min_sites: int) -> FederationCo
         dp_clip=args.dp_clip,
         dp_clipping=args.dp_clipping,
         dp_delta=args.dp_delta,
+        wire_precision=args.wire_precision,
     ).validate()
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QSpinBox
 
 from core.config import BACKBONES
-from core.federated.settings import DEFAULT_PROXIMAL_MU, DP_CLIPPING, STRATEGIES, FederationConfig, federation_training
+from core.federated.settings import (
+    DEFAULT_PROXIMAL_MU,
+    DP_CLIPPING,
+    STRATEGIES,
+    WIRE_PRECISIONS,
+    FederationConfig,
+    federation_training,
+)
 
 TOOLTIPS = {
     "strategy": "How the server combines the sites' models (Flower's strategies). fedavg averages them weighted "
@@ -20,6 +27,8 @@ TOOLTIPS = {
     "dp_clip": "Largest change one site may make to the model per round (the initial value when adaptive).",
     "dp_clipping": "fixed: the server clips each update. adaptive: each site clips its own update, and the "
     "clipping norm follows the updates' sizes.",
+    "wire_precision": "fp32 sends the weights exactly. fp16 sends them at half precision, half the bytes each way; "
+    "the server still averages in full precision. Not with differential privacy.",
 }
 
 
@@ -46,6 +55,8 @@ class PlanFields:
         self.strategy.setCurrentText(default.strategy)
         self.proximal_mu = _decimal(0.0, 10.0, DEFAULT_PROXIMAL_MU, 4)
         self.local_bn = QCheckBox("Keep normalisation layers at each site (FedBN)")
+        self.wire_precision = QComboBox()
+        self.wire_precision.addItems(WIRE_PRECISIONS)
         self.privacy = QGroupBox("Differential privacy")
         self.privacy.setCheckable(True)
         self.privacy.setChecked(False)
@@ -61,6 +72,7 @@ class PlanFields:
             ("strategy", self.strategy),
             ("proximal_mu", self.proximal_mu),
             ("local_bn", self.local_bn),
+            ("wire_precision", self.wire_precision),
             ("privacy", self.privacy),
             ("dp_noise", self.dp_noise),
             ("dp_clip", self.dp_clip),
@@ -77,6 +89,7 @@ class PlanFields:
         form.addRow("Strategy", self.strategy)
         form.addRow("FedProx mu", self.proximal_mu)
         form.addRow(self.local_bn)
+        form.addRow("Weights sent as", self.wire_precision)
         form.addRow(self.privacy)
 
     def plan(self) -> FederationConfig:
@@ -100,6 +113,7 @@ class PlanFields:
             dp_noise=self.dp_noise.value() if self.privacy.isChecked() else 0.0,
             dp_clip=self.dp_clip.value(),
             dp_clipping=self.dp_clipping.currentText(),
+            wire_precision=self.wire_precision.currentText(),
         ).validate()
 
 
