@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
 from flwr.app import ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -108,10 +109,11 @@ def plan(msg: Message, context: Context) -> Message:
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Evaluate the received global model and train it on this site's data for the configured local epochs."""
-    import torch
+    """Evaluate the received global model and train it on this site's data for the configured local epochs.
 
-    from core.federated.site import RoundInput, train_site_round  # torch and Lightning: training messages only
+    With the site node's warm worker (the default) this process only relays: it imports neither torch nor
+    Lightning. Without one (an older node's settings) it trains itself.
+    """
     from core.federated.site_consent import decision_for
     from core.federated.site_consent import site_policy as decision_policy
     from core.federated.wire import ARRAYS_KEY, WireError, layout_of, pack, unpack
@@ -133,17 +135,17 @@ def train(msg: Message, context: Context) -> Message:
         except WireError as exc:
             log.error("round %s: the server's weights could not be read: %s", server_round, exc)
             raise SiteRoundFailed("the weights the server sent could not be read (see the site's log)") from None
-        producer = producer_from_env()
-        received = RoundInput(
-            server_round=server_round,
-            weights={name: torch.from_numpy(array.copy()) for name, array in tensors.items()},
-            proximal_mu=float(config.get("proximal-mu", 0.0)),  # FedProx sends it
-        )
-        try:
-            result = train_site_round(plan, site, int(context.run_id), received, sinks=(producer,) if producer else ())
-        finally:
-            if producer is not None:
-                producer.close()
+        request = {
+            "run_config": dict(context.run_config),
+            "flower_run_id": int(context.run_id),
+            "server_round": server_round,
+            "weights": tensors,
+            "proximal_mu": float(config.get("proximal-mu", 0.0)),  # FedProx sends it
+        }
+        if site.worker_dir:
+            state, num_examples, round_metrics = _train_on_worker(Path(site.worker_dir), request, plan)
+        else:
+            state, num_examples, round_metrics = _train_here(plan, site, request)
     except SiteRoundFailed:
         raise
     except PneumoFLError as exc:
@@ -154,13 +156,12 @@ def train(msg: Message, context: Context) -> Message:
     except Exception:
         log.exception("round %s failed at this site", server_round)
         raise SiteRoundFailed("local training failed (see the site's log)") from None
-    metrics = {"num-examples": result.num_examples, **result.metrics}
+    metrics = {"num-examples": num_examples, **round_metrics}
     if not decision_policy(site).send_site_metrics:  # the steward keeps cross-site evaluation numbers at the site
         metrics = {name: value for name, value in metrics.items() if not name.startswith("global_val_")}
     if plan.private:
         metrics[UNIFORM_KEY] = 1  # every site counts the same under differential privacy
     # Packed as the server packed the round (same order and precision): Flower's DP mods compare the two.
-    state = {k: v.detach().cpu().numpy() for k, v in result.weights.items()}
     weights, sent = pack(state, layout.precision, layout.names)
     reply = RecordDict(
         {
@@ -170,3 +171,43 @@ def train(msg: Message, context: Context) -> Message:
         }
     )
     return Message(content=reply, reply_to=msg)
+
+
+Trained = tuple[dict[str, Any], int, dict[str, float]]
+
+
+def _train_on_worker(folder: Path, request: dict[str, Any], plan: FederationConfig) -> Trained:
+    """Hand the round to the site node's warm worker; a worker that is gone fails the round in a sentence."""
+    from core.federated.site_worker import WorkerUnavailable, train_on_worker
+
+    try:
+        answer = train_on_worker(folder, request, timeout=plan.round_timeout)
+    except WorkerUnavailable as exc:
+        log.error("round %s: %s", request["server_round"], exc)
+        raise SiteRoundFailed(
+            "the site's training worker stopped or did not answer (the site starts it again for the next round)"
+        ) from None
+    if "error" in answer:  # the worker logged the details; its message names no file or patient
+        raise SiteRoundFailed(f"{answer['message']} (see the site's log)")
+    return dict(answer["weights"]), int(answer["num_examples"]), dict(answer["metrics"])
+
+
+def _train_here(plan: FederationConfig, site: SiteSettings, request: dict[str, Any]) -> Trained:
+    """Train in this process (torch and Lightning imported for this message only)."""
+    import torch
+
+    from core.federated.site import RoundInput, train_site_round
+
+    received = RoundInput(
+        server_round=request["server_round"],
+        weights={name: torch.from_numpy(array.copy()) for name, array in request["weights"].items()},
+        proximal_mu=request["proximal_mu"],
+    )
+    producer = producer_from_env()
+    try:
+        result = train_site_round(plan, site, request["flower_run_id"], received, sinks=(producer,) if producer else ())
+    finally:
+        if producer is not None:
+            producer.close()
+    state = {k: v.detach().cpu().numpy() for k, v in result.weights.items()}
+    return state, result.num_examples, dict(result.metrics)

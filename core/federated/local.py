@@ -39,6 +39,9 @@ class LocalFederation:
         The key that approves the app for every site (default: the user's own steward key).
     site_policy
         The data steward's policy file every site checks plans against (default: the safe defaults).
+    warm_workers
+        Each site trains in a warm worker process (see :mod:`core.federated.site_worker`); False trains in
+        Flower's ClientApp process of each round (what a bare Flower app does, for benchmarks).
     extra_env
         For every Flower process (the local hub's URL and secret).
     """
@@ -54,6 +57,7 @@ class LocalFederation:
         extra_env: dict[str, str] | None = None,
         steward: StewardKey | None = None,
         site_policy: Path | None = None,
+        warm_workers: bool = True,
     ) -> None:
         if sites < 2:
             raise ConfigError("A local federation needs at least 2 sites (--sites).")
@@ -64,6 +68,7 @@ class LocalFederation:
         self.data_path = data_path
         self.extra_env = dict(extra_env or {})
         self.steward, self.site_policy = steward, site_policy
+        self.warm_workers = warm_workers
         self.server: ServerNode | None = None
         self.sites: list[SiteNode] = []
 
@@ -100,6 +105,7 @@ class LocalFederation:
                     extra_env=self.extra_env,
                     steward=self.steward,
                     send_approval=False,
+                    warm_worker=self.warm_workers,
                 )
                 self.server.approve(node.approval)
                 node.start()

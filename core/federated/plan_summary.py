@@ -215,7 +215,7 @@ def metrics_sent(plan: FederationConfig, *, send_site_metrics: bool) -> tuple[st
     names = [WEIGHT_KEY, *TRAIN_METRICS, *VAL_METRICS]
     if send_site_metrics:
         names += GLOBAL_METRICS
-    names.append("train_seconds")
+    names += ["train_seconds", "worker_rss_mb", "worker_start_seconds"]  # the last in a worker's first round
     if plan.private:
         names.append(UNIFORM_KEY)
         if plan.dp_clipping == "adaptive":

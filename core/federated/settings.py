@@ -312,6 +312,8 @@ class SiteSettings:
     server_fingerprint: str = ""
     consent_dir: str = ""
     approve_within_policy: bool = False
+    # The node's warm training worker (see core.federated.site_worker); "" trains inside the ClientApp.
+    worker_dir: str = ""
 
     def write_node_config(self, path: Path) -> Path:
         """Write the ``--node-config`` TOML file for ``flower-supernode``: the site's name and nothing else.

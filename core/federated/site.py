@@ -100,6 +100,7 @@ def train_site_round(
     received: RoundInput,
     *,
     sinks: tuple[EventSink, ...] = (),
+    data: PreparedDataset | None = None,
 ) -> SiteRoundResult:
     """Evaluate the received global model, train one round from it and record both in the site's database.
 
@@ -115,6 +116,8 @@ def train_site_round(
         The round number, the global weights (without site-local tensors) and FedProx's mu.
     sinks
         Further listeners (the local hub).
+    data
+        The site's prepared dataset when the caller keeps it (the warm worker); prepared here otherwise.
 
     Raises
     ------
@@ -125,7 +128,7 @@ def train_site_round(
     """
     server_round = received.server_round
     config = site_training_config(plan, site).validate()
-    data = prepare_site_data(config, site)
+    data = data if data is not None else prepare_site_data(config, site)
     model = PneumoniaClassifier(backbone=config.backbone, threshold=config.threshold)
     local = site_local_keys(model, local_bn=plan.local_bn, statistics=plan.local_statistics)
     store = LocalLayerStore(site_state_dir(site), flower_run_id)

@@ -19,6 +19,7 @@ from core.federated.processes import ANSI, FlowerProcessError, ManagedProcess, f
 from core.federated.settings import SITE_SETTINGS_ENV, SiteSettings
 from core.federated.site_consent import ConsentDesk, PlanRecord, check_server_allowed
 from core.federated.site_guard import RefusalWatch, send_approval
+from core.federated.site_worker import SiteWorker
 from core.persistence import Database
 from core.persistence.runs import owned_runs, set_run_status
 
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 class SiteNode:
-    """Owns one SuperNode: a site connected to a SuperLink, training with PneumoFL's ClientApp.
+    """Owns one SuperNode and the site's warm training worker: a site connected to a SuperLink.
 
     Parameters
     ----------
@@ -56,6 +57,9 @@ class SiteNode:
         None: plans are declined unless the site approves plans within its policy.
     on_decided
         Called (from the consent thread) with each plan decision once it is audited.
+    warm_worker
+        Train in a worker process that keeps torch, Lightning and the site's data loaded between rounds (see
+        :mod:`core.federated.site_worker`); False trains inside each round's ClientApp process.
     """
 
     def __init__(
@@ -72,6 +76,7 @@ class SiteNode:
         on_notice: Callable[[str], None] | None = None,
         asker: Callable[[list[str], str], str] | None = None,
         on_decided: Callable[[PlanRecord], None] | None = None,
+        warm_worker: bool = True,
     ) -> None:
         host = superlink.rsplit(":", 1)[0].strip("[]")
         if root_certificates is None and host not in ("127.0.0.1", "localhost", "::1"):
@@ -93,6 +98,8 @@ class SiteNode:
         self._watch: RefusalWatch | None = None
         self._asker, self._on_decided = asker, on_decided
         self.desk: ConsentDesk | None = None
+        self.warm_worker = warm_worker
+        self.worker: SiteWorker | None = None
 
     def start(self) -> None:
         """Start the SuperNode (it keeps retrying until the SuperLink answers; see :meth:`wait_connected`)."""
@@ -109,6 +116,10 @@ class SiteNode:
         env = flower_environment(self.work_dir / "flwr-home", self._extra_env | {SITE_SETTINGS_ENV: str(settings_file)})
         self.desk = ConsentDesk(settings, self._asker, self._on_decided)
         self.desk.start()
+        if self.warm_worker:  # first: it imports torch while the SuperNode connects
+            log_path = self.work_dir / "logs" / f"worker-{self.site.site_name}.log"
+            self.worker = SiteWorker(Path(settings.worker_dir), env, log_path)
+            self.worker.start()
         command = [
             "flower-supernode",
             "--superlink",
@@ -214,6 +225,7 @@ class SiteNode:
             consent_dir=str(self.work_dir / "consent"),
             server_address=self.site.server_address or self.superlink_address,
             server_fingerprint=fingerprint,
+            worker_dir=str(self.work_dir / "worker") if self.warm_worker else "",
         )
 
     def alive(self) -> bool:
@@ -225,6 +237,8 @@ class SiteNode:
         if self.process is None:
             return
         self.process.stop()
+        if self.worker is not None:
+            self.worker.stop()
         if self.desk is not None:
             self.desk.stop()
         if self._watch is not None:
@@ -244,6 +258,8 @@ class SiteNode:
 
     def kill(self) -> None:
         """Kill the SuperNode and its ClientApp at once, as a crash or power cut would (fault tests)."""
+        if self.worker is not None:
+            self.worker.kill()
         if self.process is not None:
             for proc in self.process.descendants():
                 with contextlib.suppress(Exception):

@@ -85,13 +85,15 @@ def format_federation(history: FederationHistory) -> str:
                 "global_auroc": _fixed(m.get("global_val_auroc")),
                 "train_s": _fixed(m.get("train_seconds"), 1),
                 "wait_s": _fixed(m.get("wait_seconds"), 1),
+                "worker_start_s": _fixed(m.get("worker_start_seconds"), 1),
+                "worker_mb": _fixed(m.get("worker_rss_mb"), 0),
                 "mb_to": _fixed(m["bytes_to_site"] / 1e6, 2) if "bytes_to_site" in m else "",
                 "mb_from": _fixed(m["bytes_from_site"] / 1e6, 2) if "bytes_from_site" in m else "",
             }
         )
     if sites:
         headers = ["Round", "Site", "Status", "Images", "Train loss", "Global AUROC here", "Train s", "Wait s"]
-        headers += ["MB to site", "MB from site"]
+        headers += ["Worker start s", "Worker MB", "MB to site", "MB from site"]
         parts += ["", "Every site per round", format_table(sites, list(sites[0]), headers)]
     return "\n".join(parts)
 

@@ -10,7 +10,9 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import psutil
 import pytest
+import torch
 
 from core.events import ClientUpdate, EpochEnd, RoundMetrics, RoundStart, TrainingEnd, TrainingStart
 from core.federated.local import LocalFederation
@@ -146,15 +148,32 @@ def test_two_sites_two_rounds_are_recorded_at_server_and_sites(shared):
     assert any(e.status == "completed" and e.run_id == server.id for e in hub.of_type(TrainingEnd))
 
 
-def test_fedadam_runs_and_is_recorded(shared):
-    # A server optimizer: BatchNorm statistics stay at the sites.
-    runs, history = shared.records(shared.run(tiny_plan(name="fl-fedadam", rounds=1, strategy="fedadam")))
+def test_fedadam_at_half_precision_after_a_worker_was_killed(shared):
+    # A site's warm worker killed between federations (as the OOM killer would): the next round waits for the
+    # one its node starts again instead of failing.
+    worker = shared.federation.sites[0].worker
+    assert worker is not None and worker.process is not None
+    killed = worker.process.popen.pid
+    psutil.Process(killed).kill()
+    # A server optimizer (BatchNorm statistics stay at the sites), weights sent as float16.
+    plan = tiny_plan(name="fl-fedadam", rounds=1, strategy="fedadam", wire_precision="fp16")
+    runs, history = shared.records(shared.run(plan))
     server = runs[0]
     assert server.status == "completed" and server.config["strategy"] == "fedadam"
+    assert server.config["wire_precision"] == "fp16"
     evaluations = [r["server_metrics"] for r in history.rounds if r["round_number"] > 0]
     assert len(evaluations) == 1 and math.isfinite(evaluations[0]["val_auroc"])
     assert len(history.replies) == 2 and not any(r.failed for r in history.replies)
     assert all(r.status == "completed" for r in runs[1:])
+    assert worker.restarts == 1 and worker.process.popen.pid != killed
+    for reply in history.replies:  # small_cnn: about 0.4 MB at float32
+        assert 100_000 < reply.metrics["bytes_from_site"] < 300_000
+        assert reply.metrics["worker_rss_mb"] > 50
+    # The site whose worker was started again reports its start-up with its first round.
+    assert sum("worker_start_seconds" in r.metrics for r in history.replies) >= 1
+    kept = torch.load(server.final_stats["model"]["checkpoint"], map_location="cpu", weights_only=True)
+    weights = kept.get("state_dict", kept)
+    assert all(v.dtype == torch.float32 for v in weights.values() if v.is_floating_point()), "aggregated in fp32"
 
 
 def test_round_waiting_for_missing_sites_ends_at_the_timeout(shared):

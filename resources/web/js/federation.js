@@ -50,7 +50,7 @@ export class FederationView {
         el(
           "tr",
           {},
-          ["Round", "Site", "Returned after (s)", "Training (s)", "Waiting (s)", "Images", "To site (MB)", "From site (MB)", "Train loss", "Global AUROC here", "Status"].map((h) =>
+          ["Round", "Site", "Returned after (s)", "Training (s)", "Waiting (s)", "Worker start (s)", "Worker memory (MB)", "Images", "To site (MB)", "From site (MB)", "Train loss", "Global AUROC here", "Status"].map((h) =>
             el("th", {}, h),
           ),
         ),
@@ -150,6 +150,8 @@ export class FederationView {
           el("td", { class: "num" }, fixed(returned, 1)),
           el("td", { class: "num" }, fixed(m.train_seconds, 1)),
           el("td", { class: "num" }, fixed(m.wait_seconds, 1)),
+          el("td", { class: "num" }, fixed(m.worker_start_seconds, 1)),
+          el("td", { class: "num" }, fixed(m.worker_rss_mb, 0)),
           el("td", { class: "num" }, r.failed ? "" : r.num_examples),
           el("td", { class: "num" }, m.bytes_to_site === undefined ? "" : (m.bytes_to_site / 1e6).toFixed(2)),
           el("td", { class: "num" }, m.bytes_from_site === undefined ? "" : (m.bytes_from_site / 1e6).toFixed(2)),

@@ -1,9 +1,11 @@
-"""A plain Flower app with the same model, data and schedule as PneumoFL's, and nothing else.
+"""A plain Flower app with the same model, data, schedule and evaluations as PneumoFL's, and nothing else.
 
-The ClientApp trains with a bare torch loop (AdamW, BCE with the same class weighting); the ServerApp runs
-Flower's FedAvg and evaluates centrally with the same held-out set. It writes per-round wall times to the file
-named by ``PNEUMOFL_BENCH_OUT``, with each round's longest site training time. No Lightning, callbacks, sinks,
-database or live events: it imports torch, torchvision (the model) and PneumoFL's Lightning-free data code.
+The ClientApp evaluates the received model on the site's validation split (loss and AUROC, as PneumoFL's
+cross-site evaluation does), then trains with a bare torch loop (AdamW, BCE with the same class weighting); the
+ServerApp runs Flower's FedAvg and evaluates every global model centrally on the same held-out set, with the same
+numbers (loss, AUROC, sensitivity, specificity; torchmetrics). It writes per-round wall times to the file named by
+``PNEUMOFL_BENCH_OUT``, with each round's longest site training time. No Lightning, callbacks, sinks, database
+or live events: it imports torch, torchvision (the model), torchmetrics and PneumoFL's Lightning-free data code.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import time
 
 import torch
+import torchmetrics.functional.classification as tmf
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
@@ -41,6 +44,7 @@ def train(msg: Message, context: Context) -> Message:
     torch.manual_seed(config.seed)
     model = build_backbone(config.backbone)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    cross_site = _evaluate(model, DataLoader(XrayDataset(data.val, config.image_size, train=False), batch_size=64))
     positives = sum(s.label for s in data.train)
     weight = torch.tensor((len(data.train) - positives) / max(positives, 1))
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=weight)
@@ -69,11 +73,29 @@ def train(msg: Message, context: Context) -> Message:
                     "num-examples": len(data.train),
                     "train_loss": total / max(len(loader), 1),
                     "train_seconds": time.monotonic() - started,
+                    **{f"global_val_{k}": v for k, v in cross_site.items() if k in ("loss", "auroc")},
                 }
             ),
         }
     )
     return Message(content=reply, reply_to=msg)
+
+
+@torch.inference_mode()
+def _evaluate(model: torch.nn.Module, loader: DataLoader) -> dict[str, float]:
+    """Loss, AUROC, sensitivity and specificity of ``model`` on ``loader`` (torchmetrics, as PneumoFL)."""
+    model.eval()
+    logits, labels = [], []
+    for images, targets in loader:
+        logits.append(model(images).squeeze(1))
+        labels.append(targets)
+    scores, truth = torch.cat(logits), torch.cat(labels)
+    return {
+        "loss": float(torch.nn.functional.binary_cross_entropy_with_logits(scores, truth)),
+        "auroc": float(tmf.binary_auroc(scores.sigmoid(), truth.long())),
+        "sensitivity": float(tmf.binary_recall(scores.sigmoid(), truth.long())),
+        "specificity": float(tmf.binary_specificity(scores.sigmoid(), truth.long())),
+    }
 
 
 class TimedFedAvg(FedAvg):
@@ -108,14 +130,12 @@ def main(grid: Grid, context: Context) -> None:
     strategy = TimedFedAvg(fraction_evaluate=0.0, min_train_nodes=plan.min_sites, min_available_nodes=plan.min_sites)
     rounds: dict[int, float] = {}
 
-    @torch.inference_mode()
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         model.load_state_dict(arrays.to_torch_state_dict())
-        model.eval()
-        correct = sum(int(((model(x).squeeze(1) > 0).float() == y).sum()) for x, y in loader)
+        metrics = _evaluate(model, loader)
         if server_round in strategy.started:
             rounds[server_round] = time.time() - strategy.started[server_round]
-        return MetricRecord({"accuracy": correct / max(len(held_out), 1)})
+        return MetricRecord({f"val_{k}": v for k, v in metrics.items()})
 
     strategy.start(
         grid=grid,
