@@ -28,6 +28,7 @@ from core.federated.strategies import build_aggregation
 from core.model.checkpoint import save_checkpoint, shared_state, weights_sha256
 from core.model.module import PneumoniaClassifier
 from core.persistence import Database, DatabaseSink
+from core.persistence.artifacts import keep_file
 from core.persistence.runs import create_run
 from core.reporting import ModelRecord, Privacy, RunReport
 from core.reporting.evaluate import evaluate_report
@@ -65,13 +66,15 @@ def main(grid: Grid, context: Context) -> None:
             )
         sink = SinkSet([DatabaseSink(db, run_id), *([producer] if producer else [])])
         sink.run_id = run_id
+        work_dir = Path(settings.work_dir or run_folder(run_id))
         try:
             names = SiteNames(Path(settings.sites_file)) if settings.sites_file else None
-            run_federation(
-                grid, plan, sink, run_id, evaluator, Path(settings.work_dir or run_folder(run_id)), site_names=names
-            )
+            run_federation(grid, plan, sink, run_id, evaluator, work_dir, site_names=names)
         finally:
             sink.close()
+        # The best round's model (what the run's statistics evaluated) and the last global model, with the run.
+        keep_file(db, run_id, "best", work_dir / "best.ckpt")
+        keep_file(db, run_id, "global_last", work_dir / "global_model.pt")
     finally:
         if producer is not None:
             producer.close()

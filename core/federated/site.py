@@ -35,6 +35,7 @@ from core.federated.site_data import prepare_site_data, site_training_config
 from core.model.checkpoint import run_folder, save_checkpoint
 from core.model.module import PneumoniaClassifier
 from core.persistence import Database, DatabaseSink
+from core.persistence.artifacts import keep_file
 from core.persistence.federation_records import find_federated_run
 from core.persistence.runs import create_run
 from core.sinks import EventSink, SinkSet
@@ -182,6 +183,8 @@ def train_site_round(
                 _finish_site_run(fanout, run_id, plan, server_round, result)
         finally:
             fanout.close()
+        if last:  # the site's model (with its own layers), kept with its run
+            keep_file(db, run_id, "best", run_folder(run_id) / "best.ckpt")
         return SiteRoundResult(
             weights=shared,
             num_examples=len(data.train),

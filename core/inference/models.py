@@ -21,6 +21,7 @@ from torch import nn
 from core.errors import PneumoFLError
 from core.model.checkpoint import load_backbone, run_folder
 from core.persistence import Database
+from core.persistence.artifacts import artifact_file, keep_file
 from core.persistence.metric_reads import run_report
 from core.persistence.runs import get_run
 from core.reporting import RunReport
@@ -100,15 +101,19 @@ class ReadingModel:
 def load_run_model(db: Database, run_id: int) -> ReadingModel:
     """The best weights of recorded run ``run_id``, checked against the fingerprint its statistics hold.
 
+    They come from the run's database (:mod:`core.persistence.artifacts`). A run recorded before its database
+    kept models has its file adopted on first use, once its fingerprint matches.
+
     Raises
     ------
     PneumoFLError
         When the run does not exist, kept no weights (not completed, or a federated site's run), or its
-        weights file is missing here or is not the one that was evaluated.
+        weights are neither in its database nor on this computer, or are not the ones that were evaluated.
     """
     with db.begin() as session:
         run = get_run(session, run_id)
         report = run_report(session, run_id)
+        stored = artifact_file(session, run_id, "best")
     record = report.model
     if record is None:
         why = (
@@ -117,18 +122,21 @@ def load_run_model(db: Database, run_id: int) -> ReadingModel:
             else (f"it is {run.status} and kept no evaluated model (runs recorded before PneumoFL 0.2 did not either)")
         )
         raise PneumoFLError(f"Run {run_id} cannot read images: {why}.")
-    path = Path(record.checkpoint or run_folder(run_id) / "best.ckpt")
+    path = stored or Path(record.checkpoint or run_folder(run_id) / "best.ckpt")
     if not path.is_file():
         raise PneumoFLError(
-            f"The weights of run {run_id} are not on this computer (looked for {path}). On the computer that "
-            f"trained it, `pneumofl model export {run_id} --format torchscript -o DIR` makes a file to bring here."
+            f"The weights of run {run_id} are neither in its database nor on this computer (looked for {path}). "
+            f"On the computer that trained it, `pneumofl predict --run {run_id} ...` once keeps them in the database."
         )
     module, name, fingerprint = load_backbone(path, record.backbone or None)
     if fingerprint != record.weights_sha256:
+        where = f"the database's copy ({path.name})" if stored else str(path)
         raise PneumoFLError(
-            f"{path} does not hold the weights run {run_id} was evaluated with (was it overwritten by another run "
+            f"{where} does not hold the weights run {run_id} was evaluated with (was it overwritten by another run "
             "or another database?). Train the run again or use an exported model."
         )
+    if stored is None:  # a run from before its database kept models: adopt the file, now that it checked out
+        keep_file(db, run_id, "best", path)
     return ReadingModel(
         name=f"run {run_id} ({run.experiment_name})",
         backbone_name=name,

@@ -1,6 +1,7 @@
 """SQLAlchemy 2.0 models of every table: the runs and their rows, the database's identity and its audit trail.
 
-Runs: runs, flower_runs, run_metrics, sites, rounds, site_updates, run_warnings, predictions. The database's identity and
+Runs: runs, flower_runs, run_metrics, sites, rounds, site_updates, run_warnings, predictions, and what runs made
+(run_artifacts, referring to artifact_blobs by SHA-256). The database's identity and
 its tamper-evident audit trail (see ``core.audit``): database_identity, audit_entries, audit_head.
 
 The Alembic revisions in ``core/persistence/migrations`` must produce exactly this schema; a test compares
@@ -22,6 +23,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Table,
     Text,
@@ -238,6 +240,38 @@ class Prediction(Base):
     time: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class ArtifactBlob(Base):
+    """The bytes of one artifact (a checkpoint, a global model), stored once whatever refers to it.
+
+    Kept in the database, so every workstation of a shared PostgreSQL reads a run's model, and another
+    database's run with the same number can never overwrite it.
+    """
+
+    __tablename__ = "artifact_blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class RunArtifact(Base):
+    """What one run made, by kind (``best``, ``global_last``...): a reference to its bytes by SHA-256."""
+
+    __tablename__ = "run_artifacts"
+    __table_args__ = (
+        UniqueConstraint("run_id", "kind", name="uq_run_artifacts_run_kind"),
+        Index("ix_run_artifacts_sha256", "sha256"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))
+    sha256: Mapped[str] = mapped_column(ForeignKey("artifact_blobs.sha256"))
+    name: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class DatabaseIdentity(Base):
     """The one row (``id`` 1) naming this database: a uuid4 hex made when the table was created.
 
@@ -295,5 +329,7 @@ warnings_table = cast(Table, RunWarning.__table__)
 site_updates_table = cast(Table, SiteUpdate.__table__)
 predictions_table = cast(Table, Prediction.__table__)
 identity_table = cast(Table, DatabaseIdentity.__table__)
+blobs_table = cast(Table, ArtifactBlob.__table__)
+artifacts_table = cast(Table, RunArtifact.__table__)
 audit_entries_table = cast(Table, AuditRecord.__table__)
 audit_head_table = cast(Table, AuditHead.__table__)

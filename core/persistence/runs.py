@@ -21,6 +21,8 @@ from core.jsonsafe import json_safe
 from core.persistence.engine import url_for_display
 from core.persistence.models import (
     RUN_STATUSES,
+    artifacts_table,
+    blobs_table,
     flower_runs_table,
     metrics_table,
     predictions_table,
@@ -308,7 +310,9 @@ def count_runs(
 
 
 def delete_run(session: Session, run_id: int) -> None:
-    """Delete a run and (by cascade) its metrics, sites, Flower run links, rounds, site updates and warnings.
+    """Delete a run with its metrics, sites, Flower run links, rounds, site updates, warnings and artifacts.
+
+    An artifact's bytes go with it unless another run refers to the same bytes.
 
     Raises
     ------
@@ -318,9 +322,16 @@ def delete_run(session: Session, run_id: int) -> None:
     get_run(session, run_id)
     # Explicit child deletes: the database cascades too, but a SQLite connection opened elsewhere without
     # PRAGMA foreign_keys would not.
+    hashes = [
+        row[0] for row in session.execute(select(artifacts_table.c.sha256).where(artifacts_table.c.run_id == run_id))
+    ]
     tables = (metrics_table, sites_table, flower_runs_table, rounds_table, site_updates_table, warnings_table)
-    for table in tables:
+    for table in (*tables, artifacts_table):
         session.execute(delete(table).where(table.c.run_id == run_id))
+    still_used = select(artifacts_table.c.sha256).where(artifacts_table.c.sha256.in_(hashes))
+    session.execute(
+        delete(blobs_table).where(blobs_table.c.sha256.in_(hashes), blobs_table.c.sha256.not_in(still_used))
+    )
     # Readings stay (they are a record of what was told to whom), traceable by the model's SHA-256.
     session.execute(update(predictions_table).where(predictions_table.c.run_id == run_id).values(run_id=None))
     session.execute(delete(runs_table).where(runs_table.c.id == run_id))

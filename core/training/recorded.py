@@ -1,4 +1,4 @@
-"""A recorded run: prepare the data, create the run row, train with the database sink attached."""
+"""A recorded run: prepare the data, create the run row, train with the database sink attached, keep its model."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from core.data import PreparedDataset
 from core.data.prepare import prepare_dataset
 from core.model.checkpoint import run_folder
 from core.persistence import Database, DatabaseSink
+from core.persistence.artifacts import keep_file
 from core.persistence.runs import create_run
 from core.sinks import EventSink, SinkSet
 from core.training.runner import RunResult, run_training
@@ -67,7 +68,7 @@ def train_and_record(
     fanout = SinkSet([DatabaseSink(db, run_id), *sinks])
     fanout.run_id = run_id
     try:
-        return run_training(
+        result = run_training(
             config,
             data,
             fanout,
@@ -78,3 +79,5 @@ def train_and_record(
         )
     finally:
         fanout.close()
+    keep_file(db, run_id, "best", result.checkpoint_path)
+    return result

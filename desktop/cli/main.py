@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from core import __version__
 from core.errors import PneumoFLError, RunCancelled
 from desktop.cli import (
+    artifacts,
     audit,
     certs,
     client,
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         site,
         certs,
         runs,
+        artifacts,
         model,
         view,
         token,

@@ -7,18 +7,21 @@ Examples
   pneumofl runs export 12 --format csv -o run12.csv
   pneumofl runs export --all --format json -o all-runs.json
   pneumofl runs report 12 -o run12.html
+  pneumofl runs delete 12 13 --yes
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from core.persistence import export_runs
+from core.persistence.artifacts import list_artifacts
 from core.persistence.federation import load_federation
 from core.persistence.metric_reads import epoch_table, final_stats
-from core.persistence.runs import count_runs, get_run, list_runs, run_warnings
+from core.persistence.runs import count_runs, delete_run, get_run, list_runs, run_warnings
 from core.reporting import RunReport
 from desktop.cli.common import CommandError, add_db_option, format_duration, format_table, open_db, plain
 from desktop.cli.report import add_report_command
@@ -63,14 +66,14 @@ EPOCH_COLUMNS = (
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    """Add ``runs list|show|export``."""
+    """Add ``runs list|show|export|delete|report``."""
     runs = commands.add_parser(
         "runs",
         help="list, show and export recorded runs",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = runs.add_subparsers(dest="runs_command", required=True, metavar="{list,show,export,report}")
+    sub = runs.add_subparsers(dest="runs_command", required=True, metavar="{list,show,export,delete,report}")
 
     p = sub.add_parser("list", help="every run with status, mode, best epoch and its AUROC, sensitivity, specificity")
     p.add_argument("--format", choices=("table", "json"), default="table")
@@ -98,6 +101,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, metavar="PATH")
     add_db_option(p)
     p.set_defaults(func=run_export)
+
+    p = sub.add_parser("delete", help="delete runs with their metrics and the models kept with them")
+    p.add_argument("run_ids", type=int, nargs="+", metavar="RUN_ID")
+    p.add_argument("--yes", action="store_true", help="do not ask (needed when not run from a terminal)")
+    add_db_option(p)
+    p.set_defaults(func=run_delete)
 
     add_report_command(sub)
 
@@ -140,12 +149,14 @@ def run_show(args: argparse.Namespace) -> int:
             epochs = epoch_table(session, args.run_id)
             stats = final_stats(session, args.run_id)
             warnings = run_warnings(session, args.run_id)
+            kept = list_artifacts(session, args.run_id)
             federation = load_federation(session, args.run_id) if run.role == "server" else None
     finally:
         db.close()
     if args.format == "json":
         summary = {k: v for k, v in plain(run).items() if k != "final_stats"}
         document = {"run": summary, "final_stats": stats, "epochs": epochs, "warnings": plain(warnings)}
+        document["artifacts"] = [plain(a) for a in kept]
         if federation is not None:
             document["federation"] = {
                 "rounds": plain(federation.rounds),
@@ -161,6 +172,8 @@ def run_show(args: argparse.Namespace) -> int:
         print(f"Warnings ({len(warnings)}):")
         for warning in warnings:
             print(f"  {plain(warning['time'])} {warning['source']}: {warning['message']}")
+    for artifact in kept:
+        print(f"Kept: {artifact.kind} ({artifact.name}, {artifact.size / 1e6:.2f} MB, SHA-256 {artifact.sha256[:16]})")
     print()
     print(format_final_stats(RunReport.from_dict(stats)))
     print()
@@ -169,6 +182,28 @@ def run_show(args: argparse.Namespace) -> int:
         return 0
     columns = [c for c in EPOCH_COLUMNS if any(c in e for e in epochs)] or ["epoch"]
     print(format_table(epochs, columns) if epochs else "No completed epochs.")
+    return 0
+
+
+def run_delete(args: argparse.Namespace) -> int:
+    """Delete runs after confirmation; their predictions stay, traceable by the model's hash."""
+    ids = ", ".join(map(str, args.run_ids))
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise CommandError(f"Deleting run(s) {ids} cannot be undone: add --yes to confirm.")
+        if input(f"Delete run(s) {ids} with their metrics and models? This cannot be undone. [y/N] ").lower() != "y":
+            print("Nothing deleted.")
+            return 0
+    db = open_db(args)
+    try:
+        with db.begin() as session:
+            kept = [a for run_id in args.run_ids for a in list_artifacts(session, run_id)]
+            for run_id in args.run_ids:
+                delete_run(session, run_id)  # a run that does not exist stops here, before anything is deleted
+    finally:
+        db.close()
+    size = sum(a.size for a in kept) / 1e6
+    print(f"Deleted run(s) {ids} and {len(kept)} kept model(s) ({size:.1f} MB).")
     return 0
 
 

@@ -54,7 +54,7 @@ def test_share_dialog_serves_viewers_from_the_qt_loop_and_rotates_the_token(qtbo
         assert other.hub is None and f"Cannot listen on 127.0.0.1:{port}" in other.status.text()
 
         dialog.toggle_sharing()
-        loop.run_until_complete(asyncio.sleep(0.3))
+        loop.run_until_complete(_until(lambda: not dialog.hub.running))  # uvicorn notices its exit flag in ticks
         assert not dialog.hub.running and dialog.toggle.text() == "Start sharing" and changes[-1] is None
     finally:
         if dialog.hub is not None and dialog.hub.running:
@@ -73,3 +73,10 @@ def test_connect_dialog_checks_its_fields(qtbot):
     dialog.token.setText("")
     dialog.accept()
     assert "viewer token" in dialog.error.text()
+
+
+async def _until(condition, timeout: float = 10.0) -> None:
+    """Let the loop run until ``condition()`` holds (a loaded machine may take more than a few ticks)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition() and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)

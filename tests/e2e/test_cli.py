@@ -50,6 +50,16 @@ def test_train_list_show_export(dataset, env, tmp_path):
     exported = json.loads(out_json.read_text())
     assert exported["runs"][0]["run"]["id"] == 1 and exported["runs"][0]["final_stats"]["val"]
 
+    kept = json.loads(pneumofl("artifacts", "list", "--format", "json", env=env, check=0).stdout)
+    assert [(a["run"], a["kind"]) for a in kept] == [(1, "best")] and kept[0]["size"] > 0
+    assert "Kept: best (best.ckpt" in shown
+    refused = pneumofl("runs", "delete", "1", env=env, check=2)  # no terminal to ask: --yes is needed
+    assert "add --yes" in refused.stderr
+    deleted = pneumofl("runs", "delete", "1", "--yes", env=env, check=0).stdout
+    assert deleted.startswith("Deleted run(s) 1 and 1 kept model(s)")
+    assert json.loads(pneumofl("runs", "list", "--format", "json", env=env, check=0).stdout) == []
+    assert "No artifacts." in pneumofl("artifacts", "list", env=env, check=0).stdout
+
 
 @pytest.mark.parametrize(
     ("args", "message"),

@@ -51,8 +51,9 @@ def test_killed_site_fails_its_round_alone_and_can_rejoin(tmp_path, fl_data, hub
                 lambda: any(e.experiment_name.endswith("site-2") for e in hub.of_type(TrainingStart)), what="site-2"
             )
             victim.kill()
-            wait_for(
+            wait_for(  # the round timeout (40 s) plus round 1 itself, with room for a loaded machine
                 lambda: any(e.round_number == 2 for e in hub.of_type(RoundStart)) or not runner.is_alive(),
+                timeout=180.0,
                 what="round 2",
             )
             # The site comes back (same settings, same database): it takes part again.

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 
 import pytest
 import torch
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from core.config import BACKBONES
 from core.data import XrayDataset
@@ -19,7 +20,8 @@ from core.inference.models import card_path, load_exported_model, load_run_model
 from core.inference.reader import image_paths, read_images, record_readings
 from core.model.backbones import build_backbone
 from core.persistence import Database
-from core.persistence.models import predictions_table
+from core.persistence.artifacts import collect_garbage, list_artifacts
+from core.persistence.models import artifacts_table, predictions_table
 from core.persistence.predictions import list_predictions
 from core.persistence.runs import delete_run
 from core.training.recorded import train_and_record
@@ -131,19 +133,33 @@ def test_an_export_changed_after_writing_or_without_its_card_is_refused(trained,
         load_exported_model(exported.model_file)
 
 
-def test_a_run_whose_weights_are_gone_or_replaced_says_so(trained):
+def test_a_runs_weights_come_from_its_database_and_an_old_runs_file_is_adopted_once_it_checks_out(trained):
     db, result, _, folder = trained
     checkpoint = folder / "ckpt" / "best.ckpt"
     saved = checkpoint.read_bytes()
+    expected = load_run_model(db, result.run_id).weights_sha256
     try:
-        state = torch.load(checkpoint, weights_only=True)
+        # The working file overwritten (another database's run with the same number) or gone: nothing lost.
+        checkpoint.write_bytes(b"another run's weights")
+        assert load_run_model(db, result.run_id).weights_sha256 == expected
+        # A run recorded before its database kept models: only its file, checked before it is adopted.
+        with db.begin() as session:
+            session.execute(delete(artifacts_table).where(artifacts_table.c.run_id == result.run_id))
+            collect_garbage(session)
+        with pytest.raises(PneumoFLError, match="neither in its database nor on this computer"):
+            checkpoint.unlink()
+            load_run_model(db, result.run_id)
+        state = torch.load(io.BytesIO(saved), weights_only=True)
         state["state_dict"] = {k: v + 1 if v.is_floating_point() else v for k, v in state["state_dict"].items()}
         torch.save(state, checkpoint)
         with pytest.raises(PneumoFLError, match="does not hold the weights run"):
             load_run_model(db, result.run_id)
-        checkpoint.unlink()
-        with pytest.raises(PneumoFLError, match="not on this computer"):
-            load_run_model(db, result.run_id)
+        with db.begin() as session:
+            assert list_artifacts(session, result.run_id) == [], "a file that failed the check is not adopted"
+        checkpoint.write_bytes(saved)
+        assert load_run_model(db, result.run_id).weights_sha256 == expected
+        with db.begin() as session:
+            assert [a.kind for a in list_artifacts(session, result.run_id)] == ["best"]
     finally:
         checkpoint.write_bytes(saved)
 

@@ -19,14 +19,15 @@ from core.persistence.runs import create_run, get_run, list_runs
 FLOWER_RUN = 2**64 - 3  # Flower's run ids are unsigned 64-bit
 
 
-def _at_revision(url: str, revision: str) -> None:
+def _at_revision(url: str, revision: str, step=command.upgrade) -> None:
+    """Migrate the database at ``url`` up (or, with ``step=command.downgrade``, down) to ``revision``."""
     engine = create_db_engine(url)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     try:
         with engine.begin() as connection:
             config.attributes["connection"] = connection
-            command.upgrade(config, revision)
+            step(config, revision)
     finally:
         engine.dispose()
 
@@ -130,13 +131,9 @@ def test_an_0007_database_keeps_everything_through_the_renames(db_url: str) -> N
 def test_0008_downgrades_and_upgrades_again(db_url: str) -> None:
     with Database.open(db_url) as db, db.begin() as s:
         create_run(s, experiment_name="fed", training_mode="federated", role="site", config={}, flower_run_id=9)
+    _at_revision(db_url, "0007", step=command.downgrade)
     engine = create_db_engine(db_url)
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
     try:
-        with engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.downgrade(config, "0007")
         with engine.connect() as connection:
             assert connection.execute(text("SELECT role, federation_run_id FROM runs")).one() == ("client", "9")
     finally:
