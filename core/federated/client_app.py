@@ -17,8 +17,7 @@ from flwr.app import ConfigRecord, Context, Message, MessageType, MetricRecord, 
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 
-from core.broadcast.producer import producer_from_env
-from core.errors import PneumoFLError
+from core.errors import ConfigError, PneumoFLError
 from core.federated.settings import PLAN_KEY, UNIFORM_KEY, FederationConfig, SiteSettings
 
 log = logging.getLogger(__name__)
@@ -111,8 +110,7 @@ def plan(msg: Message, context: Context) -> Message:
 def train(msg: Message, context: Context) -> Message:
     """Evaluate the received global model and train it on this site's data for the configured local epochs.
 
-    With the site node's warm worker (the default) this process only relays: it imports neither torch nor
-    Lightning. Without one (an older node's settings) it trains itself.
+    This process only relays to the site node's warm worker: it imports neither torch nor Lightning.
     """
     from core.federated.site_consent import decision_for
     from core.federated.site_consent import site_policy as decision_policy
@@ -142,10 +140,9 @@ def train(msg: Message, context: Context) -> Message:
             "weights": tensors,
             "proximal_mu": float(config.get("proximal-mu", 0.0)),  # FedProx sends it
         }
-        if site.worker_dir:
-            state, num_examples, round_metrics = _train_on_worker(Path(site.worker_dir), request, plan)
-        else:
-            state, num_examples, round_metrics = _train_here(plan, site, request)
+        if not site.worker_dir:
+            raise ConfigError("this site node runs no training worker: start the site with `pneumofl site join`")
+        state, num_examples, round_metrics = _train_on_worker(Path(site.worker_dir), request, plan)
     except SiteRoundFailed:
         raise
     except PneumoFLError as exc:
@@ -190,24 +187,3 @@ def _train_on_worker(folder: Path, request: dict[str, Any], plan: FederationConf
     if "error" in answer:  # the worker logged the details; its message names no file or patient
         raise SiteRoundFailed(f"{answer['message']} (see the site's log)")
     return dict(answer["weights"]), int(answer["num_examples"]), dict(answer["metrics"])
-
-
-def _train_here(plan: FederationConfig, site: SiteSettings, request: dict[str, Any]) -> Trained:
-    """Train in this process (torch and Lightning imported for this message only)."""
-    import torch
-
-    from core.federated.site import RoundInput, train_site_round
-
-    received = RoundInput(
-        server_round=request["server_round"],
-        weights={name: torch.from_numpy(array.copy()) for name, array in request["weights"].items()},
-        proximal_mu=request["proximal_mu"],
-    )
-    producer = producer_from_env()
-    try:
-        result = train_site_round(plan, site, request["flower_run_id"], received, sinks=(producer,) if producer else ())
-    finally:
-        if producer is not None:
-            producer.close()
-    state = {k: v.detach().cpu().numpy() for k, v in result.weights.items()}
-    return state, result.num_examples, dict(result.metrics)

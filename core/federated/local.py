@@ -40,8 +40,8 @@ class LocalFederation:
     site_policy
         The data steward's policy file every site checks plans against (default: the safe defaults).
     warm_workers
-        Each site trains in a warm worker process (see :mod:`core.federated.site_worker`); False trains in
-        Flower's ClientApp process of each round (what a bare Flower app does, for benchmarks).
+        Start each site's warm training worker (see :mod:`core.federated.site_worker`), which PneumoFL's app
+        needs; False only for benchmarks of other apps (a bare Flower app trains in its ClientApp process).
     extra_env
         For every Flower process (the local hub's URL and secret).
     """

@@ -58,8 +58,9 @@ class SiteNode:
     on_decided
         Called (from the consent thread) with each plan decision once it is audited.
     warm_worker
-        Train in a worker process that keeps torch, Lightning and the site's data loaded between rounds (see
-        :mod:`core.federated.site_worker`); False trains inside each round's ClientApp process.
+        Start the worker process that trains the site's rounds, keeping torch, Lightning and the site's data
+        loaded between them (see :mod:`core.federated.site_worker`). PneumoFL's ClientApp needs it; False is
+        for benchmarks of other apps, which train in Flower's ClientApp process.
     """
 
     def __init__(

@@ -49,38 +49,19 @@ class RoundRunner:
         try:
             plan = FederationConfig.from_run_config(request["run_config"])
             site = SiteSettings.from_env()
-            flower_run_id = int(request["flower_run_id"])
-            received = RoundInput(
-                server_round=server_round,
-                # The unpickled arrays are the worker's own: no copy.
-                weights={name: torch.from_numpy(np.asarray(array)) for name, array in request.pop("weights").items()},
-                proximal_mu=float(request.get("proximal_mu", 0.0)),
-            )
-            data = self._prepared(plan, site, flower_run_id)
-            producer = producer_from_env()
-            try:
-                result = train_site_round(
-                    plan, site, flower_run_id, received, sinks=(producer,) if producer else (), data=data
-                )
-            finally:
-                if producer is not None:
-                    producer.close()
+            data = self._prepared(plan, site, int(request["flower_run_id"]))
+            state, num_examples, metrics = run_round(plan, site, request, data)
         except PneumoFLError as exc:
             log.error("round %s could not start at this site: %s", server_round, exc)
             return {"error": "data", "message": f"{type(exc).__name__}: the site's data or settings need attention"}
         except Exception:
             log.exception("round %s failed at this site", server_round)
             return {"error": "failed", "message": "local training failed"}
-        metrics = dict(result.metrics)
         if self.start_seconds is not None:  # the worker's start-up, reported once (its first round)
             metrics["worker_start_seconds"] = self.start_seconds
             self.start_seconds = None
         log.info("round %s done in %.1f s", server_round, time.monotonic() - started)
-        return {
-            "weights": {name: tensor.detach().cpu().numpy() for name, tensor in result.weights.items()},
-            "num_examples": result.num_examples,
-            "metrics": metrics,
-        }
+        return {"weights": state, "num_examples": num_examples, "metrics": metrics}
 
     def _prepared(self, plan: FederationConfig, site: SiteSettings, flower_run_id: int) -> PreparedDataset:
         config = site_training_config(plan, site).validate()
@@ -88,3 +69,32 @@ class RoundRunner:
         if self._data is None or self._data[0] != key:
             self._data = (key, prepare_site_data(config, site))
         return self._data[1]
+
+
+def run_round(
+    plan: FederationConfig, site: SiteSettings, request: dict[str, Any], data: PreparedDataset | None = None
+) -> tuple[dict[str, np.ndarray], int, dict[str, float]]:
+    """The site's part of one round, from a ClientApp's request: ``(weights, num_examples, metrics)``.
+
+    ``request`` holds ``flower_run_id``, ``server_round``, ``weights`` (numpy, by name) and ``proximal_mu``; its
+    arrays become the model's tensors without a copy where they are writable (unpickled ones are).
+    """
+    received = RoundInput(
+        server_round=int(request["server_round"]),
+        weights={name: torch.from_numpy(_writable(array)) for name, array in request.pop("weights").items()},
+        proximal_mu=float(request.get("proximal_mu", 0.0)),
+    )
+    producer = producer_from_env()
+    try:
+        result = train_site_round(
+            plan, site, int(request["flower_run_id"]), received, sinks=(producer,) if producer else (), data=data
+        )
+    finally:
+        if producer is not None:
+            producer.close()
+    state = {name: tensor.detach().cpu().numpy() for name, tensor in result.weights.items()}
+    return state, result.num_examples, dict(result.metrics)
+
+
+def _writable(array: np.ndarray) -> np.ndarray:
+    return array if array.flags.writeable else array.copy()
