@@ -18,11 +18,13 @@ import logging
 import os
 import resource
 import secrets
+import socket
+import struct
 import sys
 import threading
 import time
 from multiprocessing import AuthenticationError
-from multiprocessing.connection import Client, Connection, Listener
+from multiprocessing.connection import Client, Connection, Listener, answer_challenge, deliver_challenge
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 KEY_FILE, ADDRESS_FILE = "worker.key", "worker-address.json"
 SPAWNED_ENV = "PNEUMOFL_WORKER_SPAWNED"  # when the node started the worker (its start-up time is reported)
 CONNECT_WAIT = 120.0  # seconds a round waits for a worker being (re)started: importing torch takes a while
+HANDSHAKE_TIMEOUT = 10.0  # seconds a peer has to prove the secret and send its round
 
 
 class WorkerUnavailable(RuntimeError):
@@ -126,6 +129,8 @@ class SiteWorker:
     def kill(self) -> None:
         """Kill the worker at once with nobody to restart it, as a crash of its node would (fault tests)."""
         self._stop.set()
+        if self._watch is not None:
+            self._watch.join(timeout=5)  # it may be starting a new worker right now
         if self.process is not None:
             self.process.kill()
 
@@ -148,25 +153,45 @@ def serve(folder: Path) -> None:
     spawned = float(os.environ.get(SPAWNED_ENV, "0") or 0)
     runner = RoundRunner(start_seconds=time.time() - spawned if spawned else None)
     key = (folder / KEY_FILE).read_bytes()
-    with Listener(("127.0.0.1", 0), authkey=key) as listener:
+    one_round_at_a_time = threading.Lock()
+    # No authkey here: the challenge runs in each connection's own thread (see _serve), so a peer that connects and
+    # stays silent holds up nobody.
+    with Listener(("127.0.0.1", 0)) as listener:
         write_private_json(folder / ADDRESS_FILE, {"port": listener.address[1], "pid": os.getpid()})
         threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
         log.info("training worker ready on %s", listener.address)
         while True:
             try:
                 connection = listener.accept()
-            except (AuthenticationError, OSError, EOFError) as exc:  # a peer without the secret: refused
-                log.warning("refused a connection to the training worker: %s", exc)
+            except OSError as exc:
+                log.warning("a connection to the training worker failed: %s", exc)
                 continue
-            with connection:
-                _answer(connection, runner)
+            args = (connection, key, runner, one_round_at_a_time)
+            threading.Thread(target=_serve, args=args, name="pneumofl-worker-connection", daemon=True).start()
 
 
-def _answer(connection: Connection, runner: Any) -> None:
-    try:
-        request = connection.recv()
-    except (OSError, EOFError):
-        return
+def _serve(connection: Connection, key: bytes, runner: Any, lock: threading.Lock) -> None:
+    """Authenticate the peer both ways (nothing is unpickled before), then answer its one request."""
+    with connection:
+        _receive_timeout(connection, HANDSHAKE_TIMEOUT)
+        try:
+            deliver_challenge(connection, key)
+            answer_challenge(connection, key)
+            request = connection.recv()
+        except (AuthenticationError, OSError, EOFError) as exc:  # no secret, or silent: refused
+            log.warning("refused a connection to the training worker: %s", exc or type(exc).__name__)
+            return
+        with lock:
+            _answer(connection, runner, request)
+
+
+def _receive_timeout(connection: Connection, seconds: float) -> None:
+    """Bound every receive on the connection's socket (SO_RCVTIMEO is per socket, so a duplicate sets it)."""
+    with socket.socket(fileno=os.dup(connection.fileno())) as duplicate:
+        duplicate.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", int(seconds), 0))
+
+
+def _answer(connection: Connection, runner: Any, request: Any) -> None:
     reply = runner.run(request)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # peak, in MiB (Linux reports KiB)
     reply["worker_rss_mb"] = rss_mb

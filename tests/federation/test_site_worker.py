@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client
@@ -46,6 +47,9 @@ def test_only_the_sites_secret_drives_the_worker(worker: SiteWorker) -> None:
     # Another local user's process, or anything that found the port, without the secret.
     with pytest.raises(AuthenticationError):
         Client(("127.0.0.1", address["port"]), authkey=b"a guess" * 5)
+    # A peer that connects and says nothing holds up nobody.
+    with socket.create_connection(("127.0.0.1", address["port"])):
+        assert train_on_worker(worker.folder, {"server_round": 1}, timeout=30)["error"] == "failed"
     # Refused, and still serving the site.
     answer = train_on_worker(worker.folder, {"server_round": 2}, timeout=30)
     assert answer["error"] == "failed" and answer["worker_rss_mb"] > 50  # torch is loaded: it is warm
