@@ -22,6 +22,7 @@ from desktop.bridge import QtEventBridge
 
 if TYPE_CHECKING:  # the data code (pydicom) loads when a dataset is checked, not at start-up
     from core.data import PreparedDataset
+    from core.training.runner import RunResult
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class TrainingWorker(QObject):
     """
 
     run_created = Signal(int)
+    resumed = Signal(object)  # the resumed run's history up to where it continues (a RunHistory)
     finished = Signal(object)
     errored = Signal(str, str)
 
@@ -50,9 +52,11 @@ class TrainingWorker(QObject):
         bridge: QtEventBridge,
         data: PreparedDataset | None = None,
         sinks: list[EventSink] | None = None,
+        resume_run_id: int | None = None,
     ) -> None:
         super().__init__()
         self.config, self.db_url, self.bridge, self.data = config, db_url, bridge, data
+        self.resume_run_id = resume_run_id
         self.sinks = sinks or []
         self.cancel_event = threading.Event()
 
@@ -69,15 +73,18 @@ class TrainingWorker(QObject):
         db: Database | None = None
         try:
             db = Database.open(self.db_url or None)
-
-            result = train_and_record(
-                self.config,
-                db,
-                sinks=[self.bridge.sink(), *self.sinks],
-                data=self.data,
-                cancel=self.cancel_event,
-                on_run_created=self.run_created.emit,
-            )
+            sinks = [self.bridge.sink(), *self.sinks]
+            if self.resume_run_id is not None:
+                result = self._resume(db, self.resume_run_id, sinks)
+            else:
+                result = train_and_record(
+                    self.config,
+                    db,
+                    sinks=sinks,
+                    data=self.data,
+                    cancel=self.cancel_event,
+                    on_run_created=self.run_created.emit,
+                )
         except PneumoFLError as exc:
             self.errored.emit(str(exc), traceback.format_exc())
             self.finished.emit(RunResult(run_id=None, status="failed", error=str(exc)))
@@ -93,6 +100,20 @@ class TrainingWorker(QObject):
         if result.status == "failed":
             self.errored.emit(f"Training failed: {result.error}", result.error or "")
         self.finished.emit(result)
+
+
+    def _resume(self, db: Database, run_id: int, sinks: list[EventSink]) -> RunResult:
+        from core.persistence.history import load_run_history
+        from core.training.recorded import plan_resume, resume_and_record
+
+        plan = plan_resume(db, run_id)
+        self.run_created.emit(run_id)
+
+        def reopened(run_id: int) -> None:
+            with db.begin() as session:
+                self.resumed.emit(load_run_history(session, run_id))
+
+        return resume_and_record(plan, db, sinks=sinks, cancel=self.cancel_event, on_reopened=reopened)
 
 
 def start_worker(worker: TrainingWorker, parent: QObject) -> QThread:

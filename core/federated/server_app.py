@@ -25,17 +25,17 @@ from core.federated.recorder import RecordingStrategy, RoundFailed, weighted_met
 from core.federated.settings import FederationConfig, ServerSettings, owner_pid
 from core.federated.site_names import SiteNames
 from core.federated.strategies import build_aggregation
-from core.model.checkpoint import save_checkpoint, shared_state, weights_sha256
+from core.model.checkpoint import run_folder, save_checkpoint, shared_state, weights_sha256
 from core.model.module import PneumoniaClassifier
 from core.persistence import Database, DatabaseSink
 from core.persistence.artifacts import keep_file
+from core.persistence.identity import database_identity
 from core.persistence.runs import create_run
 from core.reporting import ModelRecord, Privacy, RunReport
 from core.reporting.evaluate import evaluate_report
 from core.sinks import EventSink, SinkSet
 from core.stats.bootstrap import RESAMPLES
 from core.training.evaluation import Predictions, predict_logits
-from core.training.recorded import run_folder
 from core.training.runner import load_shared_weights
 from core.training.selection import selection_key
 
@@ -66,7 +66,8 @@ def main(grid: Grid, context: Context) -> None:
             )
         sink = SinkSet([DatabaseSink(db, run_id), *([producer] if producer else [])])
         sink.run_id = run_id
-        work_dir = Path(settings.work_dir or run_folder(run_id))
+        with db.begin() as session:
+            work_dir = Path(settings.work_dir or run_folder(run_id, database_identity(session)))
         try:
             names = SiteNames(Path(settings.sites_file)) if settings.sites_file else None
             run_federation(grid, plan, sink, run_id, evaluator, work_dir, site_names=names)

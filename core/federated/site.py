@@ -37,6 +37,7 @@ from core.model.module import PneumoniaClassifier
 from core.persistence import Database, DatabaseSink
 from core.persistence.artifacts import keep_file
 from core.persistence.federation_records import find_federated_run
+from core.persistence.identity import database_identity
 from core.persistence.runs import create_run
 from core.sinks import EventSink, SinkSet
 from core.training.runner import RunResult, run_training
@@ -139,6 +140,8 @@ def train_site_round(
     db = Database.open(site.db_url, migrate=False)  # the node migrated it before starting
     try:
         run_id, created = _site_run(db, plan, site, config, flower_run_id, data.summary.source)
+        with db.begin() as session:
+            folder = run_folder(run_id, database_identity(session))
         fanout = SinkSet([DatabaseSink(db, run_id), *sinks])
         fanout.run_id = run_id
         if created:
@@ -180,11 +183,11 @@ def train_site_round(
             if own:
                 store.save(own)
             if last:
-                _finish_site_run(fanout, run_id, plan, server_round, result)
+                _finish_site_run(fanout, run_id, plan, server_round, result, folder)
         finally:
             fanout.close()
         if last:  # the site's model (with its own layers), kept with its run
-            keep_file(db, run_id, "best", run_folder(run_id) / "best.ckpt")
+            keep_file(db, run_id, "best", folder / "best.ckpt")
         return SiteRoundResult(
             weights=shared,
             num_examples=len(data.train),
@@ -198,12 +201,12 @@ def train_site_round(
 
 
 def _finish_site_run(
-    fanout: EventSink, run_id: int, plan: FederationConfig, server_round: int, result: RunResult
+    fanout: EventSink, run_id: int, plan: FederationConfig, server_round: int, result: RunResult, folder: Path
 ) -> None:
     """End the site's run after the last round; keep its model (with its own layers) so it can read images."""
     report = result.report
     if report.model is not None and result.weights is not None:
-        path = run_folder(run_id) / "best.ckpt"
+        path = folder / "best.ckpt"
         save_checkpoint(path, result.weights, server_round * plan.local_epochs, plan.training.backbone)
         report = dataclasses.replace(report, model=dataclasses.replace(report.model, checkpoint=str(path.resolve())))
     val = report.metrics("val")

@@ -19,9 +19,15 @@ if TYPE_CHECKING:
 LOCAL_STATE_PREFIXES = ("criterion.",)  # a site's class balance is its own, not the model's
 
 
-def run_folder(run_id: int) -> Path:
-    """Where a run's best checkpoint is kept by default: the user data dir, one folder per run."""
-    return Path(platformdirs.user_data_dir("pneumofl")) / "runs" / str(run_id)
+def run_folder(run_id: int, database: str = "") -> Path:
+    """The working folder of run ``run_id`` of the database whose identity is ``database``, in the user data dir.
+
+    What a run keeps lives in its database (``core.persistence.artifacts``); this folder holds the working copies
+    while it trains. Named by the database too, so two databases' runs with the same number never share one.
+    Without ``database``: the folder of a run recorded before its database kept artifacts (migration 0009).
+    """
+    root = Path(platformdirs.user_data_dir("pneumofl")) / "runs"
+    return (root / database / str(run_id)) if database else root / str(run_id)
 
 
 def shared_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -29,6 +29,8 @@ from core.persistence.models import artifacts_table, blobs_table, utcnow
 log = logging.getLogger(__name__)
 
 KINDS = ("best", "last", "global_last", "local_layers", "export")
+"""``last`` is a run's training state (weights, optimiser, callbacks, RNG) while it can be resumed; once the run
+completes, the last epoch's weights alone."""
 _A, _B = artifacts_table.c, blobs_table.c
 
 
@@ -55,10 +57,14 @@ def put_artifact(session: Session, run_id: int, kind: str, content: bytes, name:
         )
     values = {"sha256": digest, "name": name[:255], "created_at": utcnow()}
     where = (_A.run_id == run_id) & (_A.kind == kind)
-    if session.execute(select(_A.id).where(where)).scalar() is None:
+    previous = session.execute(select(_A.sha256).where(where)).scalar()
+    if previous is None:
         session.execute(insert(artifacts_table).values(run_id=run_id, kind=kind, **values))
     else:
         session.execute(update(artifacts_table).where(where).values(**values))
+        # A training state replaced every epoch must not pile up until the next `artifacts gc`.
+        if previous != digest and session.execute(select(_A.id).where(_A.sha256 == previous)).first() is None:
+            session.execute(delete(blobs_table).where(_B.sha256 == previous))
     return digest
 
 

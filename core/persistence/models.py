@@ -106,6 +106,8 @@ class Run(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     host: Mapped[str] = mapped_column(String(255))
     pid: Mapped[int] = mapped_column(Integer)
+    # Each time the run was resumed: ``{"time", "from_epoch", "previous_status", "host"}`` (NULL: never).
+    resumes: Mapped[list[dict[str, Any]] | None] = mapped_column(JsonType)
 
 
 class FlowerRun(Base):

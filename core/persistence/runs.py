@@ -92,6 +92,7 @@ class RunRecord:
     best_val_recall: float | None = None
     best_val_auroc: float | None = None
     best_val_specificity: float | None = None
+    resumes: list[dict[str, Any]] | None = None
 
 
 class MetricRow(NamedTuple):

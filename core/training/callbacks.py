@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,24 @@ class MetricsCollector(_Publishing):
         curves = {"val_roc": pl_module.last_val_roc} if pl_module.last_val_roc else {}
         self.publish(EpochEnd(epoch=epoch, metrics=metrics, curves=curves))
 
+    def state_dict(self) -> dict[str, Any]:
+        """The best epoch so far, for a resumed run (plain values: loadable with ``weights_only``)."""
+        key = list(self.best_key) if self.best_key is not None else None
+        return {
+            "best_epoch": self.best_epoch,
+            "best_key": key,
+            "best_metrics": dict(self.best_metrics),
+            "epochs_completed": self.epochs_completed,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue ranking epochs against the best one before the interruption."""
+        self.best_epoch = state_dict["best_epoch"]
+        key = state_dict["best_key"]
+        self.best_key = (bool(key[0]), float(key[1]), float(key[2])) if key is not None else None
+        self.best_metrics = dict(state_dict["best_metrics"])
+        self.epochs_completed = int(state_dict["epochs_completed"])
+
 
 class BestCheckpoint(pl.Callback):
     """Saves the weights of the best epoch (as the collector ranks it) to ``path``; place it after the collector.
@@ -72,8 +91,10 @@ class BestCheckpoint(pl.Callback):
     only the weights are ever reused.
     """
 
-    def __init__(self, collector: MetricsCollector, path: Path) -> None:
-        self.collector, self.path = collector, path
+    def __init__(
+        self, collector: MetricsCollector, path: Path, on_saved: Callable[[Path], None] | None = None
+    ) -> None:
+        self.collector, self.path, self.on_saved = collector, path, on_saved
         self.best_model_path = ""
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -83,6 +104,16 @@ class BestCheckpoint(pl.Callback):
         backbone = str(pl_module.hparams.get("backbone", ""))
         save_checkpoint(self.path, shared_state(pl_module), self.collector.best_epoch, backbone)
         self.best_model_path = str(self.path)
+        if self.on_saved is not None:
+            self.on_saved(self.path)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Whether a best checkpoint was written (a resumed run finds it at ``path`` again)."""
+        return {"saved": bool(self.best_model_path)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Point at the best checkpoint of the interrupted run, when there was one and it is there."""
+        self.best_model_path = str(self.path) if state_dict.get("saved") and self.path.is_file() else ""
 
 
 class BatchMetricsSampler(_Publishing):
@@ -247,6 +278,14 @@ class UnreadableImageMonitor(_Publishing):
                 f"allowed {self.max_bad_fraction:.0%} (max_bad_fraction); the first was {next(iter(self.unreadable))}. "
                 "Check that the data folder is still there (a network share?), then start the run again."
             )
+
+    def state_dict(self) -> dict[str, Any]:
+        """The images found unreadable so far (a resumed run does not warn about them twice)."""
+        return {"unreadable": dict(self.unreadable)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Carry the unreadable images over from the interrupted run."""
+        self.unreadable = dict(state_dict.get("unreadable", {}))
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, idx: int) -> None:
         """Record the batch's skipped images."""

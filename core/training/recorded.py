@@ -1,9 +1,15 @@
-"""A recorded run: prepare the data, create the run row, train with the database sink attached, keep its model."""
+"""A recorded run: prepare the data, create the run row, train with the database sink attached, keep its models.
+
+A recorded run keeps its best checkpoint and its training state in its database after every epoch, so
+:func:`resume_and_record` can continue it in place after a crash, a cancel or a failure (``train --resume``).
+"""
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from core.config import RunConfig
@@ -11,9 +17,13 @@ from core.data import PreparedDataset
 from core.data.prepare import prepare_dataset
 from core.model.checkpoint import run_folder
 from core.persistence import Database, DatabaseSink
-from core.persistence.artifacts import keep_file
-from core.persistence.runs import create_run
+from core.persistence.artifacts import artifact_file
+from core.persistence.identity import database_identity
+from core.persistence.keeper import ArtifactKeeper
+from core.persistence.resumes import ResumeRefused, add_earlier_duration, reopen_run, resumable_run
+from core.persistence.runs import RunRecord, create_run
 from core.sinks import EventSink, SinkSet
+from core.training.resume import ResumePoint, config_changes, data_manifest, manifest_changes, read_resume_point
 from core.training.runner import RunResult, run_training
 
 
@@ -47,7 +57,7 @@ def train_and_record(
     on_run_created
         Called with the new run id before training starts.
     work_dir
-        Checkpoint folder; defaults to :func:`run_folder`.
+        Working folder for checkpoints; defaults to :func:`run_folder` of this database.
 
     Raises
     ------
@@ -65,19 +75,126 @@ def train_and_record(
         )
     if on_run_created is not None:
         on_run_created(run_id)
+    with db.begin() as session:
+        folder = Path(work_dir or run_folder(run_id, database_identity(session)))
+    return _train(config, data, db, run_id, sinks, cancel, progress_bar, folder)
+
+
+@dataclass(frozen=True)
+class ResumePlan:
+    """A run that can be resumed, with what resuming it needs (see :func:`plan_resume`)."""
+
+    run: RunRecord
+    config: RunConfig
+    point: ResumePoint
+    folder: Path
+    best: Path | None  # the best checkpoint so far, fetched from the database
+
+
+def plan_resume(db: Database, run_id: int, work_dir: str | Path | None = None) -> ResumePlan:
+    """Check that run ``run_id`` can continue, and fetch its training state from the database.
+
+    Raises
+    ------
+    core.errors.RunNotFoundError, core.persistence.resumes.ResumeRefused
+        With a sentence saying why the run cannot be resumed.
+    """
+    with db.begin() as session:
+        run = resumable_run(session, run_id)
+        state = artifact_file(session, run_id, "last")
+        best = artifact_file(session, run_id, "best")
+        folder = Path(work_dir or run_folder(run_id, database_identity(session)))
+    if state is None:
+        raise ResumeRefused(
+            f"Run {run_id} kept no training state to resume from: it stopped before its first epoch ended, or was "
+            "recorded by an older PneumoFL. Train a new run with its settings instead."
+        )
+    point = read_resume_point(state)
+    config = RunConfig.from_dict(run.config).validate()
+    changed = config_changes(point.config, config.to_dict())
+    if changed:
+        raise ResumeRefused(f"Run {run_id} cannot resume: its settings changed since it began ({'; '.join(changed)}).")
+    return ResumePlan(run=run, config=config, point=point, folder=folder, best=best)
+
+
+def resume_and_record(
+    plan: ResumePlan,
+    db: Database,
+    *,
+    sinks: Iterable[EventSink] = (),
+    data: PreparedDataset | None = None,
+    cancel: threading.Event | None = None,
+    progress_bar: bool = False,
+    on_reopened: Callable[[int], None] | None = None,
+) -> RunResult:
+    """Continue ``plan``'s run after its last completed epoch, in the same run.
+
+    Optimiser, scheduler, early stopping, best checkpoint and every random generator continue where they were,
+    so the epochs that follow are those an uninterrupted run would have trained. ``on_reopened`` is called with
+    the run id once the run is back in progress, before its first event (the GUI redraws what it kept).
+
+    Raises
+    ------
+    core.persistence.resumes.ResumeRefused
+        If the run's images changed since it began, naming what changed.
+    core.errors.DataError
+        If the data can no longer be read.
+    """
+    run, point = plan.run, plan.point
+    data = data or prepare_dataset(plan.config)
+    changed = manifest_changes(point.manifest, data_manifest(plan.config, data))
+    if changed:
+        raise ResumeRefused(
+            f"Run {run.id} cannot resume: its images changed since it began ({'; '.join(changed)}). Put the data "
+            "back as it was, or train a new run on the data as it is now."
+        )
+    if plan.best is not None:
+        plan.folder.mkdir(parents=True, exist_ok=True)
+        partial = plan.folder / "best.ckpt.partial"
+        shutil.copyfile(plan.best, partial)
+        partial.replace(plan.folder / "best.ckpt")
+    with db.begin() as session:
+        reopen_run(
+            session,
+            run,
+            epochs_completed=point.epochs_completed,
+            global_step=point.global_step,
+            best_epoch=point.best_epoch,
+        )
+    if on_reopened is not None:
+        on_reopened(run.id)
+    result = _train(plan.config, data, db, run.id, sinks, cancel, progress_bar, plan.folder, point.path)
+    with db.begin() as session:
+        add_earlier_duration(session, run)
+    return result
+
+
+def _train(
+    config: RunConfig,
+    data: PreparedDataset,
+    db: Database,
+    run_id: int,
+    sinks: Iterable[EventSink],
+    cancel: threading.Event | None,
+    progress_bar: bool,
+    folder: Path,
+    resume_from: Path | None = None,
+) -> RunResult:
     fanout = SinkSet([DatabaseSink(db, run_id), *sinks])
     fanout.run_id = run_id
+    keeper = ArtifactKeeper(db, run_id)
     try:
-        result = run_training(
+        return run_training(
             config,
             data,
             fanout,
             run_id=run_id,
             cancel=cancel,
-            work_dir=work_dir or run_folder(run_id),
+            work_dir=folder,
             progress_bar=progress_bar,
+            keep=keeper.keep,
+            resume_from=resume_from,
         )
     finally:
+        keeper.close()
         fanout.close()
-    keep_file(db, run_id, "best", result.checkpoint_path)
-    return result

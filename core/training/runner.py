@@ -9,7 +9,7 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from core.data import PreparedDataset, XrayDataset
 from core.data.dataset import collate
 from core.errors import PneumoFLError, RunCancelled
 from core.events import RunError, TrainingEnd, TrainingStart
+from core.jsonsafe import json_safe
 from core.model.checkpoint import LOCAL_STATE_PREFIXES, shared_state, weights_sha256
 from core.model.module import PneumoniaClassifier
 from core.reporting import ModelRecord, RunReport, SampleCounts
@@ -39,6 +40,7 @@ from core.training.callbacks import (
     UnreadableImageMonitor,
 )
 from core.training.evaluation import predict_logits
+from core.training.resume import TrainingState, data_manifest
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,7 @@ class Loaders:
     train: DataLoader
     val: DataLoader
     test: DataLoader | None
+    generator: torch.Generator  # the training split's shuffle order (a resumed run restores it)
 
 
 def build_loaders(config: RunConfig, data: PreparedDataset) -> Loaders:
@@ -96,6 +99,7 @@ def build_loaders(config: RunConfig, data: PreparedDataset) -> Loaders:
         ),
         val=DataLoader(dataset(data.val, False), shuffle=False, **common),
         test=DataLoader(dataset(data.test, False), shuffle=False, **common) if data.test else None,
+        generator=generator,
     )
 
 
@@ -137,6 +141,8 @@ def run_training(
     final_evaluation: bool = True,
     proximal_mu: float = 0.0,
     allow_missing: Iterable[str] = (),
+    keep: Callable[[str, Path], None] | None = None,
+    resume_from: Path | None = None,
 ) -> RunResult:
     """Train one model and publish every step of it as events to ``sink``.
 
@@ -168,6 +174,12 @@ def run_training(
         FedProx's proximal term, anchored at ``initial_weights``.
     allow_missing
         Tensors ``initial_weights`` may lack (they keep the model's own initial values).
+    keep
+        Called with ``("best", path)`` for each new best checkpoint and ``("last", path)`` for the training
+        state after every epoch (then the last weights): a recorded run keeps them in its database. Without it
+        no training state is written.
+    resume_from
+        A training state (see :mod:`core.training.resume`) to continue from, checked by the caller.
 
     Returns
     -------
@@ -209,8 +221,19 @@ def run_training(
                 collector,
             ]
             if not keep_last_weights:
-                checkpoint = BestCheckpoint(collector, Path(folder) / "best.ckpt")
+                kept_best = (lambda path: keep("best", path)) if keep else None
+                checkpoint = BestCheckpoint(collector, Path(folder) / "best.ckpt", kept_best)
                 callbacks.append(checkpoint)
+            if keep is not None:
+                manifest = data_manifest(config, data)
+                state = TrainingState(
+                    Path(folder) / "last.ckpt",
+                    loaders.generator,
+                    manifest,
+                    json_safe(config.to_dict()),
+                    lambda path: keep("last", path),
+                )
+                callbacks.insert(0, state)  # first: its state is saved before the epoch's first event
             if config.early_stopping_patience:
                 callbacks.append(EventEarlyStopping(sink, run_id, collector, config.early_stopping_patience))
             trainer = pl.Trainer(
@@ -238,7 +261,7 @@ def run_training(
             )
             fit_started = time.monotonic()
             try:
-                trainer.fit(model, loaders.train, loaders.val)
+                trainer.fit(model, loaders.train, loaders.val, ckpt_path=resume_from, weights_only=True)
             finally:
                 result.fit_seconds = time.monotonic() - fit_started
             result.status = "completed"

@@ -108,6 +108,8 @@ class RunDashboard(QWidget):
         self.epoch_plots: dict[str, pg.PlotItem] = {}
         self.curves: dict[str, pg.PlotDataItem] = {}
         self.markers: dict[str, list[pg.InfiniteLine]] = {"best": [], "stop": []}
+        self.resume_epochs: list[int] = []  # epochs after which the run was resumed (marked on the epoch charts)
+        self._resume_lines: list[tuple[pg.PlotItem, pg.InfiniteLine]] = []
         # Legends sit in layout cells of their own, never over the curves: one train/val key above the epoch
         # charts (it holds for all six), and the gradient key under its chart (its layers change as it runs).
         split_legend = self._legend_cell(row=0, col=0, columns=2)
@@ -177,6 +179,7 @@ class RunDashboard(QWidget):
         """Forget everything shown."""
         self.store.clear()
         self.best_epoch = self.stop_epoch = None
+        self.resume_epochs = []
         self.report = RunReport()
         self._roc = None
         self._latest_layer_norms = {}
@@ -221,6 +224,7 @@ class RunDashboard(QWidget):
         self.set_batch_series(history.batch_series)
         self.best_epoch = history.run.best_epoch
         self.stop_epoch = history.early_stopping_epoch
+        self.resume_epochs = [int(r["from_epoch"]) for r in history.run.resumes or []]
         self.report = history.report
         best = self.report.metrics("val")
         if best:
@@ -302,6 +306,7 @@ class RunDashboard(QWidget):
                 line.setVisible(epoch is not None)
                 if epoch is not None:
                     line.setValue(epoch)
+        self._draw_resume_marks()
         if self._roc is not self._roc_drawn:
             if self._roc is None:
                 self.roc_curve.setData([], [])
@@ -309,6 +314,25 @@ class RunDashboard(QWidget):
                 self.roc_curve.setData(*self._roc)
             self._roc_drawn = self._roc
         self.repaints += 1
+
+    def _draw_resume_marks(self) -> None:
+        """A grey line half way between the last epoch before each resume and the first after it."""
+        wanted = [(plot, epoch) for epoch in self.resume_epochs for plot in self.epoch_plots.values()]
+        if [line.value() for _, line in self._resume_lines] == [epoch + 0.5 for _, epoch in wanted]:
+            return
+        for plot, line in self._resume_lines:
+            plot.removeItem(line)
+        self._resume_lines = []
+        for plot, epoch in wanted:
+            line = pg.InfiniteLine(
+                pos=epoch + 0.5,
+                angle=90,
+                pen=pg.mkPen("#7f7f7f", width=1, style=Qt.PenStyle.DashDotLine),
+                label="resumed",
+                labelOpts={"position": 0.92, "color": "#555555"},
+            )
+            plot.addItem(line, ignoreBounds=True)
+            self._resume_lines.append((plot, line))
 
     def _fit_y(self, plot: pg.PlotItem, names: list[str]) -> None:
         """Fit Y to the data's extent, unless the user has zoomed or panned this chart."""

@@ -62,6 +62,7 @@ class MainWindow(QMainWindow):
         self.training_page.run_finished.connect(lambda _id: self.runs_page.refresh())
         self.runs_page.open_requested.connect(self.open_run)
         self.runs_page.compare_requested.connect(self.compare_runs)
+        self.runs_page.resume_requested.connect(self.resume_run)
         self.federation_page = FederationPage(self.db_url, Path(platformdirs.user_data_dir("pneumofl")) / "federation")
         self.federation_page.extra_sinks = [HubSink(lambda: self.hub)]
         self.federation_page.federation_finished.connect(lambda _outcome: self.runs_page.refresh())
@@ -191,6 +192,13 @@ class MainWindow(QMainWindow):
         """Open the Read images page with run ``run_id`` chosen."""
         self.reading_page.select_run(run_id)
         self.tabs.setCurrentWidget(self.reading_page)
+
+    def resume_run(self, run_id: int) -> None:
+        """Continue run ``run_id`` on the Training page, where its charts follow it."""
+        if self.training_page.resume_run(run_id):
+            self.tabs.setCurrentWidget(self.training_page)
+        else:
+            self.runs_page.banner.show_message(f"Run {self.training_page.run_id} is training; stop it first.")
 
     def compare_runs(self, run_ids: list[int]) -> None:
         """Overlay runs in a tab."""

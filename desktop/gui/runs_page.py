@@ -27,6 +27,7 @@ from core.persistence import Database, export_runs
 from core.persistence.federation import load_federation
 from core.persistence.history import RunHistory, load_batch_series, load_run_history
 from core.persistence.metric_reads import metric_series
+from core.persistence.resumes import RESUMABLE
 from core.persistence.runs import delete_run, get_run
 from desktop.charts.dashboard import EpochAxis, RunDashboard
 from desktop.charts.federation import FederationDashboard
@@ -55,6 +56,7 @@ class RunsPage(QWidget):
 
     open_requested = Signal(int)
     compare_requested = Signal(list)
+    resume_requested = Signal(int)
 
     def __init__(self, db: Database | None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -87,6 +89,7 @@ class RunsPage(QWidget):
         buttons = {
             "Open": self.open_selected,
             "Compare": self.compare_selected,
+            "Resume": self.resume_selected,
             "Export…": self.export_selected,
             "Delete…": self.delete_selected,
             "Refresh": self.refresh,
@@ -166,6 +169,24 @@ class RunsPage(QWidget):
             self.banner.show_message("Select two or more runs to compare (Ctrl-click).", kind="info")
             return
         self.compare_requested.emit(ids)
+
+    def resume_selected(self) -> None:
+        """Continue the selected interrupted, cancelled or failed centralized run on the Training page."""
+        ids = self.selected_ids()
+        if len(ids) != 1:
+            self.banner.show_message("Select one interrupted, cancelled or failed run to resume.", kind="info")
+            return
+        run = next(r for r in self.model.rows if r.id == ids[0])
+        if run.training_mode != "centralized":
+            self.banner.show_message(
+                f"Run {run.id} is part of a federation; a federation resumes from its server.", kind="info"
+            )
+        elif run.status not in RESUMABLE:
+            self.banner.show_message(
+                f"Run {run.id} is {run.status}; only an interrupted, cancelled or failed run can resume.", kind="info"
+            )
+        else:
+            self.resume_requested.emit(run.id)
 
     def export_selected(self) -> None:
         """Export the selected runs (or every run when none is selected) to CSV or JSON."""

@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # the data code (pydicom) loads when a dataset is first check
     from core.data import PreparedDataset
 
 if TYPE_CHECKING:  # Lightning loads when training starts (desktop.workers), never before the window shows
+    from core.persistence.history import RunHistory
     from core.training.runner import RunResult
 
 
@@ -61,6 +62,7 @@ class TrainingPage(QWidget):
         self._check_thread: QThread | None = None
         self._check_cancel: threading.Event | None = None
         self._started_at = 0.0
+        self._resumed_epoch = 0
         self._total_epochs = 0
         self._steps_per_epoch = 0
         self._build(config or demo_config())
@@ -277,6 +279,7 @@ class TrainingPage(QWidget):
         self.last_result = None
         self.run_id = None
         self._started_at = time.monotonic()
+        self._resumed_epoch = 0
         self._total_epochs = config.epochs
         self.worker = TrainingWorker(config, self.db_url, self.bridge, data=prepared, sinks=list(self.extra_sinks))
         self.worker.run_created.connect(self._on_run_created)
@@ -288,6 +291,41 @@ class TrainingPage(QWidget):
         self.progress.setRange(0, 100)
         self.progress.setValue(0)
         self.progress.setFormat("Starting…")
+
+    def resume_run(self, run_id: int) -> bool:
+        """Continue run ``run_id`` after its last completed epoch; False (with a banner) if a run is training."""
+        if self.running:
+            self.banner.show_message(
+                f"Run {self.run_id} is training; stop it before resuming run {run_id}.", kind="warning"
+            )
+            return False
+        self.dashboard.clear()
+        self.last_result = None
+        self.run_id = run_id
+        self._started_at = time.monotonic()
+        self._resumed_epoch = 0
+        self.worker = TrainingWorker(
+            self.config(), self.db_url, self.bridge, sinks=list(self.extra_sinks), resume_run_id=run_id
+        )
+        self.worker.run_created.connect(self._on_run_created)
+        self.worker.resumed.connect(self._on_resumed)
+        self.worker.errored.connect(self._on_worker_error)
+        self.worker.finished.connect(self._on_finished)
+        self.thread = start_worker(self.worker, self)
+        self.start_button.setEnabled(False)
+        self.stop_button.setEnabled(True)
+        self.progress.setRange(0, 100)
+        self.progress.setValue(0)
+        self.progress.setFormat(f"Resuming run {run_id}…")
+        return True
+
+    def _on_resumed(self, history: RunHistory) -> None:
+        """Show what the run kept; its next epochs follow live, after the resume mark."""
+        self.dashboard.load_history(history)
+        resumes = history.run.resumes or []
+        epoch = resumes[-1]["from_epoch"] if resumes else 0
+        self._resumed_epoch = epoch
+        self.banner.show_message(f"Run {history.run.id} resumed after epoch {epoch}.", kind="info")
 
     def stop(self) -> None:
         """Ask the run to stop after the current batch (returns at once)."""
@@ -326,16 +364,18 @@ class TrainingPage(QWidget):
         self.progress.setFormat(labels.get(result.status, result.status))
         if result.status == "completed":
             self.progress.setValue(100)
+            resumed = f" (resumed after epoch {self._resumed_epoch})" if self._resumed_epoch else ""
             self.banner.show_message(
-                f"Run {result.run_id} completed: best epoch {result.best_epoch}, "
+                f"Run {result.run_id}{resumed} completed: best epoch {result.best_epoch}, "
                 f"validation recall {result.best_val_recall:.3f}."
                 if result.best_val_recall is not None
-                else f"Run {result.run_id} completed.",
+                else f"Run {result.run_id}{resumed} completed.",
                 kind="info",
             )
         elif result.status == "cancelled":
             self.banner.show_message(
-                f"Run {result.run_id} was stopped after {result.epochs_completed} epoch(s); it is saved as cancelled.",
+                f"Run {result.run_id} was stopped after {result.epochs_completed} epoch(s); it is saved as cancelled. "
+                "Resume it from the Runs page.",
                 kind="warning",
             )
         if result.run_id is not None:
@@ -360,7 +400,8 @@ class TrainingPage(QWidget):
             done, epoch = event.step, event.epoch
             batch = event.step - (event.epoch - 1) * self._steps_per_epoch
         elapsed = time.monotonic() - self._started_at
-        eta = elapsed / done * (total_steps - done) if done else 0.0
+        since = done - self._resumed_epoch * self._steps_per_epoch  # a resumed run's ETA: only its own steps
+        eta = elapsed / since * (total_steps - done) if since > 0 else 0.0
         self.progress.setValue(int(100 * min(done, total_steps) / total_steps))
         self.progress.setFormat(f"Epoch {epoch}/{self._total_epochs}")
         self.progress_label.setText(

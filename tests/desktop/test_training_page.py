@@ -6,6 +6,7 @@ import pytest
 from core.persistence import Database
 from core.persistence.history import load_run_history
 from core.persistence.runs import get_run
+from desktop.gui.runs_page import RunsPage
 from desktop.gui.training_page import TrainingPage
 
 
@@ -65,6 +66,42 @@ def test_stop_mid_run_is_quick_and_recorded_as_cancelled(qtbot, page, sqlite_url
     assert run.status == "cancelled"
     assert len(history.epoch_series["val_recall"][0]) == result.epochs_completed >= 1
     assert "stopped" in page.banner.text()
+
+
+def test_resume_on_the_runs_page_continues_a_stopped_run_in_place_with_a_mark(qtbot, page, sqlite_url, gui_config):
+    page.set_config(gui_config.with_overrides(epochs=4))
+    page.start()
+    qtbot.waitUntil(lambda: page.dashboard.store["val_recall"].last() is not None, timeout=120_000)
+    page.stop()
+    stopped = wait_finished(qtbot, page, timeout=10_000)
+    assert stopped.status == "cancelled" and 1 <= stopped.epochs_completed < 4
+    db = Database.open(sqlite_url)
+    try:
+        runs = RunsPage(db)
+        qtbot.addWidget(runs)
+        runs.show()
+        runs.resume_requested.connect(page.resume_run)
+        runs.select_ids([stopped.run_id])
+        runs.buttons["Resume"].click()
+        result = wait_finished(qtbot, page)
+        assert result.status == "completed" and result.run_id == stopped.run_id, result.error
+        page.dashboard.refresh()
+        with db.begin() as session:
+            history = load_run_history(session, result.run_id)
+        xs, ys = page.dashboard.curve_data("val_loss")
+        np.testing.assert_array_equal(xs, [1, 2, 3, 4])  # what was kept, then the resumed epochs
+        np.testing.assert_allclose(ys, history.epoch_series["val_loss"][1], rtol=1e-12)
+        assert page.dashboard.resume_epochs == [stopped.epochs_completed]
+        marks = {line.value() for _, line in page.dashboard._resume_lines}
+        assert marks == {stopped.epochs_completed + 0.5}
+        assert f"resumed after epoch {stopped.epochs_completed}" in page.banner.text()
+
+        runs.refresh()
+        runs.select_ids([stopped.run_id])
+        runs.buttons["Resume"].click()  # completed now: nothing to resume, and the page says so
+        assert "is completed" in runs.banner.text() and not page.running
+    finally:
+        db.close()
 
 
 def test_bad_dataset_shows_a_sentence_and_nothing_starts(qtbot, page, tmp_path):

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from core.model.checkpoint import read_checkpoint, weights_sha256
 from core.persistence import Database
+from core.persistence.artifacts import artifact_file
 from core.persistence.runs import get_run
 from tests.e2e.cli import pneumofl
 from tests.imaging import write_folder_dataset
@@ -51,12 +53,12 @@ def test_train_list_show_export(dataset, env, tmp_path):
     assert exported["runs"][0]["run"]["id"] == 1 and exported["runs"][0]["final_stats"]["val"]
 
     kept = json.loads(pneumofl("artifacts", "list", "--format", "json", env=env, check=0).stdout)
-    assert [(a["run"], a["kind"]) for a in kept] == [(1, "best")] and kept[0]["size"] > 0
+    assert [(a["run"], a["kind"]) for a in kept] == [(1, "best"), (1, "last")] and kept[0]["size"] > 0
     assert "Kept: best (best.ckpt" in shown
     refused = pneumofl("runs", "delete", "1", env=env, check=2)  # no terminal to ask: --yes is needed
     assert "add --yes" in refused.stderr
     deleted = pneumofl("runs", "delete", "1", "--yes", env=env, check=0).stdout
-    assert deleted.startswith("Deleted run(s) 1 and 1 kept model(s)")
+    assert deleted.startswith("Deleted run(s) 1 and 2 kept model(s)")
     assert json.loads(pneumofl("runs", "list", "--format", "json", env=env, check=0).stdout) == []
     assert "No artifacts." in pneumofl("artifacts", "list", env=env, check=0).stdout
 
@@ -100,10 +102,10 @@ def test_unreachable_database_is_one_sentence(env, tmp_path):
     assert "127.0.0.1" in proc.stderr and "secret" not in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_kill_9_during_a_run_keeps_completed_epochs_and_marks_it_interrupted(dataset, env, tmp_path):
+def test_kill_9_during_a_run_then_train_resume_completes_it_in_place(dataset, env, tmp_path):
     db_path = Path(env["PNEUMOFL_DB_URL"].removeprefix("sqlite:///"))
     child = subprocess.Popen(
-        [sys.executable, "-m", "desktop", "train", "--data", str(dataset), "--epochs", "200", "--patience", "0", *TINY],
+        [sys.executable, "-m", "desktop", "train", "--data", str(dataset), "--epochs", "6", "--patience", "0", *TINY],
         env=env,
         cwd=Path(__file__).parents[2],
         stdout=subprocess.DEVNULL,
@@ -113,7 +115,7 @@ def test_kill_9_during_a_run_keeps_completed_epochs_and_marks_it_interrupted(dat
         deadline = time.monotonic() + 180
         epochs: list[int] = []
         while time.monotonic() < deadline and len(epochs) < 2:
-            time.sleep(0.2)
+            time.sleep(0.1)
             epochs = _recorded_epochs(db_path)
         assert len(epochs) >= 2, "the run never recorded two epochs"
         child.send_signal(signal.SIGKILL)
@@ -123,13 +125,43 @@ def test_kill_9_during_a_run_keeps_completed_epochs_and_marks_it_interrupted(dat
             child.kill()
             child.wait()
     survived = _recorded_epochs(db_path)
-    assert survived[:2] == [1, 2] and survived == list(range(1, len(survived) + 1))
+    assert survived[:2] == [1, 2] and len(survived) < 6
+    before = _epoch_values(db_path)
     db = Database.open(env["PNEUMOFL_DB_URL"])  # the next start marks the dead run
     try:
         with db.begin() as session:
             assert get_run(session, 1).status == "interrupted"
     finally:
         db.close()
+
+    refused = pneumofl("train", "--resume", "1", "--epochs", "9", env=env, check=2)
+    assert "leave out --epochs" in refused.stderr
+
+    proc = pneumofl("train", "--resume", "1", "--no-progress", env=env, check=0)
+    assert "Run 1 resumes after epoch" in proc.stderr and "Run 1: completed" in proc.stdout
+    assert _recorded_epochs(db_path) == [1, 2, 3, 4, 5, 6]
+    after = _epoch_values(db_path)
+    assert {k: v for k, v in after.items() if k[0] <= 2} == {k: v for k, v in before.items() if k[0] <= 2}
+    db = Database.open(env["PNEUMOFL_DB_URL"])
+    try:
+        with db.begin() as session:
+            run = get_run(session, 1)
+            best = artifact_file(session, 1, "best")
+    finally:
+        db.close()
+    assert run.status == "completed" and run.final_stats and run.resumes and run.resumes[0]["from_epoch"] in (1, 2, 3)
+    assert best is not None
+    assert run.final_stats["model"]["weights_sha256"] == weights_sha256(read_checkpoint(best)["state_dict"])
+    shown = pneumofl("runs", "show", "1", env=env, check=0).stdout
+    assert "Resumed after epoch" in shown and "interrupted" in shown
+
+
+def _epoch_values(db_path: Path) -> dict[tuple[int, str], float]:
+    with sqlite3.connect(db_path, timeout=5) as conn:
+        rows = conn.execute(
+            "SELECT step, metric_name, metric_value FROM run_metrics WHERE context='epoch_end'"
+        ).fetchall()
+    return {(step, name): value for step, name, value in rows}
 
 
 def _recorded_epochs(db_path: Path) -> list[int]:

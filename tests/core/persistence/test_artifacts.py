@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import delete, select, update
 
 from core.errors import PneumoFLError
 from core.persistence import Database
@@ -19,7 +19,7 @@ from core.persistence.artifacts import (
     put_artifact,
     verify_artifacts,
 )
-from core.persistence.models import blobs_table
+from core.persistence.models import artifacts_table, blobs_table
 from core.persistence.runs import create_run, delete_run
 
 
@@ -72,10 +72,25 @@ def test_altered_bytes_are_found_and_refused(db: Database) -> None:
             artifact_bytes(session, run, "best")
 
 
+def test_a_replaced_artifact_frees_its_bytes_unless_another_run_shares_them(db: Database) -> None:
+    first, second = _runs(db, 2)
+    with db.begin() as session:
+        put_artifact(session, first, "last", b"state after epoch 1")
+        put_artifact(session, first, "last", b"state after epoch 2")  # a state replaced every epoch never piles up
+        put_artifact(session, first, "best", b"shared best")
+        put_artifact(session, second, "best", b"shared best")
+        put_artifact(session, first, "best", b"a better best")
+        stored = {row[0] for row in session.execute(select(blobs_table.c.content))}
+        assert stored == {b"state after epoch 2", b"shared best", b"a better best"}
+        assert artifact_bytes(session, second, "best") == b"shared best"
+
+
 def test_gc_removes_only_what_no_run_refers_to(db: Database) -> None:
     (run,) = _runs(db, 1)
     with db.begin() as session:
         put_artifact(session, run, "best", b"first best")
-        put_artifact(session, run, "best", b"a better best")  # replaces the reference; the old bytes are orphans
+        put_artifact(session, run, "last", b"kept state")
+        # An older PneumoFL (or a crash between two statements elsewhere) left bytes no run refers to.
+        session.execute(delete(artifacts_table).where(artifacts_table.c.kind == "best"))
         assert collect_garbage(session) == (1, len(b"first best"))
-        assert artifact_bytes(session, run, "best") == b"a better best"
+        assert artifact_bytes(session, run, "last") == b"kept state"

@@ -1,0 +1,110 @@
+"""Reopening an interrupted, cancelled or failed run so that it continues in place (``train --resume``).
+
+The run keeps its id, its epochs up to the kept training state and its warnings. What was recorded after that
+state (the rows of an epoch that never finished) is deleted, so the resumed epochs follow with no gap and no
+duplicate; the run records when and from which epoch it was resumed (``runs.resumes``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from sqlalchemy import and_, delete, or_, update
+from sqlalchemy.orm import Session
+
+from core.errors import PneumoFLError
+from core.jsonsafe import json_safe
+from core.persistence.models import metrics_table, runs_table, utcnow
+from core.persistence.runs import RunRecord, add_run_warning, get_run
+
+RESUMABLE = ("interrupted", "cancelled", "failed")
+
+
+class ResumeRefused(PneumoFLError):
+    """A run that cannot be resumed, with the reason as a sentence."""
+
+
+def resumable_run(session: Session, run_id: int) -> RunRecord:
+    """The run ``run_id`` if ``train --resume`` can continue it.
+
+    Raises
+    ------
+    core.persistence.runs.RunNotFoundError
+        If there is no such run.
+    ResumeRefused
+        Saying why not: a federated run, a completed run, a run still in progress.
+    """
+    run = get_run(session, run_id)
+    if run.training_mode != "centralized":
+        raise ResumeRefused(f"Run {run_id} is part of a federation; `train --resume` continues centralized runs.")
+    if run.status == "completed":
+        raise ResumeRefused(f"Run {run_id} completed; there is nothing to resume.")
+    if run.status == "in_progress":
+        raise ResumeRefused(
+            f"Run {run_id} is still in progress (process {run.pid} on {run.host}). Stop it first; if that process "
+            f"is gone, open the database once on {run.host} and the run is marked interrupted."
+        )
+    return run
+
+
+def reopen_run(
+    session: Session,
+    run: RunRecord,
+    *,
+    epochs_completed: int,
+    global_step: int,
+    best_epoch: int | None,
+) -> None:
+    """Put ``run`` back in progress, owned by this process, after its first ``epochs_completed`` epochs.
+
+    Deletes the rows recorded after that point: epoch rows past it, batch rows past ``global_step``, and the
+    learning rate logged at the start of the unfinished epoch (at ``global_step`` itself; it is logged again).
+    """
+    m = metrics_table.c
+    session.execute(
+        delete(metrics_table).where(
+            m.run_id == run.id,
+            or_(
+                and_(m.context == "epoch_end", m.step > epochs_completed),
+                and_(m.context == "batch", m.step > global_step),
+                and_(m.context == "batch", m.metric_name == "lr", m.step >= global_step),
+            ),
+        )
+    )
+    resume: dict[str, Any] = {
+        "time": utcnow().isoformat(),
+        "from_epoch": epochs_completed,
+        "previous_status": run.status,
+        "previous_duration": run.duration,
+        "host": socket.gethostname(),
+    }
+    reason = f": {run.error_message}" if run.error_message else ""
+    add_run_warning(
+        session, run.id, "resume", f"Resumed after epoch {epochs_completed}; the run had been {run.status}{reason}"
+    )
+    session.execute(
+        update(runs_table)
+        .where(runs_table.c.id == run.id)
+        .values(
+            status="in_progress",
+            end_time=None,
+            error_message=None,
+            final_stats=None,
+            best_epoch=best_epoch,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            resumes=json_safe([*(run.resumes or []), resume]),
+        )
+    )
+
+
+def add_earlier_duration(session: Session, run: RunRecord) -> None:
+    """Count the time the run trained before it was resumed into its duration."""
+    if run.duration:
+        session.execute(
+            update(runs_table)
+            .where(runs_table.c.id == run.id, runs_table.c.duration.is_not(None))
+            .values(duration=runs_table.c.duration + run.duration)
+        )
