@@ -7,6 +7,7 @@ import time
 import traceback
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
@@ -22,6 +23,7 @@ from core.federated.local_layers import recalibrate_normalisation, site_local_ke
 from core.federated.plan_query import PlanGate
 from core.federated.prompt_grid import PromptGrid
 from core.federated.recorder import RecordingStrategy, RoundFailed, weighted_metrics
+from core.federated.server_state import ContinuedRounds, ServerState, capture, restore
 from core.federated.settings import FederationConfig, ServerSettings, owner_pid
 from core.federated.site_names import SiteNames
 from core.federated.strategies import build_aggregation
@@ -30,6 +32,7 @@ from core.model.module import PneumoniaClassifier
 from core.persistence import Database, DatabaseSink
 from core.persistence.artifacts import keep_file
 from core.persistence.identity import database_identity
+from core.persistence.keeper import ArtifactKeeper
 from core.persistence.runs import create_run
 from core.reporting import ModelRecord, Privacy, RunReport
 from core.reporting.evaluate import evaluate_report
@@ -68,10 +71,12 @@ def main(grid: Grid, context: Context) -> None:
         sink.run_id = run_id
         with db.begin() as session:
             work_dir = Path(settings.work_dir or run_folder(run_id, database_identity(session)))
+        keeper = ArtifactKeeper(db, run_id)
         try:
             names = SiteNames(Path(settings.sites_file)) if settings.sites_file else None
-            run_federation(grid, plan, sink, run_id, evaluator, work_dir, site_names=names)
+            run_federation(grid, plan, sink, run_id, evaluator, work_dir, site_names=names, keeper=keeper)
         finally:
+            keeper.close()
             sink.close()
         # The best round's model (what the run's statistics evaluated) and the last global model, with the run.
         keep_file(db, run_id, "best", work_dir / "best.ckpt")
@@ -91,8 +96,15 @@ def run_federation(
     work_dir: Path,
     *,
     site_names: SiteNames | None = None,
+    keeper: ArtifactKeeper | None = None,
+    resume: ServerState | None = None,
 ) -> None:
-    """Train ``plan.rounds`` rounds; end the run with the best round by the server's evaluation."""
+    """Train ``plan.rounds`` rounds; end the run with the best round by the server's evaluation.
+
+    After every round, ``keeper`` keeps the server's state (see :mod:`core.federated.server_state`) and each new
+    best round's weights with the run. ``resume`` is such a state: the federation continues at the round after it,
+    with the strategy's memory and the privacy accountant's ledger as they were.
+    """
     started = time.monotonic()
     sink.handle(
         TrainingStart(
@@ -114,20 +126,31 @@ def run_federation(
         site_names=site_names.read if site_names is not None else None,
         wire_precision=plan.wire_precision,
     )
-    tracker = BestRound(plan.training, work_dir / "best.ckpt")
+    tracker = BestRound(plan.training, work_dir / "best.ckpt", keeper)
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        logits = evaluator.logits(arrays.to_torch_state_dict())
+        state = arrays.to_torch_state_dict()
+        logits = evaluator.logits(state)
         report = evaluator.report(logits, resamples=0)
         metrics = {f"val_{k}": v for k, v in report.metrics("val").values.items() if isinstance(v, (int, float))}
         if server_round > 0:  # round 0 is the untrained initial model
             tracker.offer(server_round, metrics, evaluator.state(), logits)
+            if keeper is not None:
+                kept = capture(aggregation, server_round, state, tracker.state_dict())
+                keeper.keep_bytes("server_state", "server_state.pt", kept.to_bytes())
         return MetricRecord(strategy.round_metrics(server_round, metrics))
 
     model = evaluator.new_model()
     # Site-local tensors (FedBN's normalisation layers; BatchNorm statistics under differential privacy or a
     # server optimizer) never travel, not even the initial ones.
     initial = ArrayRecord(split_state(shared_state(model), evaluator.local_keys(model))[0])
+    rounds, runner, evaluate_rounds = plan.rounds, strategy, evaluate
+    if resume is not None:
+        restore(aggregation, resume)
+        tracker.load_state_dict(resume.best)
+        initial = ArrayRecord(resume.global_state)
+        continued = ContinuedRounds(strategy, resume.round_number)
+        rounds, runner, evaluate_rounds = plan.rounds - resume.round_number, continued, continued.evaluate_fn(evaluate)
     status, error = "completed", None
     prompt = PromptGrid(grid, on_reply=strategy.arrived.__setitem__)
     try:
@@ -135,13 +158,13 @@ def run_federation(
         # are asked when they appear. Only sites that approved are ever offered to the strategy.
         prompt.gate = PlanGate(grid, strategy)
         prompt.gate.wait_first(plan.min_sites, plan.round_timeout)
-        result = strategy.start(
+        result = runner.start(
             grid=prompt,
             initial_arrays=initial,
-            num_rounds=plan.rounds,
+            num_rounds=rounds,
             timeout=plan.round_timeout,
             train_config=ConfigRecord({"num-rounds": plan.rounds}),
-            evaluate_fn=evaluate,
+            evaluate_fn=evaluate_rounds,
         )
         work_dir.mkdir(parents=True, exist_ok=True)
         torch.save(result.arrays.to_torch_state_dict(), work_dir / "global_model.pt")
@@ -190,8 +213,9 @@ def privacy_record(plan: FederationConfig, spent: dict[str, float] | None) -> Pr
 class BestRound:
     """The best round so far by the server's evaluation (see :mod:`core.training.selection`); its weights on disk."""
 
-    def __init__(self, config: RunConfig, path: Path) -> None:
+    def __init__(self, config: RunConfig, path: Path, keeper: ArtifactKeeper | None = None) -> None:
         self.monitor, self.mode, self.backbone, self.path = config.monitor, config.monitor_mode, config.backbone, path
+        self.keeper = keeper
         self.round: int | None = None
         self.metrics: dict[str, float] = {}
         self.logits: Predictions = {}
@@ -219,6 +243,20 @@ class BestRound:
             return
         self.round, self.metrics, self.logits, self._key = number, metrics, logits, key
         save_checkpoint(self.path, state, number, self.backbone)
+        if self.keeper is not None:
+            self.keeper.keep("best", self.path)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The best round so far with its evaluation (its weights are the ``best`` artifact)."""
+        key = list(self._key) if self._key is not None else None
+        return {"round": self.round, "metrics": self.metrics, "logits": self.logits, "key": key}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from the best round of an interrupted federation (its weights must be at ``path``)."""
+        self.round, self.metrics = state.get("round"), dict(state.get("metrics") or {})
+        self.logits = {split: tuple(pair) for split, pair in (state.get("logits") or {}).items()}
+        key = state.get("key")
+        self._key = tuple(key) if key is not None else None
 
 
 class CentralEvaluator:

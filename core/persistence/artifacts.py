@@ -28,9 +28,10 @@ from core.persistence.models import artifacts_table, blobs_table, utcnow
 
 log = logging.getLogger(__name__)
 
-KINDS = ("best", "last", "global_last", "local_layers", "export")
+KINDS = ("best", "last", "global_last", "server_state", "local_layers", "export")
 """``last`` is a run's training state (weights, optimiser, callbacks, RNG) while it can be resumed; once the run
-completes, the last epoch's weights alone."""
+completes, the last epoch's weights alone. ``server_state`` is a federation server's state after its last round
+(see ``core.federated.server_state``)."""
 _A, _B = artifacts_table.c, blobs_table.c
 
 

@@ -39,9 +39,13 @@ class ArtifactKeeper:
         except OSError:
             log.warning("could not read %s to keep it with run %s", path, self.run_id, exc_info=True)
             return
+        self.keep_bytes(kind, Path(path).name, content)
+
+    def keep_bytes(self, kind: str, name: str, content: bytes) -> None:
+        """Queue ``content`` as the run's ``kind`` (replacing a ``kind`` still waiting)."""
         with self._cond:
             self._pending.pop(kind, None)  # re-queued at the end: states and best checkpoints stay in time order
-            self._pending[kind] = (Path(path).name, content)
+            self._pending[kind] = (name, content)
             self._cond.notify()
 
     def close(self) -> None:

@@ -17,8 +17,10 @@ import torch
 from core.events import ClientUpdate, EpochEnd, RoundMetrics, RoundStart, TrainingEnd, TrainingStart
 from core.federated.local import LocalFederation
 from core.federated.nodes import FederationOutcome
+from core.federated.server_state import ServerState
 from core.federated.settings import FederationConfig
 from core.persistence import Database
+from core.persistence.artifacts import artifact_bytes
 from core.persistence.federation import load_federation
 from core.persistence.federation_records import federated_runs, list_rounds, list_sites
 from core.persistence.metric_reads import get_metrics, run_report
@@ -117,8 +119,15 @@ def test_two_sites_two_rounds_are_recorded_at_server_and_sites(shared):
                 steps = [m.step for m in batches]
                 assert len(steps) == len(set(steps)), "batch steps collide across rounds"
             history = load_federation(s, server.id)
+            # What a restarted server would continue from: the state after the last round, kept with the run.
+            state = ServerState.from_bytes(artifact_bytes(s, server.id, "server_state"))
+            best_weights = artifact_bytes(s, server.id, "best")
     finally:
         db.close()
+    assert state.round_number == 2 and state.best["round"] == server.best_epoch
+    assert sum(c["count"] for c in state.accountant["compositions"]) == 2, "the privacy ledger: both releases"
+    assert state.strategy[0]["clipping_norm"] > 0  # the adaptive clipping norm as it was after round 2
+    assert best_weights is not None
 
     # Cross-site evaluation and who returned what when: a row per site per round, with traffic and time.
     assert sorted((r.round_number, r.site_name) for r in history.replies) == [
