@@ -58,6 +58,7 @@ class LocalFederation:
         steward: StewardKey | None = None,
         site_policy: Path | None = None,
         warm_workers: bool = True,
+        state_file: Path | None = None,
     ) -> None:
         if sites < 2:
             raise ConfigError("A local federation needs at least 2 sites (--sites).")
@@ -69,6 +70,7 @@ class LocalFederation:
         self.extra_env = dict(extra_env or {})
         self.steward, self.site_policy = steward, site_policy
         self.warm_workers = warm_workers
+        self.state_file = state_file  # the SuperLink's state on disk, for a server that may restart
         self.server: ServerNode | None = None
         self.sites: list[SiteNode] = []
 
@@ -78,7 +80,9 @@ class LocalFederation:
         settings = ServerSettings(
             db_url=self.db_url, eval_data=root, eval_split="val", address="127.0.0.1 (local federation)"
         )
-        self.server = ServerNode(settings, self.work_dir / "server", extra_env=self.extra_env)
+        self.server = ServerNode(
+            settings, self.work_dir / "server", extra_env=self.extra_env, state_file=self.state_file
+        )
         try:
             self.server.start()
             threads = max(1, (os.cpu_count() or 2) // self.num_sites)

@@ -76,6 +76,17 @@ class Security:
         return cls(folder / "ca.pem", folder / "server.pem", folder / "server.key")
 
 
+def recorded_flower_runs(db_url: str) -> set[int]:
+    """Every Flower run the database at ``db_url`` recorded a run of."""
+    from sqlalchemy import select
+
+    from core.persistence.models import flower_runs_table
+    from core.persistence.runs import from_signed64
+
+    with Database.open(db_url, migrate=False) as db, db.begin() as session:
+        return {from_signed64(v) for v in session.execute(select(flower_runs_table.c.flower_run_id)).scalars()}
+
+
 class ServerNode:
     """Owns the SuperLink (loopback only) and, when a public address is given, the TLS fleet front.
 
@@ -112,8 +123,10 @@ class ServerNode:
         extra_env: dict[str, str] | None = None,
         tap: Callable[[str, bytes, bytes], None] | None = None,
         on_notice: Callable[[str], None] | None = None,
+        state_file: Path | None = None,
     ) -> None:
         self.settings, self.work_dir = settings, work_dir
+        self.state_file = state_file
         self.on_notice = on_notice
         self.tap = tap
         self.security = security or Security()
@@ -204,10 +217,12 @@ class ServerNode:
             "127.0.0.1",
             "--port",
             str(self.port),
-            # No --database: state in memory. Every message object went through its SQLite store (statements and
-            # commits each); nothing needs it across a restart (a restarted server enrols and submits again).
             "--disable-runtime-dependency-installation",
         ]
+        if self.state_file is not None:
+            # Kept on disk for a server that may be restarted: its sites stay registered, and reconnect.
+            command += ["--database", str(self.state_file)]
+        # Otherwise in memory: every message object went through its SQLite store (statements and commits each).
         sec = self.security
         if sec.tls:
             command += ["--ssl-certfile", str(sec.server_cert), "--ssl-keyfile", str(sec.server_key)]
@@ -217,6 +232,8 @@ class ServerNode:
         self.superlink = ManagedProcess("SuperLink", command, env, self.work_dir / "logs" / "superlink.log")
         wait_for_port("127.0.0.1", self.port, self.superlink, timeout)
         self.control = FlowerControl(home, self.port, env, sec.ca_cert)
+        if self.state_file is not None:  # runs an earlier server submitted, recorded in our database
+            self.submitted |= recorded_flower_runs(self.settings.db_url)
         if self.public_host:
             from core.federated.fleet_front import FleetFront  # only a public server needs uvicorn/httpx here
 

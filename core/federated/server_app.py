@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
+from sqlalchemy.orm import Session
 
 from core.broadcast.producer import producer_from_env
 from core.config import RunConfig
@@ -30,9 +31,10 @@ from core.federated.strategies import build_aggregation
 from core.model.checkpoint import run_folder, save_checkpoint, shared_state, weights_sha256
 from core.model.module import PneumoniaClassifier
 from core.persistence import Database, DatabaseSink
-from core.persistence.artifacts import keep_file
+from core.persistence.artifacts import artifact_bytes, keep_file
 from core.persistence.identity import database_identity
 from core.persistence.keeper import ArtifactKeeper
+from core.persistence.resumes import ResumeRefused, reopen_federation, resumable_server_run
 from core.persistence.runs import create_run
 from core.reporting import ModelRecord, Privacy, RunReport
 from core.reporting.evaluate import evaluate_report
@@ -55,26 +57,36 @@ def main(grid: Grid, context: Context) -> None:
     producer = producer_from_env()
     try:
         evaluator = CentralEvaluator(plan, settings)
+        resume: ServerState | None = None
         with db.begin() as session:
-            run_id = create_run(
-                session,
-                experiment_name=plan.name,
-                training_mode="federated",
-                role="server",
-                config=plan.to_dict() | {"eval_data": evaluator.source},
-                source_path=evaluator.source,
-                flower_run_id=int(context.run_id),
-                server_address=settings.address or None,
-                owner_pid=owner_pid(),
-            )
+            if plan.continues and settings.resume_run_id:
+                run_id = settings.resume_run_id
+                resume = continue_server_run(session, run_id, int(context.run_id))
+            else:
+                run_id = create_run(
+                    session,
+                    experiment_name=plan.name,
+                    training_mode="federated",
+                    role="server",
+                    config=plan.to_dict() | {"eval_data": evaluator.source},
+                    source_path=evaluator.source,
+                    flower_run_id=int(context.run_id),
+                    server_address=settings.address or None,
+                    owner_pid=owner_pid(),
+                )
+            work_dir = Path(settings.work_dir or run_folder(run_id, database_identity(session)))
+            best = artifact_bytes(session, run_id, "best") if resume is not None else None
+        if best is not None:  # the best round so far, where the run's tracker expects it
+            work_dir.mkdir(parents=True, exist_ok=True)
+            (work_dir / "best.ckpt").write_bytes(best)
         sink = SinkSet([DatabaseSink(db, run_id), *([producer] if producer else [])])
         sink.run_id = run_id
-        with db.begin() as session:
-            work_dir = Path(settings.work_dir or run_folder(run_id, database_identity(session)))
         keeper = ArtifactKeeper(db, run_id)
         try:
             names = SiteNames(Path(settings.sites_file)) if settings.sites_file else None
-            run_federation(grid, plan, sink, run_id, evaluator, work_dir, site_names=names, keeper=keeper)
+            run_federation(
+                grid, plan, sink, run_id, evaluator, work_dir, site_names=names, keeper=keeper, resume=resume
+            )
         finally:
             keeper.close()
             sink.close()
@@ -85,6 +97,25 @@ def main(grid: Grid, context: Context) -> None:
         if producer is not None:
             producer.close()
         db.close()
+
+
+def continue_server_run(session: Session, run_id: int, flower_run_id: int) -> ServerState:
+    """Reopen server run ``run_id`` after the last round it kept, in Flower run ``flower_run_id``; its state.
+
+    Raises
+    ------
+    core.persistence.resumes.ResumeRefused
+        If the run cannot continue, or kept no state (it stopped before its first round ended).
+    """
+    run = resumable_server_run(session, run_id, owner_pid())
+    content = artifact_bytes(session, run_id, "server_state")
+    if content is None:
+        raise ResumeRefused(
+            f"Federation run {run_id} kept no state to continue from: it stopped before its first round ended."
+        )
+    state = ServerState.from_bytes(content)
+    reopen_federation(session, run, from_round=state.round_number, flower_run_id=flower_run_id, owner=owner_pid())
+    return state
 
 
 def run_federation(

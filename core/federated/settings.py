@@ -121,6 +121,9 @@ class FederationConfig:
     dp_clipping: str = "fixed"
     dp_delta: float = 1e-5
     wire_precision: str = "fp32"
+    # The Flower runs this federation continues (comma-separated ids; empty for a new one): each site finds its
+    # own run of the interrupted federation by them, and continues it.
+    continues: str = ""
 
     def __post_init__(self) -> None:
         """FedProx without a mu uses (and records) the default one."""
@@ -194,7 +197,29 @@ class FederationConfig:
             "dp-clipping": self.dp_clipping,
             "dp-delta": float(self.dp_delta),
             "wire-precision": self.wire_precision,
+            "continues": self.continues,
         }
+
+    @property
+    def continued_flower_runs(self) -> list[int]:
+        """The Flower run ids of :attr:`continues`."""
+        return [int(part) for part in self.continues.split(",") if part.strip()]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FederationConfig:
+        """Rebuild the plan a server run recorded (:meth:`to_dict`).
+
+        Raises
+        ------
+        ConfigError
+            If the stored plan lacks a field or has a wrong one.
+        """
+        known = {f.name for f in dataclasses.fields(cls)} - {"training"}
+        try:
+            fields = {k: v for k, v in data.items() if k in known}
+            return cls(**fields, training=RunConfig.from_dict(dict(data["training"])))
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(f"The federation's recorded plan is incomplete or invalid ({exc}).") from exc
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> FederationConfig:
@@ -217,6 +242,7 @@ class FederationConfig:
                 dp_clipping=str(run_config.get("dp-clipping", "fixed")),
                 dp_delta=float(run_config.get("dp-delta", 1e-5)),
                 wire_precision=str(run_config.get("wire-precision", "fp32")),
+                continues=str(run_config.get("continues", "")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"The federation's run config is incomplete or invalid ({exc}).") from exc
@@ -271,6 +297,7 @@ class ServerSettings:
     work_dir: str = ""
     cache_dir: str = ""  # the validated evaluation set, shared by the node's check and the ServerApp
     sites_file: str = ""  # site names by Flower node id (see core.federated.site_names)
+    resume_run_id: int = 0  # the server run the next federation continues (0: a new one)
 
     def save(self, path: Path) -> Path:
         """Write the settings file the ServerApp reads (the database URL may hold a password: 0600)."""

@@ -38,6 +38,7 @@ from core.persistence import Database, DatabaseSink
 from core.persistence.artifacts import keep_file
 from core.persistence.federation_records import find_federated_run
 from core.persistence.identity import database_identity
+from core.persistence.resumes import continue_site_run
 from core.persistence.runs import create_run
 from core.sinks import EventSink, SinkSet
 from core.training.runner import RunResult, run_training
@@ -139,7 +140,7 @@ def train_site_round(
     global_metrics = evaluate_global_model(model, config, data, start, local)
     db = Database.open(site.db_url, migrate=False)  # the node migrated it before starting
     try:
-        run_id, created = _site_run(db, plan, site, config, flower_run_id, data.summary.source)
+        run_id, created = _site_run(db, plan, site, config, flower_run_id, data.summary.source, server_round)
         with db.begin() as session:
             folder = run_folder(run_id, database_identity(session))
         fanout = SinkSet([DatabaseSink(db, run_id), *sinks])
@@ -269,12 +270,23 @@ def evaluate_global_model(
 
 
 def _site_run(
-    db: Database, plan: FederationConfig, site: SiteSettings, config: RunConfig, flower_run_id: int, source: str
+    db: Database,
+    plan: FederationConfig,
+    site: SiteSettings,
+    config: RunConfig,
+    flower_run_id: int,
+    source: str,
+    server_round: int,
 ) -> tuple[int, bool]:
     with db.begin() as session:
         existing = find_federated_run(session, flower_run_id, "site", config.experiment_name)
         if existing is not None:
             return existing, False
+        for earlier in plan.continued_flower_runs:  # a federation its server continued: so does this site's run
+            continued = find_federated_run(session, earlier, "site", config.experiment_name)
+            if continued is not None:
+                continue_site_run(session, continued, flower_run_id, server_round)
+                return continued, False
         run_id = create_run(
             session,
             experiment_name=config.experiment_name,

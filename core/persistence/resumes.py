@@ -108,3 +108,81 @@ def add_earlier_duration(session: Session, run: RunRecord) -> None:
             .where(runs_table.c.id == run.id, runs_table.c.duration.is_not(None))
             .values(duration=runs_table.c.duration + run.duration)
         )
+
+
+def resumable_server_run(session: Session, run_id: int, owner: int | None) -> RunRecord:
+    """The server run ``run_id`` if a federation can continue it (``owner``: the pid of the node continuing it).
+
+    A run still in progress can continue only when its owner is that very node (whose Flower processes were
+    killed and started again); otherwise its owner must be gone (the run is then marked interrupted).
+
+    Raises
+    ------
+    core.persistence.runs.RunNotFoundError, ResumeRefused
+    """
+    run = get_run(session, run_id)
+    if run.role != "server":
+        raise ResumeRefused(f"Run {run_id} is not a federation's server run; only a server run can be continued.")
+    if run.status == "completed":
+        raise ResumeRefused(f"Federation run {run_id} completed; there is nothing to resume.")
+    if run.status == "in_progress" and not (owner and run.pid == owner and run.host == socket.gethostname()):
+        raise ResumeRefused(
+            f"Federation run {run_id} is still in progress (process {run.pid} on {run.host}). Stop that server first."
+        )
+    return run
+
+
+def reopen_federation(
+    session: Session, run: RunRecord, *, from_round: int, flower_run_id: int, owner: int | None
+) -> None:
+    """Put server run ``run`` back in progress after round ``from_round``, as part of Flower run ``flower_run_id``.
+
+    What it recorded of later rounds (an unfinished round's replies and rows) is deleted: the rounds that follow
+    are recorded again, so the run keeps one curve with no duplicate.
+    """
+    from core.persistence.federation_records import link_flower_run
+    from core.persistence.models import rounds_table, site_updates_table
+
+    for table in (metrics_table, rounds_table, site_updates_table):
+        session.execute(delete(table).where(table.c.run_id == run.id, table.c.round_number > from_round))
+    link_flower_run(session, run.id, flower_run_id)
+    resume: dict[str, Any] = {
+        "time": utcnow().isoformat(),
+        "from_round": from_round,
+        "previous_status": run.status,
+        "previous_duration": run.duration,
+        "host": socket.gethostname(),
+    }
+    add_run_warning(session, run.id, "resume", f"Resumed after round {from_round}; the federation had been {run.status}")
+    session.execute(
+        update(runs_table)
+        .where(runs_table.c.id == run.id)
+        .values(
+            status="in_progress",
+            end_time=None,
+            error_message=None,
+            final_stats=None,
+            host=socket.gethostname(),
+            pid=owner or os.getpid(),
+            resumes=json_safe([*(run.resumes or []), resume]),
+        )
+    )
+
+
+def continue_site_run(session: Session, run_id: int, flower_run_id: int, server_round: int) -> None:
+    """A site's run continues with its federation, in Flower run ``flower_run_id`` from round ``server_round``.
+
+    What it recorded of that round or later (a round the server never finished) is recorded again.
+    """
+    from core.persistence.federation_records import link_flower_run
+
+    session.execute(
+        delete(metrics_table).where(metrics_table.c.run_id == run_id, metrics_table.c.round_number >= server_round)
+    )
+    link_flower_run(session, run_id, flower_run_id)
+    add_run_warning(session, run_id, "resume", f"The federation continued at round {server_round}.")
+    session.execute(
+        update(runs_table)
+        .where(runs_table.c.id == run_id)
+        .values(status="in_progress", end_time=None, error_message=None)
+    )
