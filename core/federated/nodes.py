@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import threading
 import time
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from core.audit import kinds
 from core.audit.trail import record_safely as audit
-from core.federated.app_trust import Approval
+from core.federated.app_trust import Approval, AppTrustError
 from core.federated.control import FlowerControl, RunStatus
 from core.federated.outcome import FederationOutcome, close_federation_runs
 from core.federated.processes import (
@@ -31,7 +32,7 @@ from core.federated.processes import (
     reachable_address,
     wait_for_port,
 )
-from core.federated.settings import SERVER_SETTINGS_ENV, FederationConfig, ServerSettings
+from core.federated.settings import SERVER_SETTINGS_ENV, FederationConfig, ServerSettings, write_private_json
 from core.federated.site_names import SiteNames
 from core.federated.site_node import SiteNode
 from core.persistence import Database
@@ -74,6 +75,19 @@ class Security:
         """The server's material in a ``certs init`` folder (absolute paths: Flower's config wants them)."""
         folder = Path(folder).expanduser().resolve()
         return cls(folder / "ca.pem", folder / "server.pem", folder / "server.key")
+
+
+def superlink_state_file(port: int) -> Path:
+    """Where the SuperLink of a server whose sites connect on ``port`` keeps its state: the same file every start.
+
+    On disk, so that a server started again after a crash finds its sites registered (they reconnect by
+    themselves) and the approvals they gave when they joined (see :meth:`ServerNode.start`).
+    """
+    import platformdirs
+
+    folder = Path(platformdirs.user_data_dir("pneumofl")) / "server"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return folder / f"superlink-{port}.db"
 
 
 def recorded_flower_runs(db_url: str) -> set[int]:
@@ -207,6 +221,8 @@ class ServerNode:
 
         self.hub = AppHub(on_approval=self._approved, on_notice=self._notice)
         self.hub.start()
+        for approval in self._kept_approvals():  # a restarted server: the sites approved when they joined
+            self.hub.add(approval)
         # The SuperLink fetches the apps it runs, with the sites' signatures, from our hub and nowhere else.
         hub_env = {SERVER_SETTINGS_ENV: str(settings_file), "FLWR_SUPERGRID_API_URL": self.hub.url}
         env = flower_environment(home, self._extra_env | hub_env)
@@ -278,7 +294,30 @@ class ServerNode:
         if self.on_notice is not None:
             self.on_notice(sentence)
 
+    @property
+    def _approvals_file(self) -> Path | None:
+        return self.state_file.with_name(self.state_file.stem + "-approvals.json") if self.state_file else None
+
+    def _kept_approvals(self) -> list[Approval]:
+        """The approvals an earlier start of this server received (each checked again)."""
+        path = self._approvals_file
+        if path is None or not path.is_file():
+            return []
+        kept = []
+        try:
+            for text in json.loads(path.read_text(encoding="utf-8")):
+                with contextlib.suppress(AppTrustError):
+                    kept.append(Approval.from_json(text))
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("the approvals kept in %s cannot be read (%s); sites approve again when they rejoin", path, exc)
+        return kept
+
     def _approved(self, approval: Approval) -> None:
+        path = self._approvals_file
+        if path is not None:  # kept with the SuperLink's state: the sites joined once, not at every restart
+            kept = {(a.key_id, a.fab_sha256): a.to_json() for a in self._kept_approvals()}
+            kept[(approval.key_id, approval.fab_sha256)] = approval.to_json()
+            write_private_json(path, list(kept.values()))
         audit(
             self.settings.db_url,
             kinds.SITE_JOINED,

@@ -27,7 +27,12 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from core.federated.settings import FederationConfig
 from core.federated.strategies import Aggregation
+from core.persistence import Database
+from core.persistence.artifacts import list_artifacts
+from core.persistence.federation_records import flower_run_ids
+from core.persistence.resumes import ResumeRefused, resumable_server_run
 
 FORMAT = 1
 # The attributes Flower's strategies and DP wrappers change between rounds (flwr 1.42: fedopt.py, fedadam.py,
@@ -184,3 +189,32 @@ def _to_numpy(value: Any) -> Any:
     if isinstance(value, list):
         return [_to_numpy(v) for v in value]
     return value
+
+
+@dataclass(frozen=True)
+class FederationToResume:
+    """A server run that can continue: its plan (naming the Flower runs it continues) and evaluation data."""
+
+    run_id: int
+    plan: FederationConfig
+    eval_data: str
+
+
+def federation_to_resume(db: Database, run_id: int) -> FederationToResume:
+    """Check that server run ``run_id`` can continue, and what it continues with.
+
+    Raises
+    ------
+    core.errors.RunNotFoundError, core.persistence.resumes.ResumeRefused
+        Saying why it cannot: not a server run, completed, still running, or no state kept.
+    """
+    with db.begin() as session:
+        run = resumable_server_run(session, run_id, None)
+        if "server_state" not in {a.kind for a in list_artifacts(session, run_id)}:
+            raise ResumeRefused(
+                f"Federation run {run_id} kept no state to continue from: it stopped before its first round ended, "
+                "or was recorded by an older PneumoFL. Start a new federation instead."
+            )
+        continues = ",".join(str(i) for i in flower_run_ids(session, run_id))
+    plan = FederationConfig.from_dict(run.config).with_changes(continues=continues).validate()
+    return FederationToResume(run_id, plan, str(run.config.get("eval_data") or ""))

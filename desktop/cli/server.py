@@ -6,11 +6,14 @@ Examples
   pneumofl server start --certs fed-certs --listen 0.0.0.0:9092 --enrol fed-certs/nodes/north.pub \\
       --enrol fed-certs/nodes/south.pub --eval-data ~/held-out --rounds 5 --local-epochs 2 --min-sites 2
   pneumofl server start --insecure --listen 127.0.0.1:9092 --eval-data ~/held-out   # one-machine trials only
+  pneumofl server start --insecure --listen 127.0.0.1:9092 --resume 12   # continue federation run 12
 
 Outside loopback the SuperLink listens on 127.0.0.1 only: sites reach it through a TLS front that forwards the
 Fleet API and nothing else (run submission is unauthenticated in Flower's open-source build). Only enrolled
 sites (their public node keys) may connect. Each round waits up to --round-timeout for --min-sites sites.
-Ctrl-C stops the run; it is recorded as cancelled.
+Ctrl-C stops the run; it is recorded as cancelled. A server that crashed, was stopped or failed continues its
+federation with --resume SERVER_RUN_ID: at the round after the last one it finished, with the same plan, the same
+server run and the same sites' runs (the sites reconnect by themselves: the SuperLink keeps its state on disk).
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from pathlib import Path
 
 from core.federated.certs import public_key_fingerprint
 from core.federated.console import FederationConsole
-from core.federated.nodes import FederationOutcome, Security, fresh_work_dir
-from core.federated.settings import ServerSettings
+from core.federated.nodes import FederationOutcome, Security, fresh_work_dir, superlink_state_file
+from core.federated.settings import FederationConfig, ServerSettings
 from core.persistence import default_database_url
 from desktop.cli.common import CommandError, add_db_option, open_db, stop_on_interrupt
 from desktop.cli.federate import add_plan_options, build_plan, report
@@ -42,7 +45,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--eval-data", metavar="PATH", required=True, help="the server's held-out labelled images")
+    p.add_argument("--eval-data", metavar="PATH", help="the server's held-out labelled images (required unless --resume)")
+    p.add_argument(
+        "--resume",
+        type=int,
+        metavar="SERVER_RUN_ID",
+        help="continue an interrupted, cancelled or failed federation at its next round, with its plan",
+    )
     p.add_argument(
         "--listen", metavar="HOST:PORT", default="0.0.0.0:9092", help="where sites connect (default 0.0.0.0:9092)"
     )
@@ -80,13 +89,26 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(f"Site key {key} does not exist (sites' public keys are nodes/<site>.pub).")
     if keys and not security.tls:
         raise CommandError("--enrol needs --certs: sites are only authenticated over TLS.")
-    plan = build_plan(args, default_min_sites=2)
-    eval_data = Path(args.eval_data).expanduser().resolve()
+    if args.resume is not None:
+        plan, recorded_eval = resumed_plan(args)
+        eval_data = Path(args.eval_data or recorded_eval).expanduser().resolve()
+    else:
+        if not args.eval_data:
+            raise CommandError("Give the server's held-out images with --eval-data PATH.")
+        plan = build_plan(args, default_min_sites=2)
+        eval_data = Path(args.eval_data).expanduser().resolve()
+        open_db(args).close()
     if not eval_data.exists():
         raise CommandError(f"--eval-data {eval_data} does not exist.")
-    open_db(args).close()
-    settings = ServerSettings(db_url=args.db or default_database_url(), eval_data=str(eval_data), address=args.listen)
+    settings = ServerSettings(
+        db_url=args.db or default_database_url(),
+        eval_data=str(eval_data),
+        address=args.listen,
+        resume_run_id=args.resume or 0,
+    )
     work_dir = Path(args.work_dir).expanduser().resolve() if args.work_dir else fresh_work_dir("server")
+    # On disk, so that a server started again after a crash finds its sites registered (they reconnect).
+    state_file = superlink_state_file(port)
     cancel = threading.Event()
     console = FederationConsole()
 
@@ -99,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
             public_port=port,
             extra_env=env,
             on_notice=lambda sentence: print(f"pneumofl: {sentence}", file=sys.stderr),
+            state_file=state_file,
         )
         try:
             node.start()
@@ -122,3 +145,29 @@ def run(args: argparse.Namespace) -> int:
     with stop_on_interrupt(cancel, "Stopping the federation", (signal.SIGINT, signal.SIGTERM)):
         outcome = run_with_live_events(args, work, [console.handle])
     return report(outcome)
+
+
+def resumed_plan(args: argparse.Namespace) -> tuple[FederationConfig, str]:
+    """The plan (naming the Flower runs it continues) and evaluation data of the server run ``args.resume``.
+
+    Raises
+    ------
+    CommandError
+        If plan options were given too, or the run cannot be continued (with the reason).
+    """
+    probe = argparse.ArgumentParser(add_help=False)
+    add_plan_options(probe)
+    defaults = vars(probe.parse_args([]))
+    given = [f"--{name.replace('_', '-')}" for name, value in defaults.items() if getattr(args, name, value) != value]
+    if given:
+        raise CommandError(
+            f"--resume continues run {args.resume} with the plan it was started with; leave out {', '.join(given)}."
+        )
+    from core.federated.server_state import federation_to_resume
+
+    db = open_db(args)  # opening marks the run interrupted if the server that ran it is gone
+    try:
+        resumed = federation_to_resume(db, args.resume)
+    finally:
+        db.close()
+    return resumed.plan, resumed.eval_data

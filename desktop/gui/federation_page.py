@@ -6,6 +6,7 @@ The Flower processes push their events to a loopback collector; the page draws t
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 
@@ -28,16 +29,24 @@ from PySide6.QtWidgets import (
 
 from core.broadcast.collector import EventCollector
 from core.errors import PneumoFLError
-from core.federated.nodes import FederationOutcome, Security, ServerNode, SiteNode, fresh_work_dir, reachable_address
+from core.federated.nodes import (
+    FederationOutcome,
+    Security,
+    ServerNode,
+    SiteNode,
+    fresh_work_dir,
+    reachable_address,
+    superlink_state_file,
+)
 from core.federated.settings import PARTITION_SCHEMES, ServerSettings
 from core.federated.site_consent import PlanRecord
-from core.persistence import default_database_url
+from core.persistence import Database, default_database_url
 from core.sinks import EventSink
 from desktop.bridge import QtEventBridge
 from desktop.charts.federation import FederationDashboard
 from desktop.gui.consent_dialog import ConsentAsker
 from desktop.gui.plan_form import PlanFields
-from desktop.gui.server_form import ServerForm
+from desktop.gui.server_form import ServerForm, ServerInputs
 from desktop.gui.site_join import SiteForm
 from desktop.gui.widgets import MessageBanner
 from desktop.workers import SentenceRelay, run_in_thread
@@ -179,8 +188,36 @@ class FederationPage(QWidget):
         except PneumoFLError as exc:
             self.banner.show_message(str(exc))
             return
+        self._start_server(inputs)
+
+    def resume_server(self, run_id: int) -> bool:
+        """Continue server run ``run_id`` at its next round, with its plan, at the Server form's address.
+
+        Returns whether it started; if not, the banner says why (a federation running, the run cannot continue).
+        """
+        from core.federated.server_state import federation_to_resume  # flwr: only once a federation is resumed
+
+        self.modes.setCurrentWidget(self.server_form)
+        if self.running:
+            self.banner.show_message(f"A federation is running; stop it before resuming run {run_id}.")
+            return False
+        try:
+            with Database.open(self._db_url()) as db:
+                resumed = federation_to_resume(db, run_id)
+            if not self.server_form.eval_data.text().strip():
+                self.server_form.eval_data.setText(resumed.eval_data)
+            inputs = dataclasses.replace(self.server_form.inputs(), plan=resumed.plan)
+        except PneumoFLError as exc:
+            self.banner.show_message(str(exc))
+            return False
+        self._start_server(inputs, resume_run_id=run_id)
+        return True
+
+    def _start_server(self, inputs: ServerInputs, resume_run_id: int = 0) -> None:
         plan, keys = inputs.plan, inputs.keys
-        settings = ServerSettings(db_url=self._db_url(), eval_data=inputs.eval_data, address=inputs.address)
+        settings = ServerSettings(
+            db_url=self._db_url(), eval_data=inputs.eval_data, address=inputs.address, resume_run_id=resume_run_id
+        )
         # Sites always connect through the fleet front (it takes their approvals); the SuperLink gets a free port.
         server = self.server = ServerNode(
             settings,
@@ -191,6 +228,7 @@ class FederationPage(QWidget):
             port=0,
             extra_env=self._events_env(),
             on_notice=self.notices.say,
+            state_file=superlink_state_file(inputs.port),  # on disk: a server started again can resume
         )
 
         def work() -> FederationOutcome:

@@ -63,6 +63,7 @@ class MainWindow(QMainWindow):
         self.runs_page.open_requested.connect(self.open_run)
         self.runs_page.compare_requested.connect(self.compare_runs)
         self.runs_page.resume_requested.connect(self.resume_run)
+        self.runs_page.resume_federation_requested.connect(self.resume_federation)
         self.federation_page = FederationPage(self.db_url, Path(platformdirs.user_data_dir("pneumofl")) / "federation")
         self.federation_page.extra_sinks = [HubSink(lambda: self.hub)]
         self.federation_page.federation_finished.connect(lambda _outcome: self.runs_page.refresh())
@@ -192,6 +193,11 @@ class MainWindow(QMainWindow):
         """Open the Read images page with run ``run_id`` chosen."""
         self.reading_page.select_run(run_id)
         self.tabs.setCurrentWidget(self.reading_page)
+
+    def resume_federation(self, run_id: int) -> None:
+        """Continue server run ``run_id`` on the Federation page (its Server form gives the address)."""
+        self.tabs.setCurrentWidget(self.federation_page)
+        self.federation_page.resume_server(run_id)
 
     def resume_run(self, run_id: int) -> None:
         """Continue run ``run_id`` on the Training page, where its charts follow it."""

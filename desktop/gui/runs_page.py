@@ -57,6 +57,7 @@ class RunsPage(QWidget):
     open_requested = Signal(int)
     compare_requested = Signal(list)
     resume_requested = Signal(int)
+    resume_federation_requested = Signal(int)
 
     def __init__(self, db: Database | None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -171,20 +172,24 @@ class RunsPage(QWidget):
         self.compare_requested.emit(ids)
 
     def resume_selected(self) -> None:
-        """Continue the selected interrupted, cancelled or failed centralized run on the Training page."""
+        """Continue the selected interrupted, cancelled or failed run (a federation's: its server, on that page)."""
         ids = self.selected_ids()
         if len(ids) != 1:
             self.banner.show_message("Select one interrupted, cancelled or failed run to resume.", kind="info")
             return
         run = next(r for r in self.model.rows if r.id == ids[0])
-        if run.training_mode != "centralized":
+        if run.role == "site":
             self.banner.show_message(
-                f"Run {run.id} is part of a federation; a federation resumes from its server.", kind="info"
+                f"Run {run.id} is a site's part of a federation: it continues by itself when the federation's server "
+                "resumes.",
+                kind="info",
             )
         elif run.status not in RESUMABLE:
             self.banner.show_message(
                 f"Run {run.id} is {run.status}; only an interrupted, cancelled or failed run can resume.", kind="info"
             )
+        elif run.role == "server":
+            self.resume_federation_requested.emit(run.id)
         else:
             self.resume_requested.emit(run.id)
 

@@ -139,3 +139,44 @@ def test_certs_dialog_creates_material_and_says_what_goes_where(qtbot, tmp_path)
     assert "Site north: give it ca.pem and north.key" in text and "fingerprint" in text
     dialog.create()  # again: refuses to overwrite, says how
     assert "--force" in dialog.error.text() or "another directory" in dialog.error.text()
+
+
+@pytest.mark.full  # starts Flower
+def test_resume_on_the_runs_page_restarts_an_interrupted_federations_server(qtbot, tmp_path, split_data):
+    from core.federated.processes import free_port
+    from core.federated.server_state import ServerState
+    from core.federated.settings import FederationConfig
+    from core.persistence.artifacts import put_artifact
+    from core.persistence.runs import create_run, finish_run
+
+    db_url = f"sqlite:///{tmp_path / 'runs.db'}"
+    plan = FederationConfig(name="interrupted", rounds=4, min_sites=2)
+    with Database.open(db_url) as db, db.begin() as s:
+        config = plan.to_dict() | {"eval_data": str(split_data)}
+        run_id = create_run(
+            s, experiment_name="interrupted", training_mode="federated", role="server", config=config, flower_run_id=77
+        )
+        finish_run(s, run_id, status="interrupted")
+    window = MainWindow(Settings(db_url=db_url), persist_settings=False)
+    qtbot.addWidget(window)
+    window.show()
+    page, runs = window.federation_page, window.runs_page
+    try:
+        runs.refresh()
+        runs.select_ids([run_id])
+        runs.buttons["Resume"].click()
+        assert window.tabs.currentWidget() is page
+        assert "kept no state to continue from" in page.banner.text() and not page.running
+
+        with Database.open(db_url) as db, db.begin() as s:  # the state its server kept after round 2
+            put_artifact(s, run_id, "server_state", ServerState(2, {}).to_bytes())
+        page.server_form.insecure.setChecked(True)
+        page.server_form.listen.setText(f"127.0.0.1:{free_port()}")
+        runs.buttons["Resume"].click()
+        assert page.running and page.server is not None
+        assert page.server.settings.resume_run_id == run_id
+        assert page.server.state_file is not None and page.server.state_file.name.startswith("superlink-")
+        qtbot.waitUntil(lambda: page.server.alive(), timeout=60_000)  # its SuperLink runs, waiting for the sites
+    finally:
+        page.shutdown()
+    assert processes_under(page.work_root) == []

@@ -114,6 +114,12 @@ def test_sigterm_cancels_the_federation_and_leaves_no_process(tmp_path, fl_data,
             "--insecure is only for 127.0.0.1",
         ),
         (["server", "start", "--eval-data", "."], "Give --certs DIR"),
+        (["server", "start", "--insecure", "--listen", "127.0.0.1:9092"], "Give the server's held-out images"),
+        (["server", "start", "--insecure", "--listen", "127.0.0.1:9092", "--resume", "99"], "Run 99 does not exist"),
+        (
+            ["server", "start", "--insecure", "--listen", "127.0.0.1:9092", "--resume", "1", "--rounds", "9"],
+            "leave out --rounds",
+        ),
         (
             ["server", "start", "--eval-data", ".", "--certs", "/nonexistent-certs"],
             "/nonexistent-certs/ca.pem is missing",

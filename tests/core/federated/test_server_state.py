@@ -96,3 +96,31 @@ def _bytes_of(document: dict) -> bytes:
     buffer = io.BytesIO()
     torch.save(document, buffer)
     return buffer.getvalue()
+
+
+def test_a_federation_to_resume_names_the_flower_runs_it_continues_or_says_why_not(db) -> None:
+    from core.federated.server_state import federation_to_resume
+    from core.persistence.artifacts import put_artifact
+    from core.persistence.federation_records import link_flower_run
+    from core.persistence.resumes import ResumeRefused
+    from core.persistence.runs import create_run, finish_run
+
+    plan = FederationConfig(name="north-south", rounds=4, min_sites=2, strategy="fedadam")
+    config = plan.to_dict() | {"eval_data": "/data/held-out"}
+    with db.begin() as s:
+        server = create_run(
+            s, experiment_name="north-south", training_mode="federated", role="server", config=config, flower_run_id=77
+        )
+        link_flower_run(s, server, 2**63 + 5)  # Flower's ids are unsigned 64-bit
+        finish_run(s, server, status="failed", error_message="the SuperLink stopped")
+        done = create_run(s, experiment_name="done", training_mode="federated", role="server", config=config)
+        finish_run(s, done, status="completed")
+    with pytest.raises(ResumeRefused, match="kept no state to continue from"):
+        federation_to_resume(db, server)
+    with pytest.raises(ResumeRefused, match="completed; there is nothing to resume"):
+        federation_to_resume(db, done)
+    with db.begin() as s:
+        put_artifact(s, server, "server_state", ServerState(2, {}).to_bytes())
+    resumed = federation_to_resume(db, server)
+    assert resumed.plan.continued_flower_runs == [77, 2**63 + 5]
+    assert resumed.plan.strategy == "fedadam" and resumed.plan.rounds == 4 and resumed.eval_data == "/data/held-out"
