@@ -73,17 +73,23 @@ def reopen_run(
             ),
         )
     )
-    resume: dict[str, Any] = {
+    reason = f": {run.error_message}" if run.error_message else ""
+    sentence = f"Resumed after epoch {epochs_completed}; the run had been {run.status}{reason}"
+    _reopen(session, run, {"from_epoch": epochs_completed}, sentence, os.getpid(), best_epoch=best_epoch)
+
+
+def _reopen(
+    session: Session, run: RunRecord, point: dict[str, int], sentence: str, owner: int, **values: Any
+) -> None:
+    """Put ``run`` back in progress, owned by ``owner`` on this host, noting the resume (``point``) and why."""
+    resume = {
         "time": utcnow().isoformat(),
-        "from_epoch": epochs_completed,
+        **point,
         "previous_status": run.status,
         "previous_duration": run.duration,
         "host": socket.gethostname(),
     }
-    reason = f": {run.error_message}" if run.error_message else ""
-    add_run_warning(
-        session, run.id, "resume", f"Resumed after epoch {epochs_completed}; the run had been {run.status}{reason}"
-    )
+    add_run_warning(session, run.id, "resume", sentence)
     session.execute(
         update(runs_table)
         .where(runs_table.c.id == run.id)
@@ -92,10 +98,10 @@ def reopen_run(
             end_time=None,
             error_message=None,
             final_stats=None,
-            best_epoch=best_epoch,
             host=socket.gethostname(),
-            pid=os.getpid(),
+            pid=owner,
             resumes=json_safe([*(run.resumes or []), resume]),
+            **values,
         )
     )
 
@@ -146,27 +152,8 @@ def reopen_federation(
     for table in (metrics_table, rounds_table, site_updates_table):
         session.execute(delete(table).where(table.c.run_id == run.id, table.c.round_number > from_round))
     link_flower_run(session, run.id, flower_run_id)
-    resume: dict[str, Any] = {
-        "time": utcnow().isoformat(),
-        "from_round": from_round,
-        "previous_status": run.status,
-        "previous_duration": run.duration,
-        "host": socket.gethostname(),
-    }
-    add_run_warning(session, run.id, "resume", f"Resumed after round {from_round}; the federation had been {run.status}")
-    session.execute(
-        update(runs_table)
-        .where(runs_table.c.id == run.id)
-        .values(
-            status="in_progress",
-            end_time=None,
-            error_message=None,
-            final_stats=None,
-            host=socket.gethostname(),
-            pid=owner or os.getpid(),
-            resumes=json_safe([*(run.resumes or []), resume]),
-        )
-    )
+    sentence = f"Resumed after round {from_round}; the federation had been {run.status}"
+    _reopen(session, run, {"from_round": from_round}, sentence, owner or os.getpid())
 
 
 def continue_site_run(session: Session, run_id: int, flower_run_id: int, server_round: int) -> None:

@@ -1,13 +1,17 @@
 """A recorded run: prepare the data, create the run row, train with the database sink attached, keep its models.
 
-A recorded run keeps its best checkpoint and its training state in its database after every epoch, so
-:func:`resume_and_record` can continue it in place after a crash, a cancel or a failure (``train --resume``).
+A recorded run keeps its best checkpoint and its training state in its working folder after every epoch, and
+copies them into its database at most every :data:`COPY_EVERY_S` seconds and when it ends, so
+:func:`resume_and_record` can continue it in place after a crash, a cancel or a failure (``train --resume``), on
+this workstation from the last epoch, on another one of a shared database from the last copy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +19,7 @@ from pathlib import Path
 from core.config import RunConfig
 from core.data import PreparedDataset
 from core.data.prepare import prepare_dataset
+from core.errors import PneumoFLError
 from core.model.checkpoint import run_folder
 from core.persistence import Database, DatabaseSink
 from core.persistence.artifacts import artifact_file
@@ -25,6 +30,35 @@ from core.persistence.runs import RunRecord, create_run
 from core.sinks import EventSink, SinkSet
 from core.training.resume import ResumePoint, config_changes, data_manifest, manifest_changes, read_resume_point
 from core.training.runner import RunResult, run_training
+
+COPY_EVERY_S = 60.0
+"""How often, at most, a running run's checkpoints are copied into its database. A resnet18's training state is
+135 MB: copied every epoch, a run of short epochs would spend more time writing than training."""
+
+
+class _Copies:
+    """Copies a run's files into its database through ``keeper``, at most every ``every`` seconds per kind."""
+
+    def __init__(self, keeper: ArtifactKeeper, every: float) -> None:
+        self.keeper, self.every = keeper, every
+        self._copied: dict[str, float] = {}
+        self._waiting: dict[str, Path] = {}
+        self._started = time.monotonic()
+
+    def __call__(self, kind: str, path: Path) -> None:
+        now = time.monotonic()
+        if now - self._copied.get(kind, self._started) >= self.every:
+            self.keeper.keep(kind, path)
+            self._copied[kind] = now
+            self._waiting.pop(kind, None)
+        else:
+            self._waiting[kind] = path
+
+    def flush(self) -> None:
+        """Copy the newest file of every kind not copied yet (the run ended: its final weights, its last state)."""
+        for kind, path in self._waiting.items():
+            self.keeper.keep(kind, path)
+        self._waiting.clear()
 
 
 def train_and_record(
@@ -101,15 +135,23 @@ def plan_resume(db: Database, run_id: int, work_dir: str | Path | None = None) -
     """
     with db.begin() as session:
         run = resumable_run(session, run_id)
-        state = artifact_file(session, run_id, "last")
+        stored = artifact_file(session, run_id, "last")
         best = artifact_file(session, run_id, "best")
         folder = Path(work_dir or run_folder(run_id, database_identity(session)))
-    if state is None:
+    # The working copy is the newest on the workstation that trained it; the database's, anywhere.
+    points = []
+    for path in (folder / "last.ckpt", stored):
+        if path is not None and path.is_file():
+            with contextlib.suppress(PneumoFLError):  # a completed run's weights, not a state
+                points.append(read_resume_point(path))
+    if not points:
         raise ResumeRefused(
             f"Run {run_id} kept no training state to resume from: it stopped before its first epoch ended, or was "
             "recorded by an older PneumoFL. Train a new run with its settings instead."
         )
-    point = read_resume_point(state)
+    point = max(points, key=lambda p: p.epochs_completed)
+    if point.path == folder / "last.ckpt" and (folder / "best.ckpt").is_file():
+        best = folder / "best.ckpt"  # the best checkpoint of the same epochs as the working state
     config = RunConfig.from_dict(run.config).validate()
     changed = config_changes(point.config, config.to_dict())
     if changed:
@@ -148,7 +190,7 @@ def resume_and_record(
             f"Run {run.id} cannot resume: its images changed since it began ({'; '.join(changed)}). Put the data "
             "back as it was, or train a new run on the data as it is now."
         )
-    if plan.best is not None:
+    if plan.best is not None and plan.best != plan.folder / "best.ckpt":
         plan.folder.mkdir(parents=True, exist_ok=True)
         partial = plan.folder / "best.ckpt.partial"
         shutil.copyfile(plan.best, partial)
@@ -183,6 +225,7 @@ def _train(
     fanout = SinkSet([DatabaseSink(db, run_id), *sinks])
     fanout.run_id = run_id
     keeper = ArtifactKeeper(db, run_id)
+    copies = _Copies(keeper, COPY_EVERY_S)
     try:
         return run_training(
             config,
@@ -192,9 +235,10 @@ def _train(
             cancel=cancel,
             work_dir=folder,
             progress_bar=progress_bar,
-            keep=keeper.keep,
+            keep=copies,
             resume_from=resume_from,
         )
     finally:
+        copies.flush()
         keeper.close()
         fanout.close()

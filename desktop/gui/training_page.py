@@ -275,22 +275,9 @@ class TrainingPage(QWidget):
 
     def start_prepared(self, config: RunConfig, prepared: PreparedDataset) -> None:
         """Start a run on data already checked (the check's summary is on screen)."""
-        self.dashboard.clear()
-        self.last_result = None
-        self.run_id = None
-        self._started_at = time.monotonic()
-        self._resumed_epoch = 0
         self._total_epochs = config.epochs
-        self.worker = TrainingWorker(config, self.db_url, self.bridge, data=prepared, sinks=list(self.extra_sinks))
-        self.worker.run_created.connect(self._on_run_created)
-        self.worker.errored.connect(self._on_worker_error)
-        self.worker.finished.connect(self._on_finished)
-        self.thread = start_worker(self.worker, self)
-        self.start_button.setEnabled(False)
-        self.stop_button.setEnabled(True)
-        self.progress.setRange(0, 100)
-        self.progress.setValue(0)
-        self.progress.setFormat("Starting…")
+        worker = TrainingWorker(config, self.db_url, self.bridge, data=prepared, sinks=list(self.extra_sinks))
+        self._launch(worker, None, "Starting…")
 
     def resume_run(self, run_id: int) -> bool:
         """Continue run ``run_id`` after its last completed epoch; False (with a banner) if a run is training."""
@@ -299,25 +286,30 @@ class TrainingPage(QWidget):
                 f"Run {self.run_id} is training; stop it before resuming run {run_id}.", kind="warning"
             )
             return False
+        worker = TrainingWorker(
+            self.config(), self.db_url, self.bridge, sinks=list(self.extra_sinks), resume_run_id=run_id
+        )
+        worker.resumed.connect(self._on_resumed)
+        self._launch(worker, run_id, f"Resuming run {run_id}…")
+        return True
+
+    def _launch(self, worker: TrainingWorker, run_id: int | None, status: str) -> None:
+        """Start ``worker`` on its thread with a clean dashboard; the progress bar says ``status`` until it runs."""
         self.dashboard.clear()
         self.last_result = None
         self.run_id = run_id
         self._started_at = time.monotonic()
         self._resumed_epoch = 0
-        self.worker = TrainingWorker(
-            self.config(), self.db_url, self.bridge, sinks=list(self.extra_sinks), resume_run_id=run_id
-        )
-        self.worker.run_created.connect(self._on_run_created)
-        self.worker.resumed.connect(self._on_resumed)
-        self.worker.errored.connect(self._on_worker_error)
-        self.worker.finished.connect(self._on_finished)
-        self.thread = start_worker(self.worker, self)
+        self.worker = worker
+        worker.run_created.connect(self._on_run_created)
+        worker.errored.connect(self._on_worker_error)
+        worker.finished.connect(self._on_finished)
+        self.thread = start_worker(worker, self)
         self.start_button.setEnabled(False)
         self.stop_button.setEnabled(True)
         self.progress.setRange(0, 100)
         self.progress.setValue(0)
-        self.progress.setFormat(f"Resuming run {run_id}…")
-        return True
+        self.progress.setFormat(status)
 
     def _on_resumed(self, history: RunHistory) -> None:
         """Show what the run kept; its next epochs follow live, after the resume mark."""

@@ -69,7 +69,7 @@ def test_stop_mid_run_is_quick_and_recorded_as_cancelled(qtbot, page, sqlite_url
 
 
 def test_resume_on_the_runs_page_continues_a_stopped_run_in_place_with_a_mark(qtbot, page, sqlite_url, gui_config):
-    page.set_config(gui_config.with_overrides(epochs=4))
+    page.set_config(gui_config.with_overrides(epochs=4, backbone="small_cnn"))
     page.start()
     qtbot.waitUntil(lambda: page.dashboard.store["val_recall"].last() is not None, timeout=120_000)
     page.stop()

@@ -19,6 +19,7 @@ from tests.e2e.cli import pneumofl
 from tests.imaging import write_folder_dataset
 
 TINY = ["--image-size", "32", "--batch-size", "8", "--threads", "1", "--no-progress"]
+SMALL_SIX_EPOCHS = ["--epochs", "6", "--patience", "0", "--backbone", "small_cnn"]
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +106,7 @@ def test_unreachable_database_is_one_sentence(env, tmp_path):
 def test_kill_9_during_a_run_then_train_resume_completes_it_in_place(dataset, env, tmp_path):
     db_path = Path(env["PNEUMOFL_DB_URL"].removeprefix("sqlite:///"))
     child = subprocess.Popen(
-        [sys.executable, "-m", "desktop", "train", "--data", str(dataset), "--epochs", "6", "--patience", "0", *TINY],
+        [sys.executable, "-m", "desktop", "train", "--data", str(dataset), *SMALL_SIX_EPOCHS, *TINY],
         env=env,
         cwd=Path(__file__).parents[2],
         stdout=subprocess.DEVNULL,

@@ -49,10 +49,6 @@ def test_a_killed_server_continues_its_federation_at_the_next_round(tmp_path, fl
         assert server is not None
         for proc in processes_under(work / "server"):  # the SuperLink and the ServerApp, as a crash would
             proc.kill()
-        thread.join(timeout=120)
-        with Database.open(db_url, migrate=False) as db, db.begin() as s:
-            before = federated_runs(s, first["outcome"].flower_run_id)
-        assert before[0].id == run_id and len(before) == 3
         server.stop()
 
         # The server starts again (same port, same SuperLink state): the sites reconnect by themselves.
@@ -61,6 +57,10 @@ def test_a_killed_server_continues_its_federation_at_the_next_round(tmp_path, fl
         federation.server.start()
         for node in federation.sites:
             federation.server.approve(node.approval)
+        thread.join(timeout=120)
+        with Database.open(db_url, migrate=False) as db, db.begin() as s:
+            before = federated_runs(s, first["outcome"].flower_run_id)
+        assert before[0].id == run_id and len(before) == 3
         outcome = federation.run(plan.with_changes(continues=str(first["outcome"].flower_run_id)))
         assert outcome.status == "completed", outcome.message
 
