@@ -37,6 +37,7 @@ def tiny_gui_config(data_path) -> RunConfig:
     return RunConfig(
         experiment_name="gui",
         data_path=str(data_path),
+        backbone="small_cnn",  # seconds per run, and a tiny training state
         image_size=32,
         epochs=2,
         batch_size=8,

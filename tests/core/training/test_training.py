@@ -81,7 +81,8 @@ def test_every_metric_is_recorded_for_every_epoch_and_live_events_agree(db, tiny
 
 def test_gradient_norm_is_the_true_global_norm_and_batch_windows_are_real(tiny_config):
     events = ListSink()
-    run_training(tiny_config, prepare_dataset(tiny_config), events)
+    config = tiny_config.with_overrides(backbone="resnet18")
+    run_training(config, prepare_dataset(config), events)
     grads = events.of_type(GradientStats)
     assert grads, "no gradient samples"
     for g in grads:
@@ -196,7 +197,7 @@ def test_an_epoch_that_calls_every_image_pneumonia_never_wins_the_checkpoint(tin
 
     monkeypatch.setattr(runner, "PneumoniaClassifier", FirstEpochSaysPneumonia)
     events = ListSink()
-    config = tiny_config.with_overrides(epochs=3, monitor="val_recall")
+    config = tiny_config.with_overrides(epochs=3, monitor="val_recall", backbone="resnet18")  # one that learns
     result = run_training(config, prepare_dataset(config), events, work_dir=tmp_path)
     epochs = {e.epoch: e.metrics for e in events.of_type(EpochEnd)}
     assert epochs[1]["val_recall"] == 1.0 and epochs[1]["val_specificity"] == 0.0
