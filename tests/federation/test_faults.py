@@ -86,29 +86,6 @@ def test_killed_site_fails_its_round_alone_and_can_rejoin(tmp_path, fl_data, hub
     assert sorted(r.experiment_name for r in runs[1:]) == ["fl-test · site-1", "fl-test · site-2"]
 
 
-def test_superlink_dying_fails_the_run(tmp_path, fl_data, hub, no_orphans):
-    db_url = f"sqlite:///{tmp_path / 'runs.db'}"
-    plan = tiny_plan(rounds=3)
-    with LocalFederation(db_url, no_orphans, sites=2, data_path=str(fl_data), extra_env=hub.env) as federation:
-        import threading
-
-        result: dict = {}
-        runner = threading.Thread(target=lambda: result.setdefault("outcome", federation.run(plan)))
-        runner.start()
-        try:
-            wait_for(lambda: bool(hub.of_type(RoundStart)), what="round 1")
-            federation.server.superlink.kill()
-        finally:
-            runner.join(60)
-    outcome = result["outcome"]
-
-    assert outcome.status == "failed"
-    assert "SuperLink stopped unexpectedly" in outcome.message
-    runs = runs_of(db_url, outcome.flower_run_id)
-    assert runs and runs[0].role == "server"
-    assert all(r.status in ("failed", "interrupted") for r in runs), [(r.role, r.status) for r in runs]
-
-
 def test_a_task_runner_that_cannot_start_fails_the_run_with_its_reason(tmp_path, fl_data, monkeypatch, no_orphans):
     # A flower-superexec that refuses to run (as the bundle's did when Flower could not find its own version):
     # the run would wait forever for a server app; it fails instead, saying why and where the log is.

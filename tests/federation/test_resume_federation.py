@@ -1,6 +1,6 @@
-"""A federation whose server's Flower processes are SIGKILLed after round 2 of 4 continues, in the same server run
-and the same sites' runs, once the server starts again with the run to resume: one curve, no duplicate round, and
-the privacy ledger carried on (4 releases, not 2)."""
+"""A federation whose server's Flower processes are SIGKILLed after round 2 of 4 fails with a sentence, then
+continues, in the same server run and the same sites' runs, once the server starts again with the run to resume:
+one curve, no duplicate round, and the privacy ledger carried on (4 releases, not 2)."""
 
 from __future__ import annotations
 
@@ -58,9 +58,12 @@ def test_a_killed_server_continues_its_federation_at_the_next_round(tmp_path, fl
         for node in federation.sites:
             federation.server.approve(node.approval)
         thread.join(timeout=120)
+        # The SuperLink dying failed the run, in a sentence, at the server and its sites.
+        assert first["outcome"].status == "failed" and "SuperLink stopped unexpectedly" in first["outcome"].message
         with Database.open(db_url, migrate=False) as db, db.begin() as s:
             before = federated_runs(s, first["outcome"].flower_run_id)
         assert before[0].id == run_id and len(before) == 3
+        assert all(r.status in ("failed", "interrupted") for r in before), [(r.role, r.status) for r in before]
         outcome = federation.run(plan.with_changes(continues=str(first["outcome"].flower_run_id)))
         assert outcome.status == "completed", outcome.message
 
