@@ -31,7 +31,7 @@ from core.federated.strategies import build_aggregation
 from core.model.checkpoint import run_folder, save_checkpoint, shared_state, weights_sha256
 from core.model.module import PneumoniaClassifier
 from core.persistence import Database, DatabaseSink
-from core.persistence.artifacts import artifact_bytes, keep_file
+from core.persistence.artifacts import artifact_bytes
 from core.persistence.identity import database_identity
 from core.persistence.keeper import ArtifactKeeper
 from core.persistence.resumes import ResumeRefused, reopen_federation, resumable_server_run
@@ -90,9 +90,6 @@ def main(grid: Grid, context: Context) -> None:
         finally:
             keeper.close()
             sink.close()
-        # The best round's model (what the run's statistics evaluated) and the last global model, with the run.
-        keep_file(db, run_id, "best", work_dir / "best.ckpt")
-        keep_file(db, run_id, "global_last", work_dir / "global_model.pt")
     finally:
         if producer is not None:
             producer.close()
@@ -199,6 +196,8 @@ def run_federation(
         )
         work_dir.mkdir(parents=True, exist_ok=True)
         torch.save(result.arrays.to_torch_state_dict(), work_dir / "global_model.pt")
+        if keeper is not None:  # the last global model with the run (the best round's is kept as it happens)
+            keeper.keep("global_last", work_dir / "global_model.pt")
     except RoundFailed as exc:
         status, error = "failed", str(exc)
         sink.handle(RunError(run_id=run_id, message=error, source="federation", fatal=True))
