@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,16 +29,34 @@ _RUN = re.compile(r"\[RUN (\d+)")
 _REFUSED = re.compile(r"FAB verification failed|The FAB could not be verified")
 
 
+RETRY_EVERY_S = 2.0  # how often a site tries again a server that does not listen yet
+
+
+def _unreachable(server_address: str, exc: Exception, waited: float) -> FlowerProcessError:
+    after = f" (tried for {waited:.0f} s)" if waited else ""
+    return FlowerProcessError(
+        f"Could not send this site's app approval to the server at {server_address}{after}: {exc}. Check the "
+        "address and that the server is running."
+    )
+
+
 def send_approval(
     server_address: str,
     approval: Approval,
     ca_file: Path | None,
     node_key: Path | None = None,
     timeout: float = 30.0,
+    *,
+    wait: float = 0.0,
+    cancel: threading.Event | None = None,
+    on_notice: Callable[[str], None] | None = None,
 ) -> str:
     """POST the steward's approval to the server's fleet front; return the server's sentence.
 
     With the site's node key, the approval is signed with it: a server that enrols sites counts it only then.
+    A site started before its server is normal for headless nodes: while nothing listens at ``server_address``,
+    the approval is sent again every few seconds for up to ``wait`` seconds (``on_notice`` hears it once, and
+    ``cancel`` stops it), as Flower's SuperNode does for its own connection.
 
     Raises
     ------
@@ -53,20 +72,28 @@ def send_approval(
     headers = {"content-type": "application/json"}
     if node_key is not None:
         headers[NODE_KEY_HEADER], headers[NODE_SIGNATURE_HEADER] = sign_with_node_key(body, node_key)
-    try:
-        reply = httpx.post(
-            url,
-            content=body,
-            headers=headers,
-            verify=str(ca_file) if ca_file is not None else False,
-            timeout=timeout,
-            trust_env=False,
-        )
-    except httpx.HTTPError as exc:
-        raise FlowerProcessError(
-            f"Could not send this site's app approval to the server at {server_address}: {exc}. Check the address "
-            "and that the server is running."
-        ) from exc
+    deadline, told, cancel = time.monotonic() + wait, False, cancel or threading.Event()
+    while True:
+        try:
+            reply = httpx.post(
+                url,
+                content=body,
+                headers=headers,
+                verify=str(ca_file) if ca_file is not None else False,
+                timeout=timeout,
+                trust_env=False,
+            )
+            break
+        except httpx.ConnectError as exc:  # nothing listens there (yet): the server may still be starting
+            if time.monotonic() >= deadline:
+                raise _unreachable(server_address, exc, wait) from exc
+            if not told and on_notice is not None:
+                on_notice(f"The server at {server_address} does not answer yet; trying again for up to {wait:.0f} s.")
+                told = True
+            if cancel.wait(RETRY_EVERY_S):
+                raise FlowerProcessError(f"Stopped before the server at {server_address} answered.") from None
+        except httpx.HTTPError as exc:
+            raise _unreachable(server_address, exc, 0.0) from exc
     try:
         message = str(reply.json().get("message", ""))
     except ValueError:

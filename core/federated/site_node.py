@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -102,14 +103,29 @@ class SiteNode:
         self.warm_worker = warm_worker
         self.worker: SiteWorker | None = None
 
-    def start(self) -> None:
-        """Start the SuperNode (it keeps retrying until the SuperLink answers; see :meth:`wait_connected`)."""
+    def start(self, *, wait: float = 0.0, cancel: threading.Event | None = None) -> None:
+        """Start the SuperNode (it keeps retrying until the SuperLink answers; see :meth:`wait_connected`).
+
+        Parameters
+        ----------
+        wait
+            How long to keep trying to hand the approval to a server that does not listen yet (a headless site
+            started before its server).
+        cancel
+            Set to stop waiting for the server.
+        """
         Database.open(self.site.db_url).close()  # fail here, not in every round, on a bad URL
         settings = self.node_settings()
         check_server_allowed(settings)  # the steward's first limit: which servers this site trains for
         if self._send_approval:  # first: a server of another version is a sentence before anything starts
             self.server_reply = send_approval(
-                self.superlink_address, self.approval, self.root_certificates, self.private_key
+                self.superlink_address,
+                self.approval,
+                self.root_certificates,
+                self.private_key,
+                wait=wait,
+                cancel=cancel,
+                on_notice=self.on_notice,
             )
         trusted = self.steward.write_trusted_entities(self.work_dir / "trusted-entities.yaml")
         check_trusted_entities(trusted)  # never start with Flower's check silently off

@@ -135,7 +135,10 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             ),
         )
-        node.start()
+        try:
+            node.start(wait=CONNECT_TIMEOUT_S, cancel=leave)
+        except FlowerProcessError as exc:
+            raise CommandError(str(exc), 1) from None
         if node.server_reply:
             print(node.server_reply, file=sys.stderr)
         try:

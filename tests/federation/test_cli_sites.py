@@ -15,7 +15,20 @@ from core.federated.processes import flower_processes_under, free_port
 from core.persistence import Database
 from tests.federation.test_cli_federation import ROOT, cli_env
 
-PLAN = ["--rounds", "1", "--local-epochs", "1", "--min-sites", "2", "--round-timeout", "90", "--image-size", "32", "--batch-size", "8"]
+PLAN = [
+    "--rounds",
+    "1",
+    "--local-epochs",
+    "1",
+    "--min-sites",
+    "2",
+    "--round-timeout",
+    "90",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "8",
+]
 
 
 def start(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -36,57 +49,31 @@ def test_an_unattended_site_approves_and_a_headless_one_declines(tmp_path, fl_da
     db = f"sqlite:///{tmp_path / 'runs.db'}"
     address = f"127.0.0.1:{free_port()}"
     logs = {name: tmp_path / f"{name}.log" for name in ("server", "north", "south")}
-    server = start(
-        "server",
-        "start",
-        "--insecure",
-        "--listen",
-        address,
-        "--eval-data",
-        str(fl_data),
-        *PLAN,
-        "--db",
-        db,
-        "--work-dir",
-        str(tmp_path / "server"),
-        env=env,
-        log=logs["server"],
-    )
-    sites = []
+    procs: list[subprocess.Popen] = []
     try:
-        time.sleep(3)  # the sites retry until the server listens; this only saves them a few attempts
+        # The sites start first, as headless nodes often do: they keep trying until the server listens.
         for name, extra in (("north", ["--approve-within-policy"]), ("south", [])):
-            sites.append(
-                start(
-                    "client",
-                    "join",
-                    "--server",
-                    address,
-                    "--data",
-                    str(fl_data),
-                    "--insecure",
-                    "--name",
-                    name,
-                    "--threads",
-                    "1",
-                    "--db",
-                    db,
-                    "--work-dir",
-                    str(tmp_path / name),
-                    *extra,
-                    env=env,
-                    log=logs[name],
-                )
-            )
+            site_options = ["--server", address, "--data", str(fl_data), "--insecure", "--name", name]
+            site_options += ["--threads", "1", "--db", db, "--work-dir", str(tmp_path / name), *extra]
+            procs.append(start("client", "join", *site_options, env=env, log=logs[name]))
+        deadline = time.monotonic() + 120
+        while not all("does not answer yet" in logs[name].read_text() for name in ("north", "south")):
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), logs["north"].read_text()
+            time.sleep(0.5)
+        server_options = ["--insecure", "--listen", address, "--eval-data", str(fl_data), *PLAN, "--db", db]
+        server = start(
+            "server", "start", *server_options, "--work-dir", str(tmp_path / "server"), env=env, log=logs["server"]
+        )
+        procs.append(server)
         server.wait(timeout=240)
         deadline = time.monotonic() + 30
         while "the plan of Flower run" not in logs["south"].read_text() and time.monotonic() < deadline:
             time.sleep(0.5)
     finally:
-        for proc in (*sites, server):
+        for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for proc in (*sites, server):
+        for proc in procs:
             try:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
