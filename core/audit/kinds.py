@@ -17,6 +17,9 @@ TOKEN_ROTATED = "token_rotated"
 POLICY_CHANGED = "policy_changed"
 RUN_NOT_SUBMITTED = "run_not_submitted"
 RUN_SUBMITTED = "run_submitted"
+PACS_QUERIED = "pacs_queried"
+PACS_RETRIEVED = "pacs_retrieved"
+RESULTS_STORED = "results_stored"
 
 KINDS: tuple[str, ...] = (
     SITE_JOINED,
@@ -31,4 +34,7 @@ KINDS: tuple[str, ...] = (
     POLICY_CHANGED,
     RUN_NOT_SUBMITTED,
     RUN_SUBMITTED,
+    PACS_QUERIED,
+    PACS_RETRIEVED,
+    RESULTS_STORED,
 )

@@ -11,7 +11,7 @@ import csv
 import dataclasses
 import hashlib
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,12 +168,19 @@ def _read_batch(
         yield Reading(path, point, threshold, sha, probs[k], heatmap)
 
 
-def record_readings(db: Database, model: ReadingModel, readings: Iterable[Reading]) -> int:
+def record_readings(
+    db: Database,
+    model: ReadingModel,
+    readings: Iterable[Reading],
+    answers: Mapping[Path, tuple[str, str]] | None = None,
+) -> int:
     """Keep the readings in ``predictions`` (file name, image SHA-256, probability, threshold, decision).
 
-    Never pixel data or the folder the image was in. The audit trail gets one entry saying how many images which
-    model read. Returns how many were recorded.
+    Never pixel data or the folder the image was in. ``answers`` gives, by image, the SOP instance UIDs of the
+    DICOM report and capture that answered it. The audit trail gets one entry saying how many images which model
+    read. Returns how many were recorded.
     """
+    answers = answers or {}
     rows = [
         {
             "run_id": model.run_id,
@@ -184,6 +191,8 @@ def record_readings(db: Database, model: ReadingModel, readings: Iterable[Readin
             "operating_point": r.operating_point,
             "threshold": r.threshold,
             "decision": r.decision,
+            "report_uid": answers.get(r.path, (None, None))[0],
+            "capture_uid": answers.get(r.path, (None, None))[1],
         }
         for r in readings
         if r.probability is not None

@@ -5,11 +5,16 @@ Examples
   pneumofl predict --run 12 scans/
   pneumofl predict --run 12 scans/ --operating-point sens95 --cam heatmaps/ -o readings.csv
   pneumofl predict --model exported/pneumofl-run12.onnx scans/a.dcm scans/b.png
+  pneumofl predict --run 12 --pacs main --study STUDY_UID --store-results
+  pneumofl predict --run 12 scans/ --dicom-out answers/
 
 The decision is PNEUMONIA when the probability is above the operating point's threshold, chosen on the run's
 validation images: youden (best sensitivity + specificity), sens95 (sensitivity >= 0.95), spec95
 (specificity >= 0.95), default (the run's configured threshold) or a number such as 0.5.
 Every reading is recorded in the database (file name, image SHA-256, probability, threshold, decision).
+--pacs reads a study's CR/DX/DR images from a PACS (see `pneumofl pacs`); --store-results sends, for each DICOM
+image, a structured report and a Grad-CAM secondary capture into its study; --dicom-out writes them as files.
+Both are marked "not for diagnostic use".
 """
 
 from __future__ import annotations
@@ -23,7 +28,11 @@ from typing import TYPE_CHECKING
 from desktop.cli.common import CommandError, add_db_option, check_progress, format_table, open_db, stop_on_interrupt
 
 if TYPE_CHECKING:
+    from core.inference.models import ReadingModel
     from core.inference.reader import Reading
+    from core.pacs.nodes import PacsNode
+    from core.pacs.study import Answers
+    from core.persistence import Database
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -37,7 +46,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--run", type=int, metavar="RUN_ID", help="a recorded run (its best weights)")
     which.add_argument("--model", metavar="FILE", help="an exported .onnx or .pt file (its .card.json next to it)")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files (PNG, JPEG, DICOM) or folders of them")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="image files (PNG, JPEG, DICOM) or folders of them")
+    p.add_argument("--pacs", metavar="NAME", help="read a study from this PACS instead of files (see pneumofl pacs)")
+    p.add_argument("--study", metavar="STUDY_UID", help="the study to read from --pacs (pneumofl pacs find lists them)")
+    p.add_argument(
+        "--store-results", action="store_true", help="send each image's DICOM report and heatmap capture to --pacs"
+    )
+    p.add_argument("--dicom-out", metavar="DIR", help="write each DICOM image's report and heatmap capture into DIR")
     p.add_argument(
         "--operating-point",
         default="youden",
@@ -53,32 +68,49 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load the model, read every image, print or write the readings, record them."""
+    """Load the model, read every image, print or write the readings, answer them as DICOM, record them."""
     from core.inference.models import load_exported_model, load_run_model
     from core.inference.reader import image_paths, read_images, reading_row, record_readings, write_csv
 
-    paths = image_paths(args.paths)
-    db = open_db(args) if args.run is not None or not args.no_record else None
+    pacs = _pacs_source(args)
+    db = open_db(args) if args.run is not None or not args.no_record or pacs else None
     cancel = threading.Event()
+    retrieved: Path | None = None
     try:
         model = load_run_model(db, args.run) if args.run is not None else load_exported_model(Path(args.model))
         cam_dir = Path(args.cam).expanduser() if args.cam else None
         if cam_dir is not None:
             _make_dir(cam_dir)
-        readings = []
-        written: set[str] = set()
-        with check_progress(not args.no_progress) as progress, stop_on_interrupt(cancel, "Stopping after this batch"):
-            for reading in read_images(
-                model, paths, args.operating_point, cam=cam_dir is not None, cancel=cancel, progress=progress
-            ):
-                readings.append((reading, _save_heatmap(reading, cam_dir, written) if cam_dir else None))
+        answering = bool(args.store_results or args.dicom_out)
+        with stop_on_interrupt(cancel, "Stopping after this batch"):
+            if pacs is not None:
+                assert db is not None
+                retrieved = _retrieve(db, pacs, args.study, cancel, not args.no_progress)
+                paths = sorted(retrieved.glob("*.dcm"))
+            else:
+                paths = image_paths(args.paths)
+            readings = []
+            written: set[str] = set()
+            with check_progress(not args.no_progress) as progress:
+                cam = (cam_dir is not None or answering) and model.explains
+                for reading in read_images(
+                    model, paths, args.operating_point, cam=cam, cancel=cancel, progress=progress
+                ):
+                    readings.append((reading, _save_heatmap(reading, cam_dir, written) if cam_dir else None))
+        answers = _answer(args, db, pacs, model, [r for r, _ in readings]) if answering and not cancel.is_set() else None
         if db is not None and not args.no_record:
-            recorded = record_readings(db, model, [r for r, _ in readings])
+            uids = answers.uids() if answers is not None else None
+            recorded = record_readings(db, model, [r for r, _ in readings], uids)
             print(f"{recorded} reading(s) recorded in {db.url_for_display}.", file=sys.stderr)
     finally:
         if db is not None:
             db.close()
+        if retrieved is not None:
+            _forget(retrieved)
     rows = [reading_row(reading, heatmap) for reading, heatmap in readings]
+    if pacs is not None:  # a cache file's name is its SOP instance UID; the folder is gone
+        for row, (reading, _) in zip(rows, readings):
+            row["file"] = reading.path.name
     if args.output:
         write_csv(Path(args.output).expanduser(), rows)
         print(f"{len(rows)} reading(s) written to {args.output}.", file=sys.stderr)
@@ -95,6 +127,77 @@ def run(args: argparse.Namespace) -> int:
     if cancel.is_set():
         return 130
     return 0 if not failed else 1
+
+
+def _pacs_source(args: argparse.Namespace) -> PacsNode | None:
+    """The PACS node to read from (``--pacs``), after checking the options go together."""
+    if args.pacs and not args.study:
+        raise CommandError("--pacs needs --study STUDY_UID: pneumofl pacs find lists the studies.")
+    if args.study and not args.pacs:
+        raise CommandError("--study needs --pacs NAME: the PACS that holds the study.")
+    if args.pacs and args.paths:
+        raise CommandError("Give image paths or --pacs with --study, not both.")
+    if not args.pacs and not args.paths:
+        raise CommandError("Give the images to read (files or folders), or --pacs NAME --study STUDY_UID.")
+    if args.store_results and not args.pacs:
+        raise CommandError("--store-results sends the answers to the PACS the study came from: add --pacs and --study.")
+    if not args.pacs:
+        return None
+    from core.pacs.nodes import load_settings
+
+    return load_settings().node(args.pacs)
+
+
+def _retrieve(db: Database, node: PacsNode, study: str, cancel: threading.Event, show: bool) -> Path:
+    """C-GET the study into a fresh cache folder and audit it; return the folder."""
+    from core.audit import kinds
+    from core.pacs.network import retrieve_study
+    from core.pacs.study import audit_pacs, retrieval_folder, study_patient_ids
+
+    folder = retrieval_folder()
+    print(f"Retrieving study {study} from PACS {node.name}...", file=sys.stderr)
+    with check_progress(show) as progress:
+        files = retrieve_study(node, study, folder, cancel=cancel, progress=progress)
+    audit_pacs(db, kinds.PACS_RETRIEVED, node, patient_ids=study_patient_ids(files), studies=1, images=len(files))
+    print(f"Retrieved {len(files)} X-ray image(s).", file=sys.stderr)
+    return folder
+
+
+def _answer(
+    args: argparse.Namespace, db: Database | None, node: PacsNode | None, model: ReadingModel, readings: list[Reading]
+) -> Answers:
+    """Make the DICOM answers; write them (--dicom-out) and send them (--store-results)."""
+    from core.audit import kinds
+    from core.pacs.network import store
+    from core.pacs.nodes import load_settings
+    from core.pacs.study import answer, audit_pacs, write_answers
+
+    answers = answer(readings, model, load_settings().uid_root)
+    for path, problem in answers.problems.items():
+        print(f"pneumofl: no DICOM answer for {path.name}: {problem}", file=sys.stderr)
+    if args.dicom_out and answers.results:
+        files = write_answers(answers, Path(args.dicom_out).expanduser())
+        print(f"Wrote {len(files)} DICOM file(s) into {args.dicom_out}.", file=sys.stderr)
+    if args.store_results and node is not None and answers.results:
+        assert db is not None
+        datasets = answers.datasets()
+        store(node, datasets)
+        audit_pacs(db, kinds.RESULTS_STORED, node, patient_ids=answers.patient_ids(), objects=len(datasets))
+        n = len(answers.results)
+        print(
+            f"Sent {len(datasets)} DICOM object(s) ({n} reports, {n} heatmaps) to PACS {node.name}.", file=sys.stderr
+        )
+    return answers
+
+
+def _forget(folder: Path) -> None:
+    """Empty the retrieved study from the cache, unless the user keeps retrieved studies."""
+    import shutil
+
+    from core.pacs.nodes import load_settings
+
+    if not load_settings().keep_retrieved:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _make_dir(folder: Path) -> None:

@@ -1,0 +1,343 @@
+"""Talk to a PACS with pynetdicom: C-ECHO, study-level C-FIND, C-GET of a study's X-ray series, C-STORE.
+
+Every failure is one sentence naming the PACS and what to check; none names a patient. A retrieval writes each
+file under a temporary name and renames it when complete, and removes all it wrote when it fails or is cancelled,
+so a folder either holds the study's X-rays or nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom import Dataset
+from pynetdicom import AE, build_role, evt
+from pynetdicom.association import Association
+from pynetdicom.sop_class import (
+    ComputedRadiographyImageStorage,
+    DigitalXRayImageStorageForPresentation,
+    DigitalXRayImageStorageForProcessing,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    Verification,
+)
+
+from core.errors import PneumoFLError
+from core.pacs.nodes import PacsNode
+
+log = logging.getLogger(__name__)
+# pynetdicom logs every refusal as an error of its own; our PacsError sentence says it once, in the user's words.
+logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
+XRAY_MODALITIES = ("CR", "DX", "DR")
+XRAY_STORAGE = (
+    ComputedRadiographyImageStorage,
+    DigitalXRayImageStorageForPresentation,
+    DigitalXRayImageStorageForProcessing,
+)
+TIMEOUT_S = 30.0
+_SUCCESS, _PENDING = 0x0000, (0xFF00, 0xFF01)
+_REJECT_REASONS = {  # (source, reason) of an A-ASSOCIATE-RJ, as a user can act on it
+    (1, 2): "it does not support the application context",
+    (1, 3): "it does not know our AE title {our}: ask its administrator to add {our} (at this workstation's address)",
+    (1, 7): "it is not called {called}: check --ae",
+    (3, 1): "it is temporarily congested; try again later",
+    (3, 2): "it refuses more associations for now; try again later",
+}
+
+
+class PacsError(PneumoFLError):
+    """A PACS could not be reached, refused, or failed an operation (one sentence, never a patient's identity)."""
+
+
+@dataclass(frozen=True)
+class StudyQuery:
+    """What to search for; empty fields match anything. ``date`` is ``YYYYMMDD`` or ``YYYYMMDD-YYYYMMDD``."""
+
+    patient_id: str = ""
+    patient_name: str = ""
+    accession: str = ""
+    date: str = ""
+    modalities: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StudyMatch:
+    """One study the PACS has."""
+
+    study_uid: str
+    patient_id: str
+    patient_name: str
+    accession: str
+    date: str
+    description: str
+    modalities: tuple[str, ...]
+    images: int | None
+
+
+def _ssl_context(node: PacsNode) -> ssl.SSLContext | None:
+    if not node.tls_ca:
+        return None
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=node.tls_ca)
+        if node.tls_cert:
+            context.load_cert_chain(node.tls_cert, node.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise PacsError(
+            f"PACS {node.name}: cannot use its TLS files ({exc}); check --tls-ca, --tls-cert, --tls-key."
+        ) from None
+    return context
+
+
+@contextmanager
+def association(
+    node: PacsNode,
+    contexts: Sequence[str],
+    *,
+    scp_roles: Sequence[str] = (),
+    handlers: list | None = None,
+) -> Iterator[Association]:
+    """An established association with ``node`` proposing ``contexts``; released on leaving.
+
+    ``scp_roles`` are storage classes we take as SCP on this association (C-GET's sub-operations).
+
+    Raises
+    ------
+    PacsError
+        Saying why the association failed: nothing listens, the PACS rejected us (with its reason), or it aborted.
+    """
+    ae = AE(ae_title=node.our_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = TIMEOUT_S
+    ae.connection_timeout = 10.0
+    for uid in contexts:
+        ae.add_requested_context(uid)
+    context = _ssl_context(node)
+    tls_args = (context, node.host) if context is not None else None
+    roles = [build_role(uid, scp_role=True) for uid in scp_roles]
+    assoc = ae.associate(
+        node.host, node.port, ae_title=node.ae_title, ext_neg=roles or None, evt_handlers=handlers, tls_args=tls_args
+    )
+    if not assoc.is_established:
+        raise PacsError(f"PACS {node.name} ({node.address}) {_why_not(assoc, node)}.")
+    try:
+        yield assoc
+    finally:
+        if assoc.is_established:
+            assoc.release()
+        ae.shutdown()
+
+
+def _why_not(assoc: Association, node: PacsNode) -> str:
+    if assoc.is_rejected:
+        primitive = getattr(assoc.acceptor, "primitive", None)
+        key = (getattr(primitive, "result_source", None), getattr(primitive, "diagnostic", None))
+        reason = _REJECT_REASONS.get(key, "it gave no reason we know").format(our=node.our_ae, called=node.ae_title)
+        return f"refused the association: {reason}"
+    if assoc.is_aborted and _listens(node):
+        return (
+            "accepted the connection, then aborted it: check that it knows our AE title "
+            f"{node.our_ae} and, with TLS, that the certificates match"
+        )
+    return "did not answer: check the host and port, that the PACS is running, and that no firewall is in between"
+
+
+def _listens(node: PacsNode) -> bool:
+    """Whether anything accepts a TCP connection at the node's address (pynetdicom reports both as aborted)."""
+    try:
+        socket.create_connection((node.host, node.port), timeout=5).close()
+    except OSError:
+        return False
+    return True
+
+
+def echo(node: PacsNode) -> None:
+    """C-ECHO: the PACS answers and accepts us.
+
+    Raises
+    ------
+    PacsError
+        When the association fails or the echo's status is not success.
+    """
+    with association(node, [Verification]) as assoc:
+        status = assoc.send_c_echo()
+        if not status or status.Status != _SUCCESS:
+            raise PacsError(f"PACS {node.name} ({node.address}) answered the echo with status {_status(status)}.")
+
+
+def find_studies(node: PacsNode, query: StudyQuery, *, limit: int = 500) -> list[StudyMatch]:
+    """C-FIND at study level (study root).
+
+    Raises
+    ------
+    PacsError
+        When the association fails or the PACS reports a failed query.
+    """
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.PatientID = query.patient_id
+    identifier.PatientName = query.patient_name
+    identifier.AccessionNumber = query.accession
+    identifier.StudyDate = query.date
+    identifier.ModalitiesInStudy = "\\".join(query.modalities)
+    identifier.StudyInstanceUID = ""
+    identifier.StudyDescription = ""
+    identifier.NumberOfStudyRelatedInstances = ""
+    found: list[StudyMatch] = []
+    with association(node, [StudyRootQueryRetrieveInformationModelFind]) as assoc:
+        for status, match in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind):
+            code = getattr(status, "Status", None)
+            if code in _PENDING and match is not None:
+                if len(found) < limit:
+                    found.append(_study(match))
+            elif code != _SUCCESS:
+                raise PacsError(f"PACS {node.name} ({node.address}) failed the search with status {_status(status)}.")
+    return found
+
+
+def _study(match: Dataset) -> StudyMatch:
+    modalities = match.get("ModalitiesInStudy", "")
+    count = match.get("NumberOfStudyRelatedInstances", "")
+    return StudyMatch(
+        study_uid=str(match.get("StudyInstanceUID", "")),
+        patient_id=str(match.get("PatientID", "")),
+        patient_name=str(match.get("PatientName", "")),
+        accession=str(match.get("AccessionNumber", "")),
+        date=str(match.get("StudyDate", "")),
+        description=str(match.get("StudyDescription", "")),
+        modalities=tuple(modalities)
+        if not isinstance(modalities, str)
+        else tuple(m for m in modalities.split("\\") if m),
+        images=int(count) if str(count).strip().isdigit() else None,
+    )
+
+
+def xray_series(node: PacsNode, study_uid: str) -> list[tuple[str, str, int | None]]:
+    """``(series UID, modality, images)`` of each series of the study, X-ray or not."""
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "SERIES"
+    identifier.StudyInstanceUID = study_uid
+    identifier.SeriesInstanceUID = ""
+    identifier.Modality = ""
+    identifier.NumberOfSeriesRelatedInstances = ""
+    series = []
+    with association(node, [StudyRootQueryRetrieveInformationModelFind]) as assoc:
+        for status, match in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind):
+            code = getattr(status, "Status", None)
+            if code in _PENDING and match is not None:
+                count = str(match.get("NumberOfSeriesRelatedInstances", ""))
+                series.append(
+                    (
+                        str(match.SeriesInstanceUID),
+                        str(match.get("Modality", "")),
+                        int(count) if count.isdigit() else None,
+                    )
+                )
+            elif code != _SUCCESS:
+                raise PacsError(
+                    f"PACS {node.name} ({node.address}) failed the series search with status {_status(status)}."
+                )
+    return series
+
+
+def retrieve_study(
+    node: PacsNode,
+    study_uid: str,
+    folder: Path,
+    *,
+    cancel: threading.Event | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Path]:
+    """C-GET the study's CR/DX/DR series into ``folder`` as ``<SOP instance UID>.dcm``; return the files.
+
+    Series of other modalities (CT, earlier results) are left on the PACS. ``cancel`` aborts the retrieval.
+
+    Raises
+    ------
+    PacsError
+        When the study has no X-ray series, the association fails, the PACS reports failed sub-operations, or the
+        retrieval was cancelled; the files written so far are removed.
+    """
+    series = [(uid, n) for uid, modality, n in xray_series(node, study_uid) if modality in XRAY_MODALITIES]
+    if not series:
+        raise PacsError(f"PACS {node.name} has no CR, DX or DR series in study {study_uid}.")
+    total = sum(n or 0 for _, n in series)
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    cancel = cancel or threading.Event()
+
+    def stored(event: evt.Event) -> int:
+        dataset = event.dataset
+        dataset.file_meta = event.file_meta
+        target = folder / f"{dataset.SOPInstanceUID}.dcm"
+        partial = target.with_suffix(".part")
+        try:
+            dataset.save_as(partial, enforce_file_format=True)
+            partial.replace(target)
+        except (OSError, ValueError) as exc:
+            log.warning("could not keep a retrieved image: %s", exc)
+            partial.unlink(missing_ok=True)
+            return 0xA700  # out of resources: the PACS counts it as a failed sub-operation
+        written.append(target)
+        if progress is not None:
+            progress(len(written), max(total, len(written)))
+        return _SUCCESS
+
+    try:
+        with association(
+            node,
+            [StudyRootQueryRetrieveInformationModelGet, *XRAY_STORAGE],
+            scp_roles=XRAY_STORAGE,
+            handlers=[(evt.EVT_C_STORE, stored)],
+        ) as assoc:
+            for series_uid, _ in series:
+                identifier = Dataset()
+                identifier.QueryRetrieveLevel = "SERIES"
+                identifier.StudyInstanceUID = study_uid
+                identifier.SeriesInstanceUID = series_uid
+                for status, _identifier in assoc.send_c_get(identifier, StudyRootQueryRetrieveInformationModelGet):
+                    if cancel.is_set():
+                        assoc.abort()
+                        raise PacsError(f"Retrieving study {study_uid} from PACS {node.name} was cancelled.")
+                    code = getattr(status, "Status", None)
+                    if code in _PENDING:
+                        continue
+                    failed = int(status.get("NumberOfFailedSuboperations", 0) or 0) if status else 0
+                    if code != _SUCCESS or failed:
+                        raise PacsError(
+                            f"PACS {node.name} ({node.address}) could not send study {study_uid}: status "
+                            f"{_status(status)}, {failed} image(s) failed."
+                        )
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return written
+
+
+def store(node: PacsNode, datasets: Sequence[Dataset]) -> None:
+    """C-STORE each dataset on ``node``.
+
+    Raises
+    ------
+    PacsError
+        When the association fails or the PACS does not take one (naming its SOP class and status).
+    """
+    classes = sorted({str(d.SOPClassUID) for d in datasets})
+    with association(node, classes) as assoc:
+        for dataset in datasets:
+            status = assoc.send_c_store(dataset)
+            if not status or status.Status not in (_SUCCESS, 0xB000, 0xB007, 0xB006):  # warnings still store
+                raise PacsError(
+                    f"PACS {node.name} ({node.address}) did not store a {dataset.SOPClassUID.name}: status "
+                    f"{_status(status)}."
+                )
+
+
+def _status(status: Dataset | None) -> str:
+    code = getattr(status, "Status", None)
+    return "none (the association was lost)" if code is None else f"0x{int(code):04X}"

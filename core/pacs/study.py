@@ -1,0 +1,123 @@
+"""Reading a PACS study end to end: retrieve into a private cache, answer each image as DICOM, send, audit.
+
+Audit entries say who, when, which PACS and how many studies or images, and a keyed digest of the patient ID
+(HMAC with the database's audit key): the same patient gets the same digest in this database's trail, and nobody
+without the key can recover the ID from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import shutil
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import platformdirs
+from pydicom import dcmread
+
+from core.audit.key import load_or_create_key
+from core.audit.trail import record
+from core.errors import PneumoFLError
+from core.pacs.nodes import PacsNode
+from core.pacs.results import DicomResults, dicom_results, write_results
+from core.persistence import Database
+from core.persistence.identity import database_identity
+
+if TYPE_CHECKING:
+    from core.inference.models import ReadingModel
+    from core.inference.reader import Reading
+
+
+def cache_root() -> Path:
+    """Where retrieved studies wait to be read: the user's cache folder, readable by the user only."""
+    root = Path(platformdirs.user_cache_dir("pneumofl")) / "pacs"
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o700)
+    return root
+
+
+def retrieval_folder() -> Path:
+    """A new, empty folder under :func:`cache_root` for one retrieval."""
+    folder = cache_root() / uuid.uuid4().hex
+    folder.mkdir(mode=0o700)
+    return folder
+
+
+def empty_cache() -> int:
+    """Remove every retrieved study still in the cache; return how many folders were removed."""
+    removed = 0
+    for child in cache_root().iterdir():
+        shutil.rmtree(child, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def patient_digest(db: Database, patient_id: str) -> str:
+    """A keyed digest of ``patient_id`` (16 hex characters) for the audit trail; never the ID itself."""
+    with db.begin() as session:
+        identity = database_identity(session)
+    key = load_or_create_key(identity)
+    return hmac.new(key, b"patient-id:" + patient_id.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
+
+
+def audit_pacs(db: Database, kind: str, node: PacsNode, *, patient_ids: Iterable[str] = (), **counts: int) -> None:
+    """One audit entry for a query, retrieval or store on ``node``: counts and patient digests, no identifiers."""
+    digests = sorted({patient_digest(db, p) for p in patient_ids if p})
+    record(db, kind, {"pacs": node.name, "address": node.address, **counts, "patient_digests": digests})
+
+
+@dataclass
+class Answers:
+    """The DICOM results of a set of readings, by the image they answer."""
+
+    results: dict[Path, DicomResults] = field(default_factory=dict)
+    problems: dict[Path, str] = field(default_factory=dict)  # why an image got no DICOM answer
+
+    def uids(self) -> dict[Path, tuple[str, str]]:
+        """``(report, capture)`` SOP instance UIDs by image, as recorded with each prediction."""
+        return {path: result.instance_uids for path, result in self.results.items()}
+
+    def patient_ids(self) -> list[str]:
+        """The answered images' patient IDs (for the audit digests only)."""
+        return [str(r.report.get("PatientID", "")) for r in self.results.values()]
+
+    def datasets(self) -> list:
+        """Every SR and secondary capture, in reading order."""
+        return [d for r in self.results.values() for d in (r.report, r.capture)]
+
+
+def answer(readings: Sequence[Reading], model: ReadingModel, uid_root: str) -> Answers:
+    """The SR and secondary capture of every DICOM reading; PNG/JPEG and unreadable images are listed as problems."""
+    answers = Answers()
+    for reading in readings:
+        if reading.probability is None:
+            answers.problems[reading.path] = reading.error or "not read"
+        elif reading.path.suffix.lower() != ".dcm":
+            answers.problems[reading.path] = "not a DICOM image: it has no study to answer into"
+        else:
+            try:
+                answers.results[reading.path] = dicom_results(reading, model, uid_root)
+            except PneumoFLError as exc:
+                answers.problems[reading.path] = str(exc)
+    return answers
+
+
+def write_answers(answers: Answers, folder: Path) -> list[Path]:
+    """Write every answer into ``folder`` (see :func:`core.pacs.results.write_results`)."""
+    return [path for result in answers.results.values() for path in write_results(result, folder)]
+
+
+def study_patient_ids(files: Iterable[Path]) -> list[str]:
+    """The patient IDs of retrieved files (read for the audit digest only, never shown)."""
+    ids = []
+    for path in files:
+        try:
+            ids.append(str(dcmread(path, stop_before_pixels=True, specific_tags=["PatientID"]).get("PatientID", "")))
+        except Exception:  # noqa: BLE001 - a file we cannot read has no ID to digest
+            continue
+    return ids

@@ -1,0 +1,148 @@
+"""`pneumofl pacs` and `predict --pacs` against a real Orthanc: echo, find, retrieve, read, and answers stored
+back into the study as a DICOM SR and a Grad-CAM secondary capture that dciodvfy finds clean."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+from pydicom import dcmread
+from pydicom.uid import generate_uid
+
+from core.audit.entries import entries
+from core.config import RunConfig
+from core.persistence import Database
+from core.persistence.predictions import list_predictions
+from core.training.recorded import train_and_record
+from tests.e2e.cli import pneumofl
+from tests.imaging import write_folder_dataset
+from tests.pacs.orthanc import ORTHANC_AE, OUR_AE, Orthanc
+from tests.pacs.studies import chest_image
+
+PATIENT = "PID-4711"
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_folder_dataset(tmp_path_factory.mktemp("pacs-xrays"), per_class=16, size=32)
+
+
+def _dciodvfy_errors(path) -> list[str]:
+    said = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    return [line for line in (said.stdout + said.stderr).splitlines() if line.startswith("Error")]
+
+
+def test_a_study_is_read_from_the_pacs_and_answered_into_it(orthanc: Orthanc, dataset, env, tmp_path):
+    with Database.open(env["PNEUMOFL_DB_URL"]) as db:
+        config = RunConfig(data_path=str(dataset), backbone="small_cnn", image_size=32, epochs=1, batch_size=8)
+        assert train_and_record(config.with_overrides(max_threads=2), db, work_dir=tmp_path / "run").run_id == 1
+    study = generate_uid()
+    sources = {}
+    for n, (modality, view) in enumerate((("CR", "PA"), ("DX", "AP"))):
+        path = chest_image(
+            tmp_path / "study" / f"{n}.dcm", study_uid=study, patient_id=PATIENT, modality=modality, view=view, seed=n
+        )
+        sources[dcmread(path).SOPInstanceUID] = modality
+        orthanc.upload(path)
+    other = chest_image(tmp_path / "other.dcm", study_uid=generate_uid(), patient_id="PID-9999", seed=7)
+    orthanc.upload(other)
+
+    added = pneumofl(
+        "pacs",
+        "add",
+        "local",
+        "--ae",
+        ORTHANC_AE,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        orthanc.dicom_port,
+        env=env,
+        check=0,
+    )
+    assert "Added PACS local" in added.stdout and "pneumofl pacs echo local" in added.stdout
+    echoed = pneumofl("pacs", "echo", "local", env=env, check=0)
+    assert f"accepts {OUR_AE}" in echoed.stdout
+    found = pneumofl("pacs", "find", "local", "--patient", PATIENT, "--modality", "CR,DX", env=env, check=0)
+    assert study in found.stdout and "PID-9999" not in found.stdout
+
+    out = tmp_path / "answers"
+    read = pneumofl(
+        "predict", "--run", "1", "--pacs", "local", "--study", study, "--store-results", "--dicom-out", out,
+        "--no-progress", env=env, check=0,
+    )  # fmt: skip
+    assert "2 image(s) read with run 1" in read.stdout
+    assert "Sent 4 DICOM object(s) (2 reports, 2 heatmaps) to PACS local" in read.stderr
+
+    # The PACS now holds the two images and, in the same study, a report and a capture answering each.
+    held = orthanc.instances(study)
+    assert sorted(d.Modality for d in held) == ["CR", "DX", "OT", "OT", "SR", "SR"]
+    reports = [d for d in held if d.Modality == "SR"]
+    captures = [d for d in held if d.Modality == "OT"]
+    assert len(reports) == 2 and len(captures) == 2
+    referenced = set()
+    for report in reports:
+        assert report.PatientID == PATIENT and report.StudyInstanceUID == study
+        items = report.ContentSequence
+        text = " ".join(str(getattr(item, "TextValue", "")) for item in items)
+        assert "NOT FOR DIAGNOSTIC USE" in text and "weights SHA-256" in text
+        (image_item,) = [item for item in items if item.ValueType == "IMAGE"]
+        referenced.add(image_item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+        (probability,) = [item for item in items if item.ValueType == "NUM"]
+        assert 0.0 <= float(probability.MeasuredValueSequence[0].NumericValue) <= 1.0
+    assert referenced == set(sources)
+    for capture in captures:
+        assert capture.PatientID == PATIENT and capture.BurnedInAnnotation == "YES"
+        assert capture.PhotometricInterpretation == "RGB" and capture.pixel_array.ndim == 3
+        assert "NOT FOR DIAGNOSTIC USE" in capture.ImageComments
+
+    # The same objects as files, which dicom3tools' validator finds free of errors.
+    written = sorted(out.glob("*.dcm"))
+    assert len(written) == 4
+    for path in written:
+        assert _dciodvfy_errors(path) == [], path
+
+    # Each reading is recorded with the UIDs of its answers; the audit trail has digests, never the patient ID.
+    with Database.open(env["PNEUMOFL_DB_URL"]) as db:
+        with db.begin() as session:
+            rows = list_predictions(session, run_id=1)
+            trail = entries(session)
+    answered = {(r["report_uid"], r["capture_uid"]) for r in rows}
+    assert {r.SOPInstanceUID for r in reports} == {a for a, _ in answered}
+    assert {c.SOPInstanceUID for c in captures} == {b for _, b in answered}
+    kinds_seen = [e.kind for e in trail]
+    assert {"pacs_queried", "pacs_retrieved", "results_stored"} <= set(kinds_seen)
+    pacs_entries = [e for e in trail if e.kind.startswith("pacs_") or e.kind == "results_stored"]
+    assert all(PATIENT not in str(e.details) and "Doe" not in str(e.details) for e in pacs_entries)
+    digests = {d for e in pacs_entries for d in e.details["patient_digests"]}
+    assert len(digests) == 1  # the same patient, the same digest in every entry
+    log_text = "".join(p.read_text() for p in (tmp_path / "state").rglob("*.log"))
+    assert PATIENT not in log_text and "Doe^Jane" not in log_text
+
+    # The retrieved images are gone from the cache after reading (the default).
+    cache = tmp_path / "cache" / "pneumofl" / "pacs"
+    assert cache.is_dir() and list(cache.iterdir()) == []
+
+
+def test_a_pacs_that_refuses_or_does_not_answer_is_one_sentence(orthanc: Orthanc, env, tmp_path):
+    port = str(orthanc.dicom_port)
+    cases = {
+        "wrongae": (["--ae", "NOTORTHANC", "--port", port], "refused the association: it is not called NOTORTHANC"),
+        "stranger": (
+            ["--ae", ORTHANC_AE, "--port", port, "--our-ae", "STRANGER"],
+            "does not know our AE title STRANGER",
+        ),
+        "closed": (["--ae", ORTHANC_AE, "--port", "9"], "did not answer: check the host and port"),
+    }
+    for name, (options, sentence) in cases.items():
+        pneumofl("pacs", "add", name, "--host", "127.0.0.1", *options, env=env, check=0)
+        said = pneumofl("pacs", "echo", name, env=env, check=2)
+        assert sentence in said.stderr and len(said.stderr.strip().splitlines()) == 1, said.stderr
+    unknown = pneumofl("pacs", "echo", "nowhere", env=env, check=2)
+    assert "No PACS called 'nowhere'" in unknown.stderr and "pacs add nowhere" in unknown.stderr
+    bad = pneumofl("pacs", "add", "x", "--ae", "A" * 17, "--host", "h", "--port", "104", env=env, check=2)
+    assert "--ae" in bad.stderr and "1 to 16" in bad.stderr
+    mixed = pneumofl("predict", "--run", "1", "--pacs", "wrongae", env=env, check=2)
+    assert "--study" in mixed.stderr
+    assert shutil.which("dciodvfy") is not None  # the validator the answers are checked with is installed
