@@ -110,7 +110,7 @@ FLOWER_FILES = ("test_federation_page.py",)
 
 # Folders whose every test starts a federation, a browser or a CLI subprocess: the full gate runs them, the fast
 # lane (`bash packaging/dev.sh test --fast`) does not. Single tests elsewhere carry @pytest.mark.full.
-FULL_FOLDERS = ("federation", "web", "e2e", "packaging")
+FULL_FOLDERS = ("federation", "web", "e2e", "packaging", "pacs")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -100,17 +100,9 @@ def test_an_app_signed_by_a_key_the_site_does_not_trust_is_refused(guarded, tmp_
     assert not marker.exists()
 
 
-@pytest.mark.parametrize(
-    ("policy_line", "plan_changes", "reason"),
-    [
-        ("max_rounds = 1", {"rounds": 2}, "asks for 2 rounds"),
-        ("min_dp_noise = 1.0", {"dp_noise": 0.5}, "noise"),
-        ('allowed_strategies = ["fedavg"]', {"strategy": "fedadam"}, "fedadam"),
-    ],
-)
-def test_a_plan_outside_the_sites_policy_is_declined_before_any_training(
-    guarded, policy_line, plan_changes, reason
-):
+def test_a_plan_outside_the_sites_policy_is_declined_before_any_training(guarded):
+    # Each rule of the policy is checked in tests/core/federated/test_policy.py; this is the path through real sites.
+    policy_line, plan_changes, reason = 'allowed_strategies = ["fedavg"]', {"strategy": "fedadam"}, "fedadam"
     federation, policy, db_url = guarded
     key = policy_line.split(" = ")[0]
     lines = [line for line in policy_template().splitlines() if not line.startswith(f"{key} =")]

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from core.events import ClientUpdate, RoundStart, TrainingStart
+from core.events import ClientUpdate, TrainingStart
 from core.federated import nodes
 from core.federated.local import LocalFederation
 from core.federated.nodes import SiteNode
@@ -34,9 +34,10 @@ def runs_of(db_url: str, flower_run_id: int):
 
 def test_killed_site_fails_its_round_alone_and_can_rejoin(tmp_path, fl_data, hub, no_orphans):
     db_url = f"sqlite:///{tmp_path / 'runs.db'}"
-    # Two sites, one killed: the round completes with the other. A round takes about 20 s here (a fresh ClientApp
-    # process per site), so the killed site is given up on after 40.
-    plan = tiny_plan(min_sites=1, round_timeout=40.0)
+    # Two sites, one killed mid-round: the round completes with the other once the killed site is given up on (the
+    # round timeout; Flower itself lists a killed node for about a minute). One round: every later round would
+    # wait for the dead node the same way.
+    plan = tiny_plan(rounds=1, min_sites=1, round_timeout=25.0)
     with LocalFederation(db_url, no_orphans, sites=2, data_path=str(fl_data), extra_env=hub.env) as federation:
         victim = federation.sites[1]
         result: dict = {}
@@ -51,36 +52,28 @@ def test_killed_site_fails_its_round_alone_and_can_rejoin(tmp_path, fl_data, hub
                 lambda: any(e.experiment_name.endswith("site-2") for e in hub.of_type(TrainingStart)), what="site-2"
             )
             victim.kill()
-            wait_for(  # the round timeout (40 s) plus round 1 itself, with room for a loaded machine
-                lambda: any(e.round_number == 2 for e in hub.of_type(RoundStart)) or not runner.is_alive(),
-                timeout=180.0,
-                what="round 2",
-            )
-            # The site comes back (same settings, same database): it takes part again.
+            # The site comes back at once (same settings, same database) while the round waits for its old node.
             rejoined = SiteNode(
                 victim.site, victim.superlink_address, no_orphans / "site-2-again", extra_env=hub.env, send_approval=False
             )
             federation.server.approve(rejoined.approval)  # a local federation hands its sites' approvals over
             federation.sites.append(rejoined)
             rejoined.start()
-            rejoined_id = str(rejoined.wait_connected())
+            rejoined_id = rejoined.wait_connected()
+            assert rejoined_id != victim.node_id  # a new Flower node for the same site
         finally:
             runner.join(240)
     outcome = result["outcome"]
 
     assert outcome.status == "completed", outcome.message
     updates = hub.of_type(ClientUpdate)
-    round1 = [u for u in updates if u.round_number == 1]
-    assert [u.client_name for u in round1 if not u.failed] == ["site-1"]
-    failed = [u for u in round1 if u.failed]
+    assert [u.client_name for u in updates if not u.failed] == ["site-1"]
+    failed = [u for u in updates if u.failed]
     # Once, by name (even though it never replied), with the reason in words: not Flower's node id and text.
     assert len(failed) == 1 and failed[0].client_name == "site-2", [(u.client_name, u.error) for u in failed]
+    assert failed[0].client_id != str(rejoined_id)  # the dead node failed, not the site's new one
     assert "went offline" in failed[0].error or "no reply within the round timeout" in failed[0].error
     assert "Error:" not in failed[0].error and "heartbeat" not in failed[0].error
-    # Rejoining: the site's new SuperNode never fails; when it was back in time it trained again. (Its dead one
-    # may be asked once more, and fail by name, until Flower's heartbeat gives up on it.)
-    later = [u for u in updates if u.client_id == rejoined_id]
-    assert all(not u.failed and u.client_name == "site-2" for u in later)
     runs = runs_of(db_url, outcome.flower_run_id)
     assert runs[0].status == "completed"
     assert sorted(r.experiment_name for r in runs[1:]) == ["fl-test · site-1", "fl-test · site-2"]

@@ -1,6 +1,6 @@
-"""A federation whose server's Flower processes are SIGKILLed after round 2 of 4 fails with a sentence, then
+"""A federation whose server's Flower processes are SIGKILLed after round 1 of 3 fails with a sentence, then
 continues, in the same server run and the same sites' runs, once the server starts again with the run to resume:
-one curve, no duplicate round, and the privacy ledger carried on (4 releases, not 2)."""
+one curve, no duplicate round, and the privacy ledger carried on (3 releases, not 2)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def test_a_killed_server_continues_its_federation_at_the_next_round(tmp_path, fl
     db_url = f"sqlite:///{tmp_path / 'fl.db'}"
     work = tmp_path / "fl-work"
     federation = LocalFederation(db_url, work, sites=2, data_path=str(fl_data), state_file=work / "superlink.db")
-    plan = tiny_plan(name="fl-resume", rounds=4, dp_noise=2.5, dp_clipping="fixed", round_timeout=120.0)
+    plan = tiny_plan(name="fl-resume", rounds=3, dp_noise=2.5, dp_clipping="fixed", round_timeout=120.0)
     try:
         federation.start()
         first: dict = {}
@@ -41,10 +41,10 @@ def test_a_killed_server_continues_its_federation_at_the_next_round(tmp_path, fl
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
             run_id, rounds, kinds = _server_rounds(db_url)
-            if 2 in rounds and "server_state" in kinds:
+            if 1 in rounds and "server_state" in kinds:
                 break
             time.sleep(0.2)
-        assert run_id is not None and 2 in rounds, "round 2 never ended"
+        assert run_id is not None and 1 in rounds, "round 1 never ended"
         server = federation.server
         assert server is not None
         for proc in processes_under(work / "server"):  # the SuperLink and the ServerApp, as a crash would
@@ -82,11 +82,11 @@ def test_a_killed_server_continues_its_federation_at_the_next_round(tmp_path, fl
             }
         # One server run and the same two site runs, now linked to both Flower runs.
         assert [r.id for r in after] == [r.id for r in before]
-        assert run.status == "completed" and len(run.resumes) == 1 and run.resumes[0]["from_round"] >= 2
-        assert [r["round_number"] for r in rounds] == [0, 1, 2, 3, 4]  # one curve, no round twice
-        assert sorted(evaluations) == [0, 1, 2, 3, 4]
-        assert all(epochs == [1, 2, 3, 4] for epochs in site_epochs.values()), site_epochs
-        assert run.final_stats["privacy"]["releases"] == 4, "the privacy ledger continued, not from zero"
+        assert run.status == "completed" and len(run.resumes) == 1 and run.resumes[0]["from_round"] >= 1
+        assert [r["round_number"] for r in rounds] == [0, 1, 2, 3]  # one curve, no round twice
+        assert sorted(evaluations) == [0, 1, 2, 3]
+        assert all(epochs == [1, 2, 3] for epochs in site_epochs.values()), site_epochs
+        assert run.final_stats["privacy"]["releases"] == 3, "the privacy ledger continued, not from zero"
         assert all(r.status == "completed" for r in after[1:])
     finally:
         federation.stop()
