@@ -11,6 +11,17 @@ from core.persistence.runs import create_run
 SITES = (("11", "north", 0.70), ("12", "south", 0.60))
 
 
+# A server's operating points: chosen and measured on its held-out set, with no test split of its own.
+SERVER_POINTS = {
+    name: {"threshold": threshold, "val": {"recall": recall, "specificity": specificity}, "intervals": {}}
+    for name, threshold, recall, specificity in (
+        ("youden", 0.41, 0.9, 0.85),
+        ("sens95", 0.22, 0.95, 0.7),
+        ("spec95", 0.77, 0.6, 0.95),
+    )
+}
+
+
 def record_federation(db: Database, name: str = "three hospitals") -> int:
     """Record the federation; return the server run's id."""
     with db.begin() as session:
@@ -62,6 +73,6 @@ def record_federation(db: Database, name: str = "three hospitals") -> int:
         "clipping_norm": 1.0,
         "accounting": "Renyi DP, Flower's RdpAccountant (no sampling amplification)",
     }
-    sink.handle(TrainingEnd(run_id=run_id, status="completed", best_epoch=2, final_stats={"privacy": privacy}))
+    sink.handle(TrainingEnd(run_id=run_id, status="completed", best_epoch=2, final_stats={"privacy": privacy, "operating_points": SERVER_POINTS}))
     sink.close()
     return run_id

@@ -103,9 +103,51 @@ class FederationDashboard(QWidget):
             pen = pg.mkPen(colour, width=1)
             self._curves[name] = self.server_plot.plot([], [], name=label, pen=pen, symbol="o", symbolSize=5)
             self._curves[name].setSymbolBrush(colour)
+        self._notes = {
+            "server": self._note(self.server_plot, "No federation yet"),
+            "heatmap": self._note(self.heatmap_plot, "No cross-site evaluation yet"),
+            "site": self._note(self.site_plot, "No site has trained a round yet"),
+        }
+        self._shown_empty: dict[str, bool] = {}
+        self._update_empty()
         self.timer = QTimer(self)
         self.timer.timeout.connect(self.refresh)
         self.timer.start(int(1000 / refresh_hz))
+
+    def _update_empty(self) -> None:
+        empty = {
+            "server": not any(xs for xs, _ in self.server.values()),
+            "heatmap": not self.cross_site,
+            "site": not any(xs for xs, _ in self.sites.values()),
+        }
+        plots = {"server": self.server_plot, "heatmap": self.heatmap_plot, "site": self.site_plot}
+        for key, is_empty in empty.items():
+            if self._shown_empty.get(key) != is_empty:  # only on a change: autorange is the user's after that
+                self._show_empty(plots[key], self._notes[key], is_empty)
+                self._shown_empty[key] = is_empty
+
+    def is_empty(self, chart: str) -> bool:
+        """Whether ``chart`` (``server``, ``heatmap``, ``site``) shows its sentence instead of axes, for tests."""
+        return self._notes[chart].isVisible()
+
+    def _note(self, plot: pg.PlotItem, sentence: str) -> pg.TextItem:
+        """A sentence in the middle of ``plot``, shown instead of its axes while it has nothing to draw."""
+        note = pg.TextItem(sentence, color="#666666", anchor=(0.5, 0.5))
+        note.setPos(0.5, 0.5)
+        plot.addItem(note, ignoreBounds=True)
+        return note
+
+    def _show_empty(self, plot: pg.PlotItem, note: pg.TextItem, empty: bool) -> None:
+        """Axes only around data: an empty chart says so instead of drawing meaningless ranges."""
+        for side in ("left", "bottom"):
+            plot.showAxis(side, not empty)
+        note.setVisible(empty)
+        if empty:
+            plot.setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
+        else:
+            plot.enableAutoRange()
+            if plot is self.server_plot:
+                plot.setYRange(0, 1)
 
     def _legend(self, row: int, col: int, plot: pg.PlotItem) -> pg.LegendItem:
         holder = self.plots.addViewBox(row=row, col=col, enableMouse=False)
@@ -227,6 +269,7 @@ class FederationDashboard(QWidget):
                 )
             self._curves[key].setData(xs, ys)
         self._draw_heatmap()
+        self._update_empty()
 
     def _draw_heatmap(self) -> None:
         sites = self.heatmap_sites()

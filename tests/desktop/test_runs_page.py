@@ -11,7 +11,7 @@ from core.persistence.history import load_run_history
 from core.persistence.metric_reads import epoch_table
 from core.persistence.runs import count_runs
 from core.training.recorded import train_and_record
-from desktop.charts.federation import STATUS_COLUMN
+from desktop.charts.federation import STATUS_COLUMN, FederationDashboard
 from desktop.gui.runs_page import CompareView, RunsPage, RunViewer
 from tests.desktop.conftest import tiny_gui_config
 from tests.recorded_federation import record_federation
@@ -227,6 +227,8 @@ def test_a_federation_server_run_opens_with_its_rounds_sites_failures_and_privac
         assert rounds == [1.0, 2.0] and auroc == pytest.approx([0.85, 0.9])
         assert board.heatmap_sites() == ["north", "south"]
         assert board.cross_site[("north", 2)] == pytest.approx(0.9)
+        assert not any(board.is_empty(chart) for chart in ("server", "heatmap", "site"))
+        assert board.heatmap_plot.getAxis("bottom").isVisible()
         assert board.updates.rowCount() == 5
         failed = [r for r in range(5) if board.updates.item(r, STATUS_COLUMN).text().startswith("FAILED")]
         assert len(failed) == 1 and "east" == board.updates.item(failed[0], 1).text()
@@ -237,3 +239,13 @@ def test_a_federation_server_run_opens_with_its_rounds_sites_failures_and_privac
         board.shutdown()
     finally:
         db.close()
+
+
+def test_an_empty_federation_view_says_so_instead_of_drawing_empty_axes(qtbot):
+    board = FederationDashboard()
+    qtbot.addWidget(board)
+    board.refresh()
+    assert all(board.is_empty(chart) for chart in ("server", "heatmap", "site"))
+    assert board._notes["server"].textItem.toPlainText() == "No federation yet"
+    for plot in (board.server_plot, board.heatmap_plot, board.site_plot):  # no -400..400 "round (x0.001)" axes
+        assert not plot.getAxis("bottom").isVisible() and not plot.getAxis("left").isVisible()

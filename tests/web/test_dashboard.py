@@ -177,6 +177,14 @@ def test_a_federation_shows_each_site_per_round_and_failures_in_red(page, served
     assert "north" in heat and "0.90" in heat and "0.80" in heat  # north's round 2 and south's round 2
     assert "ε = 3.00" in page.inner_text("#privacy")
     assert page.evaluate("window.pneumofl.view.federation.siteChart.labels") == ["north", "south"]
+    # Rounds are counted: the round axes tick at whole numbers only.
+    for chart in ("server", "siteChart"):
+        ticks = page.evaluate(f"window.pneumofl.view.federation.{chart}.plot.axes[0]._splits")
+        assert ticks and all(float(t).is_integer() for t in ticks), (chart, ticks)
+    # The server has no test split: its operating points show validation rows only, and say why.
+    points = page.inner_text("#operating-points")
+    assert "Validation sensitivity" in points and "Test" not in points
+    assert "no test split" in page.inner_text("#no-test-split")
     assert page.errors == []
     if os.environ.get("PNEUMOFL_WEB_SCREENSHOT"):
         page.screenshot(path=os.environ["PNEUMOFL_WEB_SCREENSHOT"], full_page=True)

@@ -12,6 +12,9 @@ function tickText(value) {
   return String(Number(value.toPrecision(3)));
 }
 
+// Tick steps of an axis that counts (epochs, rounds, steps): never a tick at 0.5 of a round.
+const WHOLE_STEPS = [1, 2, 5].flatMap((m) => [1, 10, 100, 1e3, 1e4, 1e5, 1e6].map((p) => m * p)).sort((a, b) => a - b);
+
 export function colour(i) {
   return COLOURS[i % COLOURS.length];
 }
@@ -44,7 +47,7 @@ function markerPlugin(chart) {
 }
 
 export class LineChart {
-  // series: [{label, colour?}]; options: {title, xLabel, yRange?: [min, max], points?: bool, xIsTime?: false}
+  // series: [{label, colour?}]; options: {title, xLabel, yRange?: [min, max], points?: bool, wholeX?: bool}
   constructor(container, series, options = {}) {
     this.container = container;
     this.labels = series.map((s) => s.label);
@@ -59,7 +62,12 @@ export class LineChart {
       width,
       height: options.height || 220,
       scales: { x: { time: false }, y: options.yRange ? { range: options.yRange } : {} },
-      axes: [{ label: options.xLabel || "", size: 36 }, { size: 56, values: (u, ticks) => ticks.map(tickText) }],
+      axes: [
+        options.wholeX
+          ? { label: options.xLabel || "", size: 36, incrs: WHOLE_STEPS, values: (u, ticks) => ticks.map((t) => String(Math.round(t))) }
+          : { label: options.xLabel || "", size: 36 },
+        { size: 56, values: (u, ticks) => ticks.map(tickText) },
+      ],
       legend: { live: false },
       cursor: { drag: { x: true, y: false } },
       plugins: [markerPlugin(this)],

@@ -31,6 +31,7 @@ export class FederationView {
     root.append(this.privacy);
     this.server = new LineChart(this.card("Server evaluation (held-out set) per round", grid), SERVER.map(([, l]) => ({ label: l })), {
       xLabel: "round",
+      wholeX: true,
       yRange: [0, 1],
     });
     const trained = federation.replies.filter((r) => r.metrics?.train_loss !== undefined);
@@ -77,7 +78,7 @@ export class FederationView {
     this.siteChart = new LineChart(
       this.siteBox,
       this.siteNames.map((name, i) => ({ label: name, colour: colour(i + 3) })),
-      { xLabel: "round" },
+      { xLabel: "round", wholeX: true },
     );
     for (const [name, losses] of this.siteLoss) {
       for (const [round, loss] of losses) this.siteChart.set(round, this.sites.get(name), loss);

@@ -80,7 +80,7 @@ export class RunView {
     this.root.append(grid);
     this.epochCharts = {};
     for (const [metric, title] of EPOCH_METRICS) {
-      const chart = new LineChart(this.card(title, grid), [{ label: "train" }, { label: "val" }], { xLabel: "epoch" });
+      const chart = new LineChart(this.card(title, grid), [{ label: "train" }, { label: "val" }], { xLabel: "epoch", wholeX: true });
       this.epochCharts[metric] = chart;
       this.charts.push(chart);
     }
@@ -114,6 +114,7 @@ export class RunView {
     const batch = this.snapshot.batch || {};
     this.lossChart = new LineChart(this.card("Batch loss (sampled)", grid), [{ label: "train loss" }], {
       xLabel: "step",
+      wholeX: true,
       points: false,
     });
     const layers = Object.keys(batch)
@@ -123,10 +124,11 @@ export class RunView {
     this.gradChart = new LineChart(
       this.card("Gradient norm", grid),
       this.gradNames.map((n, i) => ({ label: n === "grad_norm" ? "global" : n.slice(10), colour: colour(i + 2) })),
-      { xLabel: "step", points: false },
+      { xLabel: "step", points: false, wholeX: true },
     );
     this.lrChart = new LineChart(this.card("Learning rate", grid), [{ label: "lr", colour: colour(4) }], {
       xLabel: "step",
+      wholeX: true,
       points: false,
     });
     this.charts.push(this.lossChart, this.gradChart, this.lrChart);
@@ -190,7 +192,10 @@ export class RunView {
       table.append(
         el("tr", {}, el("td", {}, "Threshold"), POINTS.map(([key]) => el("td", { class: "num" }, fixed(stats.operating_points[key]?.threshold)))),
       );
-      for (const split of ["val", "test"]) {
+      // Only splits with values: a federation's server has no test split of its own.
+      const points = Object.values(stats.operating_points);
+      const splits = ["val", "test"].filter((split) => points.some((p) => p?.[split]?.recall !== undefined));
+      for (const split of splits) {
         for (const [metric, label] of [["recall", "sensitivity"], ["specificity", "specificity"]]) {
           table.append(
             el(
@@ -205,7 +210,11 @@ export class RunView {
           );
         }
       }
-      this.card("Operating points (chosen on validation)", this.finalBox, true).append(table);
+      const card = this.card("Operating points (chosen on validation)", this.finalBox, true);
+      card.append(table);
+      if (!splits.includes("test")) {
+        card.append(el("p", { id: "no-test-split", class: "muted" }, "No test rows: this run has no test split (a federation's server evaluates on its held-out set only)."));
+      }
     }
     if (stats.privacy) {
       const p = stats.privacy;
