@@ -8,6 +8,7 @@ so a folder either holds the study's X-rays or nothing.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import socket
 import ssl
@@ -43,6 +44,7 @@ XRAY_STORAGE = (
 )
 TIMEOUT_S = 30.0
 _SUCCESS, _PENDING = 0x0000, (0xFF00, 0xFF01)
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _REJECT_REASONS = {  # (source, reason) of an A-ASSOCIATE-RJ, as a user can act on it
     (1, 2): "it does not support the application context",
     (1, 3): "it does not know our AE title {our}: ask its administrator to add {our} (at this workstation's address)",
@@ -98,7 +100,7 @@ def _ssl_context(node: PacsNode) -> ssl.SSLContext | None:
 @contextmanager
 def association(
     node: PacsNode,
-    contexts: Sequence[str],
+    contexts: Sequence[str | tuple[str, list[str]]],
     *,
     scp_roles: Sequence[str] = (),
     handlers: list | None = None,
@@ -115,8 +117,12 @@ def association(
     ae = AE(ae_title=node.our_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = TIMEOUT_S
     ae.connection_timeout = 10.0
-    for uid in contexts:
-        ae.add_requested_context(uid)
+    ae.maximum_pdu_size = 0  # no limit on what the PACS sends us: 16 kB PDUs cost ~100 ms per 2 MB image
+    for context in contexts:  # a SOP class (default transfer syntaxes), or (SOP class, [transfer syntaxes])
+        if isinstance(context, tuple):
+            ae.add_requested_context(context[0], context[1])
+        else:
+            ae.add_requested_context(context)
     context = _ssl_context(node)
     tls_args = (context, node.host) if context is not None else None
     roles = [build_role(uid, scp_role=True) for uid in scp_roles]
@@ -272,12 +278,13 @@ def retrieve_study(
     cancel = cancel or threading.Event()
 
     def stored(event: evt.Event) -> int:
-        dataset = event.dataset
-        dataset.file_meta = event.file_meta
-        target = folder / f"{dataset.SOPInstanceUID}.dcm"
+        uid = str(event.request.AffectedSOPInstanceUID)
+        if not _UID.match(uid):  # it names a file: a hostile PACS must not choose a path
+            return 0xA900  # dataset does not match SOP class (a malformed request)
+        target = folder / f"{uid}.dcm"
         partial = target.with_suffix(".part")
         try:
-            dataset.save_as(partial, enforce_file_format=True)
+            partial.write_bytes(event.encoded_dataset())  # as received, with its file meta: no decode, no re-encode
             partial.replace(target)
         except (OSError, ValueError) as exc:
             log.warning("could not keep a retrieved image: %s", exc)
@@ -327,10 +334,19 @@ def store(node: PacsNode, datasets: Sequence[Dataset]) -> None:
     PacsError
         When the association fails or the PACS does not take one (naming its SOP class and status).
     """
-    classes = sorted({str(d.SOPClassUID) for d in datasets})
-    with association(node, classes) as assoc:
+    syntaxes: dict[str, set[str]] = {}
+    for dataset in datasets:  # each as it is encoded (the captures are JPEG), no transcoding on the way
+        syntaxes.setdefault(str(dataset.SOPClassUID), set()).add(str(dataset.file_meta.TransferSyntaxUID))
+    contexts = [(uid, sorted(found)) for uid, found in sorted(syntaxes.items())]
+    with association(node, contexts) as assoc:
         for dataset in datasets:
-            status = assoc.send_c_store(dataset)
+            try:
+                status = assoc.send_c_store(dataset)
+            except ValueError:  # pynetdicom: no accepted presentation context for this class and syntax
+                raise PacsError(
+                    f"PACS {node.name} ({node.address}) does not take a {dataset.SOPClassUID.name} encoded as "
+                    f"{dataset.file_meta.TransferSyntaxUID.name}; ask its administrator to accept it."
+                ) from None
             if not status or status.Status not in (_SUCCESS, 0xB000, 0xB007, 0xB006):  # warnings still store
                 raise PacsError(
                     f"PACS {node.name} ({node.address}) did not store a {dataset.SOPClassUID.name}: status "

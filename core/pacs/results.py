@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from pydicom import Dataset, dcmread
 from pydicom.sr.codedict import codes
-from pydicom.uid import generate_uid
+from pydicom.uid import JPEGBaseline8Bit, generate_uid
 
 from core import __version__
 from core.data.images import decode_image
@@ -160,7 +160,7 @@ def _capture(source: Dataset, reading: Reading, lines: list[str], root: str) -> 
     capture = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=source,
         pixel_array=pixels,
-        photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
+        photometric_interpretation=hd.PhotometricInterpretationValues.YBR_FULL_422,  # JPEG's colour space
         bits_allocated=8,
         coordinate_system=hd.CoordinateSystemNames.PATIENT,
         series_instance_uid=_uid(root),
@@ -169,8 +169,13 @@ def _capture(source: Dataset, reading: Reading, lines: list[str], root: str) -> 
         instance_number=1,
         manufacturer=MANUFACTURER,
         patient_orientation=("L", "F"),  # unknown orientation is not allowed; the usual PA chest
+        # JPEG baseline: a 1024 px RGB capture is 3 MB raw and about 0.2 MB so; it is a picture to look at, not data.
+        transfer_syntax_uid=JPEGBaseline8Bit,
         series_description=f"PneumoFL heatmap ({NOT_FOR_DIAGNOSIS.lower()})",
     )
+    # Encapsulated (JPEG) pixel data is OB of undefined length; pydicom fixes that when it writes a file, but a
+    # C-STORE encodes the dataset as it is in memory.
+    capture["PixelData"].VR, capture["PixelData"].is_undefined_length = "OB", True
     capture.BurnedInAnnotation = "YES"  # the caption is part of the pixels
     capture.Laterality = source.get("Laterality", "")  # type 2C: empty for an unpaired part (the chest)
     capture.ImageComments = " ".join(lines)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -23,6 +24,8 @@ class Orthanc:
 
     Orthanc 1.10 has no setting for the address its DICOM server binds to; it accepts associations only from
     ``OUR_AE`` at 127.0.0.1 (``DicomCheckModalityHost``), and its HTTP API listens on loopback only.
+    ``TCP_NODELAY=1`` asks its DICOM toolkit (DCMTK) for Nagle-free sockets: without it every DIMSE exchange
+    waits about 40 ms for a delayed ACK (a C-ECHO takes 44 ms instead of 2).
     """
 
     def __init__(self, folder: Path) -> None:
@@ -61,7 +64,13 @@ class Orthanc:
         path = self.folder / "orthanc.json"
         path.write_text(json.dumps(config), encoding="utf-8")
         with open(self.folder / "orthanc.log", "w", encoding="utf-8") as log:  # the child keeps its own copy
-            self.process = subprocess.Popen([executable, str(path)], stdout=log, stderr=subprocess.STDOUT, cwd=self.folder)
+            self.process = subprocess.Popen(
+                [executable, str(path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.folder,
+                env=os.environ | {"TCP_NODELAY": "1"},
+            )
         deadline = time.monotonic() + 30
         while True:
             try:

@@ -94,7 +94,7 @@ def test_a_study_is_read_from_the_pacs_and_answered_into_it(orthanc: Orthanc, da
     assert referenced == set(sources)
     for capture in captures:
         assert capture.PatientID == PATIENT and capture.BurnedInAnnotation == "YES"
-        assert capture.PhotometricInterpretation == "RGB" and capture.pixel_array.ndim == 3
+        assert capture.PhotometricInterpretation == "YBR_FULL_422" and capture.pixel_array.shape[-1] == 3  # JPEG
         assert "NOT FOR DIAGNOSTIC USE" in capture.ImageComments
 
     # The same objects as files, which dicom3tools' validator finds free of errors.
