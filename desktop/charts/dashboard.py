@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import QRect, Qt, QTimer
 from PySide6.QtWidgets import QGridLayout, QGroupBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from core.events import BatchMetrics, EarlyStopping, EpochEnd, Event, GradientStats, LrUpdate, TrainingEnd
@@ -131,7 +131,8 @@ class RunDashboard(QWidget):
         self.curves["batch/train_loss"] = _curve(self.batch_plot, pg.mkPen("#1f77b4", width=1))
         self.grad_plot = self.plots.addPlot(row=3, col=1, title="Gradient norm")
         self.grad_plot.setLabel("bottom", "step")
-        self.grad_plot.legend = self._legend_cell(row=4, col=1, columns=2)
+        # Across all three columns: long layer names would otherwise widen the middle column past the view.
+        self.grad_plot.legend = self._legend_cell(row=4, col=0, columns=3, colspan=3)
         self.curves["grad_norm"] = _curve(self.grad_plot, pg.mkPen("k", width=1), "global")
         self.layer_curves = [_curve(self.grad_plot, pg.mkPen(c, width=1)) for c in LAYER_COLOURS]
         self.lr_plot = self.plots.addPlot(row=3, col=2, title="Learning rate")
@@ -346,13 +347,25 @@ class RunDashboard(QWidget):
         if np.isfinite(lo) and np.isfinite(hi):
             plot.setYRange(lo, hi if hi > lo else lo + 1e-9, padding=0.05)
 
-    def _legend_cell(self, row: int, col: int, columns: int) -> pg.LegendItem:
+    def _legend_cell(self, row: int, col: int, columns: int, colspan: int = 1) -> pg.LegendItem:
         legend = pg.LegendItem(colCount=columns)
-        self.plots.addItem(legend, row=row, col=col)
+        self.plots.addItem(legend, row=row, col=col, colspan=colspan)
         self.plots.ci.layout.setRowStretchFactor(row, 0)  # as tall as its entries; the charts take the rest
         for plot_row in (1, 2, 3):
             self.plots.ci.layout.setRowStretchFactor(plot_row, 1)
+        for plot_col in (0, 1, 2):  # equal columns, whatever a legend or a title asks for
+            self.plots.ci.layout.setColumnStretchFactor(plot_col, 1)
         return legend
+
+    def chart_rectangles(self) -> dict[str, QRect]:
+        """Each chart's rectangle in the view's coordinates, for layout checks (see :meth:`visible_width`)."""
+        charts = {**{f"epoch:{k}": p for k, p in self.epoch_plots.items()}, "batch": self.batch_plot}
+        charts |= {"grad": self.grad_plot, "lr": self.lr_plot}
+        return {name: self.plots.mapFromScene(plot.sceneBoundingRect()).boundingRect() for name, plot in charts.items()}
+
+    def visible_width(self) -> int:
+        """The width of the charts' viewport: anything right of it is cut off."""
+        return self.plots.viewport().width()
 
     def _update_grad_legend(self, top: list[str]) -> None:
         self._legend_layers = top
