@@ -11,8 +11,9 @@ import hashlib
 import hmac
 import os
 import shutil
+import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,7 @@ from pydicom import dcmread
 from core.audit.key import load_or_create_key
 from core.audit.trail import record
 from core.errors import PneumoFLError
+from core.pacs.network import StudyMatch, StudyQuery
 from core.pacs.nodes import PacsNode
 from core.pacs.results import DicomResults, dicom_results, write_results
 from core.persistence import Database
@@ -121,3 +123,43 @@ def study_patient_ids(files: Iterable[Path]) -> list[str]:
         except Exception:  # noqa: BLE001 - a file we cannot read has no ID to digest
             continue
     return ids
+
+
+def search(db: Database, node: PacsNode, query: StudyQuery) -> list[StudyMatch]:
+    """C-FIND studies on ``node`` and audit the query (with the matched patients' digests)."""
+    from core.audit import kinds
+    from core.pacs.network import find_studies
+
+    studies = find_studies(node, query)
+    audit_pacs(db, kinds.PACS_QUERIED, node, patient_ids=[s.patient_id for s in studies], studies=len(studies))
+    return studies
+
+
+def fetch_study(
+    db: Database,
+    node: PacsNode,
+    study_uid: str,
+    *,
+    cancel: threading.Event | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Path, list[Path]]:
+    """C-GET the study's X-rays into a fresh cache folder and audit it; return the folder and its files."""
+    from core.audit import kinds
+    from core.pacs.network import retrieve_study
+
+    folder = retrieval_folder()
+    files = retrieve_study(node, study_uid, folder, cancel=cancel, progress=progress)
+    audit_pacs(db, kinds.PACS_RETRIEVED, node, patient_ids=study_patient_ids(files), studies=1, images=len(files))
+    return folder, files
+
+
+def send_answers(db: Database, node: PacsNode, answers: Answers) -> int:
+    """C-STORE every answer on ``node`` and audit it; return how many objects were sent."""
+    from core.audit import kinds
+    from core.pacs.network import store
+
+    datasets = answers.datasets()
+    if datasets:
+        store(node, datasets)
+        audit_pacs(db, kinds.RESULTS_STORED, node, patient_ids=answers.patient_ids(), objects=len(datasets))
+    return len(datasets)

@@ -141,10 +141,9 @@ def run_echo(args: argparse.Namespace) -> int:
 
 def run_find(args: argparse.Namespace) -> int:
     """C-FIND studies, print them, audit the query."""
-    from core.audit import kinds
-    from core.pacs.network import StudyQuery, find_studies
+    from core.pacs.network import StudyQuery
     from core.pacs.nodes import load_settings
-    from core.pacs.study import audit_pacs
+    from core.pacs.study import search
 
     if not _DATE.match(args.date):
         raise CommandError(f"--date {args.date}: give YYYYMMDD or a range YYYYMMDD-YYYYMMDD.")
@@ -153,10 +152,9 @@ def run_find(args: argparse.Namespace) -> int:
         raise CommandError("Say what to look for: --patient, --patient-name, --accession, --date or --modality.")
     node = load_settings().node(args.name)
     query = StudyQuery(args.patient, args.patient_name, args.accession, args.date, modalities)
-    studies = find_studies(node, query)
     db = open_db(args)
     try:
-        audit_pacs(db, kinds.PACS_QUERIED, node, patient_ids=[s.patient_id for s in studies], studies=len(studies))
+        studies = search(db, node, query)
     finally:
         db.close()
     if not studies:

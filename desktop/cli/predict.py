@@ -97,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
                     model, paths, args.operating_point, cam=cam, cancel=cancel, progress=progress
                 ):
                     readings.append((reading, _save_heatmap(reading, cam_dir, written) if cam_dir else None))
-        answers = _answer(args, db, pacs, model, [r for r, _ in readings]) if answering and not cancel.is_set() else None
+        answers = (
+            _answer(args, db, pacs, model, [r for r, _ in readings]) if answering and not cancel.is_set() else None
+        )
         if db is not None and not args.no_record:
             uids = answers.uids() if answers is not None else None
             recorded = record_readings(db, model, [r for r, _ in readings], uids)
@@ -149,16 +151,12 @@ def _pacs_source(args: argparse.Namespace) -> PacsNode | None:
 
 
 def _retrieve(db: Database, node: PacsNode, study: str, cancel: threading.Event, show: bool) -> Path:
-    """C-GET the study into a fresh cache folder and audit it; return the folder."""
-    from core.audit import kinds
-    from core.pacs.network import retrieve_study
-    from core.pacs.study import audit_pacs, retrieval_folder, study_patient_ids
+    """C-GET the study into a fresh cache folder (audited); return the folder."""
+    from core.pacs.study import fetch_study
 
-    folder = retrieval_folder()
     print(f"Retrieving study {study} from PACS {node.name}...", file=sys.stderr)
     with check_progress(show) as progress:
-        files = retrieve_study(node, study, folder, cancel=cancel, progress=progress)
-    audit_pacs(db, kinds.PACS_RETRIEVED, node, patient_ids=study_patient_ids(files), studies=1, images=len(files))
+        folder, files = fetch_study(db, node, study, cancel=cancel, progress=progress)
     print(f"Retrieved {len(files)} X-ray image(s).", file=sys.stderr)
     return folder
 
@@ -167,10 +165,8 @@ def _answer(
     args: argparse.Namespace, db: Database | None, node: PacsNode | None, model: ReadingModel, readings: list[Reading]
 ) -> Answers:
     """Make the DICOM answers; write them (--dicom-out) and send them (--store-results)."""
-    from core.audit import kinds
-    from core.pacs.network import store
     from core.pacs.nodes import load_settings
-    from core.pacs.study import answer, audit_pacs, write_answers
+    from core.pacs.study import answer, send_answers, write_answers
 
     answers = answer(readings, model, load_settings().uid_root)
     for path, problem in answers.problems.items():
@@ -180,13 +176,8 @@ def _answer(
         print(f"Wrote {len(files)} DICOM file(s) into {args.dicom_out}.", file=sys.stderr)
     if args.store_results and node is not None and answers.results:
         assert db is not None
-        datasets = answers.datasets()
-        store(node, datasets)
-        audit_pacs(db, kinds.RESULTS_STORED, node, patient_ids=answers.patient_ids(), objects=len(datasets))
-        n = len(answers.results)
-        print(
-            f"Sent {len(datasets)} DICOM object(s) ({n} reports, {n} heatmaps) to PACS {node.name}.", file=sys.stderr
-        )
+        sent, n = send_answers(db, node, answers), len(answers.results)
+        print(f"Sent {sent} DICOM object(s) ({n} reports, {n} heatmaps) to PACS {node.name}.", file=sys.stderr)
     return answers
 
 

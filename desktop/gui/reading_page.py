@@ -31,6 +31,7 @@ from core.persistence import Database
 from core.persistence.runs import list_runs
 from core.reporting import RunReport
 from desktop.gui.image_view import HeatmapImageView
+from desktop.gui.pacs_dialog import PacsStudyDialog
 from desktop.gui.reading_dialogs import ask_csv, ask_folder, ask_images, ask_model, readings_table
 from desktop.gui.reading_stream import ReadingStream, read_in_background
 from desktop.gui.widgets import MessageBanner
@@ -39,6 +40,7 @@ from desktop.workers import run_in_thread
 if TYPE_CHECKING:  # torch and captum load when images are first read, never before the window shows
     from core.inference.models import ReadingModel
     from core.inference.reader import Reading
+    from core.pacs.nodes import PacsNode
 
 POINTS = (
     ("youden", "Youden's J (best sensitivity + specificity)"),
@@ -69,6 +71,11 @@ class ReadingPage(QWidget):
         self.add_folder_button.clicked.connect(lambda: self.add_paths([p for p in [self.choose_folder()] if p]))
         self.clear_button = QPushButton("Clear")
         self.clear_button.clicked.connect(self.clear)
+        self.pacs_button = QPushButton("From &PACS…")
+        self.pacs_button.clicked.connect(self.from_pacs)
+        self.send_button = QPushButton("Send results to PACS")
+        self.send_button.clicked.connect(self.send_to_pacs)
+        self.send_button.setEnabled(False)
         self.images_label = QLabel("No images chosen.")
         self.point = QComboBox()
         for key, label in POINTS:
@@ -108,6 +115,9 @@ class ReadingPage(QWidget):
         self.cancel: threading.Event | None = None
         self.reading = False
         self.batches_received = 0
+        self.pacs_node: PacsNode | None = None  # where the images came from (and the answers go)
+        self.pacs_folder: Path | None = None  # their folder in the private cache
+        self.pacs_dialog: PacsStudyDialog | None = None
         # Replaceable hooks for the file dialogs (tests answer them directly).
         self.choose_images: Callable[[], list[str]] = lambda: ask_images(self)
         self.choose_folder: Callable[[], str] = lambda: ask_folder(self)
@@ -124,6 +134,7 @@ class ReadingPage(QWidget):
                 [
                     (self.add_files_button, 0),
                     (self.add_folder_button, 0),
+                    (self.pacs_button, 0),
                     (self.clear_button, 0),
                     (self.images_label, 1),
                 ],
@@ -143,7 +154,10 @@ class ReadingPage(QWidget):
         run_row.addWidget(self.progress, 1)
         left_layout.addLayout(run_row)
         left_layout.addWidget(self.table, 1)
-        left_layout.addWidget(self.export_button)
+        answers_row = QHBoxLayout()
+        answers_row.addWidget(self.export_button)
+        answers_row.addWidget(self.send_button)
+        left_layout.addLayout(answers_row)
         right = QWidget()
         right_layout = QVBoxLayout(right)
         right_layout.addWidget(self.caption)
@@ -223,8 +237,71 @@ class ReadingPage(QWidget):
         self.paths += [p for p in found if p not in known]
         self.images_label.setText(f"{len(self.paths)} image(s) chosen.")
 
+    def from_pacs(self) -> None:
+        """Open *From PACS*: search, choose a study, retrieve it; its images are then read at once."""
+        if self.db is None:
+            self.banner.show_message("No database is open: open one in File → Preferences.")
+            return
+        try:
+            self.pacs_dialog = PacsStudyDialog(self.db, self)
+        except PneumoFLError as exc:  # an unreadable pacs.json
+            self.banner.show_message(str(exc))
+            return
+        dialog = self.pacs_dialog
+        dialog.accepted.connect(lambda: self._use_study(dialog))
+        dialog.open()
+
+    def _use_study(self, dialog: PacsStudyDialog) -> None:
+        self.clear()
+        self.pacs_node, self.pacs_folder = dialog.node, dialog.folder
+        self.add_paths(dialog.files)
+        self.images_label.setText(f"{len(self.paths)} image(s) of a study from PACS {dialog.node.name}.")
+        if self.paths:
+            self.start_or_cancel()
+
+    def send_to_pacs(self) -> None:
+        """Answer each image read from the PACS with an SR and a heatmap capture, and send them into its study."""
+        if self.pacs_node is None or self.model is None or self.db is None or not self.readings:
+            return
+        from core.pacs.nodes import load_settings
+        from core.pacs.study import answer, send_answers
+
+        node, model, readings, db = self.pacs_node, self.model, list(self.readings), self.db
+
+        def work() -> tuple[int, int]:
+            answers = answer(readings, model, load_settings().uid_root)
+            return send_answers(db, node, answers), len(answers.results)
+
+        def sent(outcome: tuple[int, int]) -> None:
+            objects, images = outcome
+            self.send_button.setEnabled(True)
+            self.banner.show_message(
+                f"Sent {objects} DICOM object(s) ({images} reports, {images} heatmaps) to PACS {node.name}.",
+                kind="info",
+            )
+
+        def failed(message: str, details: str) -> None:
+            self.send_button.setEnabled(True)
+            self.banner.show_message(message, details)
+
+        self.send_button.setEnabled(False)
+        run_in_thread(self, work, on_result=sent, on_error=failed)
+
+    def _forget_study(self) -> None:
+        """Empty a retrieved study from the cache (unless the user keeps them)."""
+        import shutil
+
+        from core.pacs.nodes import load_settings
+
+        if self.pacs_folder is not None:
+            if not load_settings().keep_retrieved:
+                shutil.rmtree(self.pacs_folder, ignore_errors=True)
+            self.pacs_node = self.pacs_folder = None
+        self.send_button.setEnabled(False)
+
     def clear(self) -> None:
-        """Forget the chosen images and the readings."""
+        """Forget the chosen images and the readings (a retrieved study leaves the cache)."""
+        self._forget_study()
         self.paths, self.readings = [], []
         self.images_label.setText("No images chosen.")
         self.table.setRowCount(0)
@@ -282,6 +359,7 @@ class ReadingPage(QWidget):
             self.model_file_button,
             self.add_files_button,
             self.add_folder_button,
+            self.pacs_button,
             self.clear_button,
         ):
             w.setEnabled(not reading)
@@ -301,6 +379,7 @@ class ReadingPage(QWidget):
         self._set_reading(False)
         self.progress.setVisible(False)
         self.export_button.setEnabled(bool(self.readings))
+        self.send_button.setEnabled(self.pacs_node is not None and bool(self.readings))
         self._show_threshold()
         failed = sum(r.error is not None for r in self.readings)
         positives = sum(r.decision == "PNEUMONIA" for r in self.readings)

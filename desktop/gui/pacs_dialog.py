@@ -1,0 +1,183 @@
+"""*From PACS* on the Read images page: search a PACS's studies, choose one, retrieve its X-rays.
+
+The work is core's (:mod:`core.pacs.study`: audited search and retrieval into the private cache); this dialog
+runs it off the GUI thread and turns every failure into a sentence in its banner.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.pacs.network import StudyMatch, StudyQuery
+from core.pacs.nodes import PacsNode, PacsSettings, load_settings
+from core.persistence import Database
+from desktop.gui.reading_dialogs import readings_table
+from desktop.gui.widgets import MessageBanner
+from desktop.workers import run_in_thread
+
+STUDY_COLUMNS = ("Date", "Patient", "Accession", "Modalities", "Images", "Description")
+_DATE = re.compile(r"^(\d{8})?(-(\d{8})?)?$")
+
+
+class PacsStudyDialog(QDialog):
+    """Search, choose a study, retrieve it; on success :attr:`folder` and :attr:`files` hold what was retrieved."""
+
+    def __init__(self, db: Database, parent: QWidget | None = None, settings: PacsSettings | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Read a study from the PACS")
+        self.db = db
+        self.settings = settings or load_settings()
+        self.banner = MessageBanner()
+        self.node_choice = QComboBox()
+        for name, node in sorted(self.settings.nodes.items()):
+            self.node_choice.addItem(f"{name} ({node.address})", name)
+        self.patient = QLineEdit()
+        self.accession = QLineEdit()
+        self.date = QLineEdit()
+        self.date.setPlaceholderText("20261201 or 20261201-20261205")
+        self.modality = QLineEdit("CR,DX")
+        self.search_button = QPushButton("&Search")
+        self.search_button.setDefault(True)
+        self.search_button.clicked.connect(self.search)
+        self.table = readings_table(STUDY_COLUMNS)
+        self.table.itemDoubleClicked.connect(lambda _item: self.retrieve())
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
+        self.buttons = QDialogButtonBox()
+        self.retrieve_button = self.buttons.addButton("&Retrieve and read", QDialogButtonBox.ButtonRole.AcceptRole)
+        self.retrieve_button.clicked.connect(self.retrieve)
+        self.buttons.addButton(QDialogButtonBox.StandardButton.Cancel).clicked.connect(self.cancel_or_close)
+        form = QFormLayout()
+        form.addRow("&PACS", self.node_choice)
+        form.addRow("Patient &ID", self.patient)
+        form.addRow("&Accession number", self.accession)
+        form.addRow("Study &date", self.date)
+        form.addRow("&Modalities", self.modality)
+        row = QHBoxLayout()
+        row.addStretch(1)
+        row.addWidget(self.search_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.banner)
+        layout.addLayout(form)
+        layout.addLayout(row)
+        layout.addWidget(self.table, 1)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.buttons)
+        self.studies: list[StudyMatch] = []
+        self.folder: Path | None = None
+        self.files: list[Path] = []
+        self.cancel = threading.Event()
+        self.busy = False
+        if not self.settings.nodes:
+            self.banner.show_message(
+                "No PACS is set up yet: add one with `pneumofl pacs add NAME --ae AE_TITLE --host HOST --port PORT`.",
+                kind="info",
+            )
+            self.search_button.setEnabled(False)
+        self.retrieve_button.setEnabled(False)
+        self.resize(860, 560)
+
+    @property
+    def node(self) -> PacsNode:
+        """The chosen PACS."""
+        return self.settings.node(str(self.node_choice.currentData()))
+
+    def search(self) -> None:
+        """C-FIND with what the form says (audited), in the background."""
+        if not _DATE.match(self.date.text().strip()):
+            self.banner.show_message("Study date: give YYYYMMDD or a range YYYYMMDD-YYYYMMDD.")
+            return
+        modalities = tuple(m.strip().upper() for m in self.modality.text().split(",") if m.strip())
+        query = StudyQuery(
+            self.patient.text().strip(), "", self.accession.text().strip(), self.date.text().strip(), modalities
+        )
+        if not any((query.patient_id, query.accession, query.date, query.modalities)):
+            self.banner.show_message("Say what to look for: a patient ID, an accession number, a date or modalities.")
+            return
+        from core.pacs.study import search
+
+        self.banner.hide()
+        self._busy(True, "Searching…")
+        run_in_thread(self, search, self.db, self.node, query, on_result=self._found, on_error=self._failed)
+
+    def _found(self, studies: list[StudyMatch]) -> None:
+        self._busy(False)
+        self.studies = studies
+        self.table.setRowCount(len(studies))
+        for row, study in enumerate(studies):
+            cells = (
+                study.date,
+                study.patient_id,
+                study.accession,
+                ",".join(study.modalities),
+                study.images,
+                study.description,
+            )
+            for col, value in enumerate(cells):
+                self.table.setItem(row, col, QTableWidgetItem("" if value is None else str(value)))
+        if studies:
+            self.table.selectRow(0)
+        else:
+            self.banner.show_message("No study matches.", kind="info")
+        self.retrieve_button.setEnabled(bool(studies))
+
+    def retrieve(self) -> None:
+        """C-GET the selected study's X-rays into the private cache (audited), in the background."""
+        row = self.table.currentRow()
+        if self.busy or not 0 <= row < len(self.studies):
+            return
+        from core.pacs.study import fetch_study
+
+        self.banner.hide()
+        self.cancel.clear()
+        self._busy(True, "Retrieving…")
+        run_in_thread(
+            self,
+            fetch_study,
+            self.db,
+            self.node,
+            self.studies[row].study_uid,
+            cancel=self.cancel,
+            on_result=self._retrieved,
+            on_error=self._failed,
+        )
+
+    def _retrieved(self, outcome: tuple[Path, list[Path]]) -> None:
+        self._busy(False)
+        self.folder, self.files = outcome
+        self.accept()
+
+    def _failed(self, message: str, details: str) -> None:
+        self._busy(False)
+        self.banner.show_message(message, details)
+
+    def cancel_or_close(self) -> None:
+        """Cancel the retrieval in progress, or close."""
+        if self.busy:
+            self.cancel.set()
+        else:
+            self.reject()
+
+    def _busy(self, busy: bool, text: str = "") -> None:
+        self.busy = busy
+        self.progress.setVisible(busy)
+        self.progress.setRange(0, 0)  # pulsing: PACSs rarely say how much is left
+        self.progress.setFormat(text)
+        for widget in (self.search_button, self.retrieve_button, self.node_choice):
+            widget.setEnabled(not busy)
