@@ -49,6 +49,7 @@ class ReadingModel:
     backbone: nn.Module | None = None
     onnx_session: Any = None
     card: dict[str, Any] | None = field(default=None, repr=False)
+    fingerprint: dict[str, Any] | None = field(default=None, repr=False)  # its training data (core.data.fingerprint)
 
     @property
     def explains(self) -> bool:
@@ -146,6 +147,7 @@ def load_run_model(db: Database, run_id: int) -> ReadingModel:
         run_id=run_id,
         temperature=report.calibration.temperature if report.calibration else None,
         backbone=module,
+        fingerprint=(run.final_stats or {}).get("data_fingerprint"),
     )
 
 

@@ -21,6 +21,7 @@ import torch
 
 from core.audit import kinds, record_safely
 from core.data.dataset import build_transforms
+from core.data.fingerprint import image_facts, image_warnings
 from core.data.images import decode_image, is_image_file, read_image_bytes
 from core.errors import DataError, PneumoFLError
 from core.inference.gradcam import GradCam
@@ -29,7 +30,17 @@ from core.persistence import Database
 from core.persistence.predictions import record_predictions
 
 DECISIONS = ("NORMAL", "PNEUMONIA")
-CSV_COLUMNS = ("file", "probability", "decision", "operating_point", "threshold", "image_sha256", "heatmap", "error")
+CSV_COLUMNS = (
+    "file",
+    "probability",
+    "decision",
+    "operating_point",
+    "threshold",
+    "image_sha256",
+    "heatmap",
+    "warnings",
+    "error",
+)
 BATCH_SIZE = 16
 Progress = Callable[[int, int], None]
 
@@ -45,6 +56,7 @@ class Reading:
     probability: float | None = None
     heatmap: np.ndarray | None = None  # float32 (S, S) in [0, 1], at the model's input size
     error: str | None = None
+    warnings: tuple[str, ...] = ()  # how the image differs from the training data (core.data.fingerprint)
 
     @property
     def decision(self) -> str | None:
@@ -118,13 +130,16 @@ def read_images(
     explainer = GradCam(model.backbone, model.backbone_name) if cam and model.backbone is not None else None
     transform = build_transforms(model.image_size, train=False)
 
-    def load(path: Path) -> tuple[str, torch.Tensor | None, str | None]:
+    def load(path: Path) -> tuple[str, torch.Tensor | None, str | None, tuple[str, ...]]:
         try:
             data = read_image_bytes(path)
             pixels = decode_image(path, data, model.image_size).pixels
         except DataError as exc:
-            return "", None, str(exc)
-        return hashlib.sha256(data).hexdigest(), transform(pixels), None
+            return "", None, str(exc), ()
+        warnings: tuple[str, ...] = ()
+        if model.fingerprint:  # never changes the probability: a sentence next to it
+            warnings = tuple(image_warnings(image_facts(path), float(pixels.mean()), model.fingerprint))
+        return hashlib.sha256(data).hexdigest(), transform(pixels), None, warnings
 
     done = 0
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="pneumofl-read") as pool:
@@ -145,12 +160,12 @@ def read_images(
 def _read_batch(
     model: ReadingModel,
     paths: list[Path],
-    loaded: list[tuple[str, torch.Tensor | None, str | None]],
+    loaded: list[tuple[str, torch.Tensor | None, str | None, tuple[str, ...]]],
     point: str,
     threshold: float,
     explainer: GradCam | None,
 ) -> Iterator[Reading]:
-    good = [i for i, (_, image, _) in enumerate(loaded) if image is not None]
+    good = [i for i, (_, image, _, _) in enumerate(loaded) if image is not None]
     probs: list[float] = []
     maps: torch.Tensor | None = None
     if good:
@@ -159,13 +174,13 @@ def _read_batch(
         if explainer is not None:
             maps = explainer.heatmaps(images)
     by_index = {i: k for k, i in enumerate(good)}
-    for i, (path, (sha, _, error)) in enumerate(zip(paths, loaded)):
+    for i, (path, (sha, _, error, warnings)) in enumerate(zip(paths, loaded)):
         if error is not None:
             yield Reading(path, point, threshold, error=error)
             continue
         k = by_index[i]
         heatmap = maps[k].numpy().astype(np.float32) if maps is not None else None
-        yield Reading(path, point, threshold, sha, probs[k], heatmap)
+        yield Reading(path, point, threshold, sha, probs[k], heatmap, warnings=warnings)
 
 
 def record_readings(
@@ -191,6 +206,7 @@ def record_readings(
             "operating_point": r.operating_point,
             "threshold": r.threshold,
             "decision": r.decision,
+            "warnings": "; ".join(r.warnings) or None,
             "report_uid": answers.get(r.path, (None, None))[0],
             "capture_uid": answers.get(r.path, (None, None))[1],
         }
@@ -220,6 +236,7 @@ def reading_row(reading: Reading, heatmap_file: Path | None = None) -> dict[str,
         "threshold": round(reading.threshold, 6),
         "image_sha256": reading.image_sha256,
         "heatmap": str(heatmap_file) if heatmap_file else "",
+        "warnings": "; ".join(reading.warnings),
         "error": reading.error or "",
     }
 

@@ -43,6 +43,7 @@ COMMENT = hd.sr.CodedConcept("121106", "DCM", "Comment")
 SOURCE = hd.sr.CodedConcept("121112", "DCM", "Source of Measurement")
 ALGORITHM_NAME = hd.sr.CodedConcept("111001", "DCM", "Algorithm Name")
 ALGORITHM_VERSION = hd.sr.CodedConcept("111003", "DCM", "Algorithm Version")
+DIFFERS = hd.sr.CodedConcept("PNEUMOFL-W", "99PNEUMOFL", "Image differs from the training data")
 ALGORITHM_PARAMETERS = hd.sr.CodedConcept("111002", "DCM", "Algorithm Parameters")
 
 
@@ -66,6 +67,7 @@ def caption(reading: Reading, model: ReadingModel) -> list[str]:
         f"PneumoFL {__version__}: {reading.decision} (probability of pneumonia {reading.probability:.3f})",
         f"Operating point {reading.operating_point}, threshold {reading.threshold:.3f}",
         f"Model {model.name}, weights SHA-256 {model.weights_sha256[:16]}",
+        *(f"WARNING: {warning}" for warning in reading.warnings),
         NOT_FOR_DIAGNOSIS,
     ]
 
@@ -128,6 +130,7 @@ def _report(source: Dataset, reading: Reading, model: ReadingModel, lines: list[
         ),
         hd.sr.ImageContentItem(SOURCE, source.SOPClassUID, source.SOPInstanceUID, relationship_type=contains),
         hd.sr.TextContentItem(COMMENT, " ".join(lines), relationship_type=contains),
+        *(hd.sr.TextContentItem(DIFFERS, warning, relationship_type=contains) for warning in reading.warnings),
     ]
     root_item = hd.sr.ContainerContentItem(REPORT_TITLE, template_id=None)
     root_item.ContentSequence = hd.sr.ContentSequence(items)

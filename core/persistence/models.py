@@ -240,6 +240,7 @@ class Prediction(Base):
     threshold: Mapped[float] = mapped_column(Float)
     decision: Mapped[str] = mapped_column(String(16))
     time: Mapped[datetime] = mapped_column(UTCDateTime())
+    warnings: Mapped[str | None] = mapped_column(Text)  # how the image differs from the training data, if it does
     report_uid: Mapped[str | None] = mapped_column(String(64))  # the DICOM SR that answered the image, if any
     capture_uid: Mapped[str | None] = mapped_column(String(64))  # and its Grad-CAM secondary capture
 

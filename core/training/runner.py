@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from core.config import RunConfig
 from core.data import PreparedDataset, XrayDataset
 from core.data.dataset import collate
+from core.data.fingerprint import data_fingerprint
 from core.errors import PneumoFLError, RunCancelled
 from core.events import RunError, TrainingEnd, TrainingStart
 from core.jsonsafe import json_safe
@@ -58,14 +59,16 @@ class RunResult:
     fit_seconds: float = 0.0  # Trainer.fit alone (no data preparation or final evaluation)
     epochs_completed: int = 0
     report: RunReport = field(default_factory=RunReport)  # the chosen weights evaluated (empty: not evaluated)
+    data_fingerprint: dict[str, Any] = field(default_factory=dict)  # what it was trained on (core.data.fingerprint)
     checkpoint_path: str | None = None
     error: str | None = None
     weights: dict[str, torch.Tensor] | None = None  # the last epoch's weights, when asked for (federated rounds)
 
     @property
     def final_stats(self) -> dict[str, Any]:
-        """The report as the stored document (see :class:`core.reporting.RunReport`)."""
-        return self.report.to_dict()
+        """The report as the stored document (see :class:`core.reporting.RunReport`), with the data fingerprint."""
+        fingerprint = {"data_fingerprint": self.data_fingerprint} if self.data_fingerprint else {}
+        return self.report.to_dict() | fingerprint
 
 
 @dataclass
@@ -271,6 +274,7 @@ def run_training(
                 train = SampleCounts(total=len(data.train), positive=sum(s.label for s in data.train))
                 kept = checkpoint.best_model_path if checkpoint and work_dir is not None else ""
                 result.report = _best_checkpoint_report(model, checkpoint, loaders, config, cancel, train, kept)
+                result.data_fingerprint = data_fingerprint([sample.path for sample in data.train], seed=config.seed)
         except RunCancelled:
             result.status = "cancelled"
         except Exception as exc:
@@ -301,7 +305,7 @@ def run_training(
                 best_val_recall=result.best_val_recall,
                 best_metrics=result.best_metrics,
                 duration=result.duration,
-                final_stats=result.report.to_dict(),
+                final_stats=result.final_stats,
                 error=result.error,
             )
         )

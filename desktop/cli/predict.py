@@ -117,8 +117,9 @@ def run(args: argparse.Namespace) -> int:
         write_csv(Path(args.output).expanduser(), rows)
         print(f"{len(rows)} reading(s) written to {args.output}.", file=sys.stderr)
     else:
-        columns = ["file", "probability", "decision", "threshold"] + (["heatmap"] if cam_dir else []) + ["error"]
-        print(format_table(rows, [c for c in columns if c != "error" or any(r["error"] for r in rows)]))
+        columns = ["file", "probability", "decision", "threshold"] + (["heatmap"] if cam_dir else [])
+        columns += [c for c in ("warnings", "error") if any(r[c] for r in rows)]
+        print(format_table(rows, columns))
     point = readings[0][0].operating_point if readings else args.operating_point
     threshold = readings[0][0].threshold if readings else None
     positives = sum(r.decision == "PNEUMONIA" for r, _ in readings)
@@ -126,6 +127,9 @@ def run(args: argparse.Namespace) -> int:
     summary = f"{len(readings)} image(s) read with {model.name} at {point}"
     summary += f" (threshold {threshold:.3f})" if threshold is not None else ""
     print(f"{summary}: {positives} PNEUMONIA, {len(readings) - positives - failed} NORMAL, {failed} unreadable.")
+    warned = sum(bool(r.warnings) for r, _ in readings)
+    if warned:
+        print(f"{warned} image(s) differ from what the model was trained on: see their warnings before trusting them.")
     if cancel.is_set():
         return 130
     return 0 if not failed else 1

@@ -177,6 +177,11 @@ def run_show(args: argparse.Namespace) -> int:
     print()
     print(format_final_stats(RunReport.from_dict(stats)))
     print()
+    if (stats or {}).get("data_fingerprint"):
+        from core.data.fingerprint import describe
+
+        print("\n".join(describe(stats["data_fingerprint"])))
+        print()
     if federation is not None:
         print(format_federation(federation))
         return 0

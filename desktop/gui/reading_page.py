@@ -7,6 +7,7 @@ not change) and records what is now shown.
 
 from __future__ import annotations
 
+import html
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -447,6 +448,7 @@ class ReadingPage(QWidget):
             self.caption.setText(
                 f"<b>{reading.path.name}</b> — probability of pneumonia <b>{reading.probability:.3f}</b>, "
                 f"<b>{reading.decision}</b> at threshold {reading.threshold:.3f} ({reading.operating_point})"
+                + "".join(f"<br><span style='color:#b00020'>⚠ {html.escape(w)}</span>" for w in reading.warnings)
             )
         self._update_nav()
 

@@ -16,7 +16,6 @@ from core.persistence import Database
 from core.persistence.predictions import list_predictions
 from core.training.recorded import train_and_record
 from tests.e2e.cli import pneumofl
-from tests.imaging import write_folder_dataset
 from tests.pacs.orthanc import ORTHANC_AE, OUR_AE, Orthanc
 from tests.pacs.studies import chest_image
 
@@ -25,7 +24,15 @@ PATIENT = "PID-4711"
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    return write_folder_dataset(tmp_path_factory.mktemp("pacs-xrays"), per_class=16, size=32)
+    """Adult frontal chest radiographs as DICOM, NORMAL/ and PNEUMONIA/: what the run's fingerprint knows."""
+    root = tmp_path_factory.mktemp("pacs-xrays")
+    study = generate_uid()
+    for label, pneumonia in (("NORMAL", False), ("PNEUMONIA", True)):
+        for n in range(16):
+            view = "PA" if n % 2 else "AP"
+            path = root / label / f"{n}.dcm"
+            chest_image(path, study_uid=study, patient_id="TRAIN", view=view, pneumonia=pneumonia, size=32, seed=n)
+    return root
 
 
 def _dciodvfy_errors(path) -> list[str]:
@@ -39,11 +46,18 @@ def test_a_study_is_read_from_the_pacs_and_answered_into_it(orthanc: Orthanc, da
         assert train_and_record(config.with_overrides(max_threads=2), db, work_dir=tmp_path / "run").run_id == 1
     study = generate_uid()
     sources = {}
-    for n, (modality, view) in enumerate((("CR", "PA"), ("DX", "AP"))):
+    # An adult PA (like the training images), an adult lateral and a child's PA.
+    for n, (modality, view, age) in enumerate((("CR", "PA", "045Y"), ("DX", "LL", "050Y"), ("CR", "PA", "007Y"))):
         path = chest_image(
-            tmp_path / "study" / f"{n}.dcm", study_uid=study, patient_id=PATIENT, modality=modality, view=view, seed=n
+            tmp_path / "study" / f"{n}.dcm",
+            study_uid=study,
+            patient_id=PATIENT,
+            modality=modality,
+            view=view,
+            age=age,
+            seed=n,
         )
-        sources[dcmread(path).SOPInstanceUID] = modality
+        sources[dcmread(path).SOPInstanceUID] = (modality, view, age)
         orthanc.upload(path)
     other = chest_image(tmp_path / "other.dcm", study_uid=generate_uid(), patient_id="PID-9999", seed=7)
     orthanc.upload(other)
@@ -72,26 +86,37 @@ def test_a_study_is_read_from_the_pacs_and_answered_into_it(orthanc: Orthanc, da
         "predict", "--run", "1", "--pacs", "local", "--study", study, "--store-results", "--dicom-out", out,
         "--no-progress", env=env, check=0,
     )  # fmt: skip
-    assert "2 image(s) read with run 1" in read.stdout
-    assert "Sent 4 DICOM object(s) (2 reports, 2 heatmaps) to PACS local" in read.stderr
+    assert "3 image(s) read with run 1" in read.stdout
+    assert "Sent 6 DICOM object(s) (3 reports, 3 heatmaps) to PACS local" in read.stderr
+    # The lateral and the child carry their warnings, on screen and (below) in their reports.
+    assert "2 image(s) differ from what the model was trained on" in read.stdout
+    assert "lateral view (LL)" in read.stdout and "patient is child" in read.stdout
 
     # The PACS now holds the two images and, in the same study, a report and a capture answering each.
     held = orthanc.instances(study)
-    assert sorted(d.Modality for d in held) == ["CR", "DX", "OT", "OT", "SR", "SR"]
+    assert sorted(d.Modality for d in held) == ["CR", "CR", "DX", "OT", "OT", "OT", "SR", "SR", "SR"]
     reports = [d for d in held if d.Modality == "SR"]
     captures = [d for d in held if d.Modality == "OT"]
-    assert len(reports) == 2 and len(captures) == 2
+    assert len(reports) == 3 and len(captures) == 3
     referenced = set()
+    warned = {}
     for report in reports:
         assert report.PatientID == PATIENT and report.StudyInstanceUID == study
         items = report.ContentSequence
         text = " ".join(str(getattr(item, "TextValue", "")) for item in items)
         assert "NOT FOR DIAGNOSTIC USE" in text and "weights SHA-256" in text
         (image_item,) = [item for item in items if item.ValueType == "IMAGE"]
-        referenced.add(image_item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+        source_uid = image_item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+        referenced.add(source_uid)
+        warned[sources[source_uid][1:]] = [
+            str(item.TextValue) for item in items if item.ConceptNameCodeSequence[0].CodeValue == "PNEUMOFL-W"
+        ]
         (probability,) = [item for item in items if item.ValueType == "NUM"]
         assert 0.0 <= float(probability.MeasuredValueSequence[0].NumericValue) <= 1.0
     assert referenced == set(sources)
+    assert warned[("PA", "045Y")] == []
+    assert len(warned[("LL", "050Y")]) == 1 and "lateral view" in warned[("LL", "050Y")][0]
+    assert len(warned[("PA", "007Y")]) == 1 and "patient is child" in warned[("PA", "007Y")][0]
     for capture in captures:
         assert capture.PatientID == PATIENT and capture.BurnedInAnnotation == "YES"
         assert capture.PhotometricInterpretation == "YBR_FULL_422" and capture.pixel_array.shape[-1] == 3  # JPEG
@@ -99,7 +124,7 @@ def test_a_study_is_read_from_the_pacs_and_answered_into_it(orthanc: Orthanc, da
 
     # The same objects as files, which dicom3tools' validator finds free of errors.
     written = sorted(out.glob("*.dcm"))
-    assert len(written) == 4
+    assert len(written) == 6
     for path in written:
         assert _dciodvfy_errors(path) == [], path
 
@@ -109,6 +134,7 @@ def test_a_study_is_read_from_the_pacs_and_answered_into_it(orthanc: Orthanc, da
             rows = list_predictions(session, run_id=1)
             trail = entries(session)
     answered = {(r["report_uid"], r["capture_uid"]) for r in rows}
+    assert sorted(bool(r["warnings"]) for r in rows) == [False, True, True]
     assert {r.SOPInstanceUID for r in reports} == {a for a, _ in answered}
     assert {c.SOPInstanceUID for c in captures} == {b for _, b in answered}
     kinds_seen = [e.kind for e in trail]
@@ -119,6 +145,10 @@ def test_a_study_is_read_from_the_pacs_and_answered_into_it(orthanc: Orthanc, da
     assert len(digests) == 1  # the same patient, the same digest in every entry
     log_text = "".join(p.read_text() for p in (tmp_path / "state").rglob("*.log"))
     assert PATIENT not in log_text and "Doe^Jane" not in log_text
+
+    # The run shows what it was trained on: the fingerprint the warnings come from.
+    shown = pneumofl("runs", "show", "1", env=env, check=0).stdout
+    assert "Training data fingerprint (" in shown and "age band: adult" in shown and "PA" in shown and "AP" in shown
 
     # The retrieved images are gone from the cache after reading (the default).
     cache = tmp_path / "cache" / "pneumofl" / "pacs"
