@@ -194,15 +194,20 @@ def find_studies(node: PacsNode, query: StudyQuery, *, limit: int = 500) -> list
     identifier.StudyInstanceUID = ""
     identifier.StudyDescription = ""
     identifier.NumberOfStudyRelatedInstances = ""
-    found: list[StudyMatch] = []
+    return [_study(match) for match in _c_find(node, identifier, "search", limit)]
+
+
+def _c_find(node: PacsNode, identifier: Dataset, what: str, limit: int = 10_000) -> list[Dataset]:
+    """The matches of one study-root C-FIND (at most ``limit``), or a PacsError naming ``what`` failed."""
+    found: list[Dataset] = []
     with association(node, [StudyRootQueryRetrieveInformationModelFind]) as assoc:
         for status, match in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind):
             code = getattr(status, "Status", None)
             if code in _PENDING and match is not None:
                 if len(found) < limit:
-                    found.append(_study(match))
+                    found.append(match)
             elif code != _SUCCESS:
-                raise PacsError(f"PACS {node.name} ({node.address}) failed the search with status {_status(status)}.")
+                raise PacsError(f"PACS {node.name} ({node.address}) failed the {what} with status {_status(status)}.")
     return found
 
 
@@ -232,22 +237,11 @@ def xray_series(node: PacsNode, study_uid: str) -> list[tuple[str, str, int | No
     identifier.Modality = ""
     identifier.NumberOfSeriesRelatedInstances = ""
     series = []
-    with association(node, [StudyRootQueryRetrieveInformationModelFind]) as assoc:
-        for status, match in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind):
-            code = getattr(status, "Status", None)
-            if code in _PENDING and match is not None:
-                count = str(match.get("NumberOfSeriesRelatedInstances", ""))
-                series.append(
-                    (
-                        str(match.SeriesInstanceUID),
-                        str(match.get("Modality", "")),
-                        int(count) if count.isdigit() else None,
-                    )
-                )
-            elif code != _SUCCESS:
-                raise PacsError(
-                    f"PACS {node.name} ({node.address}) failed the series search with status {_status(status)}."
-                )
+    for match in _c_find(node, identifier, "series search"):
+        count = str(match.get("NumberOfSeriesRelatedInstances", ""))
+        series.append(
+            (str(match.SeriesInstanceUID), str(match.get("Modality", "")), int(count) if count.isdigit() else None)
+        )
     return series
 
 
