@@ -9,6 +9,7 @@ folders carry none) is "unknown" and never warns. The warnings never change the 
 
 from __future__ import annotations
 
+import io
 import random
 import re
 import statistics
@@ -43,15 +44,18 @@ def _age_band(age: str) -> str:
     return next((band for low, high, band in AGE_BANDS if low <= years < high), UNKNOWN)
 
 
-def image_facts(path: Path) -> dict[str, str]:
-    """Modality, view, body part, manufacturer and age band from a DICOM header; unknown for other files."""
+def image_facts(path: Path, data: bytes | None = None) -> dict[str, str]:
+    """Modality, view, body part, manufacturer and age band from a DICOM header; unknown for other files.
+
+    ``data``: the file's bytes, when the caller has them already (reading does), so the file is not read twice.
+    """
     facts = dict.fromkeys(FIELDS, UNKNOWN)
     if path.suffix.lower() != DICOM_EXTENSION:
         return facts
     from pydicom import dcmread
 
     try:
-        header = dcmread(path, stop_before_pixels=True)
+        header = dcmread(io.BytesIO(data) if data is not None else path, stop_before_pixels=True)
     except Exception:  # noqa: BLE001 - an unreadable header tells nothing; decoding reports the file itself
         return facts
     for field, keyword in (

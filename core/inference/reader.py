@@ -138,7 +138,7 @@ def read_images(
             return "", None, str(exc), ()
         warnings: tuple[str, ...] = ()
         if model.fingerprint:  # never changes the probability: a sentence next to it
-            warnings = tuple(image_warnings(image_facts(path), float(pixels.mean()), model.fingerprint))
+            warnings = tuple(image_warnings(image_facts(path, data), float(pixels.mean()), model.fingerprint))
         return hashlib.sha256(data).hexdigest(), transform(pixels), None, warnings
 
     done = 0
