@@ -24,7 +24,7 @@ _DATE = re.compile(r"^(\d{8})?(-(\d{8})?)?$")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    """Add ``pacs add|list|remove|echo|find|settings``."""
+    """Add ``pacs add|list|remove|echo|find|settings|empty-cache``."""
     p = commands.add_parser(
         "pacs",
         help="the hospital's PACS: add, test, search",
@@ -68,6 +68,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--keep-retrieved", choices=("yes", "no"), help="keep retrieved studies in the cache after reading (default no)"
     )
     settings.set_defaults(func=run_settings)
+    verbs.add_parser("empty-cache", help="remove every retrieved study still in the cache").set_defaults(
+        func=run_empty_cache
+    )
 
 
 def run_add(args: argparse.Namespace) -> int:
@@ -195,4 +198,13 @@ def run_settings(args: argparse.Namespace) -> int:
         save_settings(settings)
     print(f"UID root of the results: {settings.uid_root}")
     print(f"Retrieved studies kept after reading: {'yes' if settings.keep_retrieved else 'no'}")
+    return 0
+
+
+def run_empty_cache(args: argparse.Namespace) -> int:
+    """Remove the retrieved studies kept in the cache."""
+    from core.pacs.study import cache_root, empty_cache
+
+    removed = empty_cache()
+    print(f"Removed {removed} retrieved study folder(s) from {cache_root()}.")
     return 0
