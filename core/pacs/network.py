@@ -8,6 +8,7 @@ so a folder either holds the study's X-rays or nothing.
 from __future__ import annotations
 
 import logging
+import queue
 import re
 import shutil
 import socket
@@ -334,20 +335,64 @@ def store(node: PacsNode, datasets: Sequence[Dataset]) -> None:
     contexts = [(uid, sorted(found)) for uid, found in sorted(syntaxes.items())]
     with association(node, contexts) as assoc:
         for dataset in datasets:
-            try:
-                status = assoc.send_c_store(dataset)
-            except ValueError:  # pynetdicom: no accepted presentation context for this class and syntax
-                raise PacsError(
-                    f"PACS {node.name} ({node.address}) does not take a {dataset.SOPClassUID.name} encoded as "
-                    f"{dataset.file_meta.TransferSyntaxUID.name}; ask its administrator to accept it."
-                ) from None
-            if not status or status.Status not in (_SUCCESS, 0xB000, 0xB007, 0xB006):  # warnings still store
-                raise PacsError(
-                    f"PACS {node.name} ({node.address}) did not store a {dataset.SOPClassUID.name}: status "
-                    f"{_status(status)}."
-                )
+            _store_one(assoc, node, dataset)
+
+
+def _store_one(assoc: Association, node: PacsNode, dataset: Dataset) -> None:
+    try:
+        status = assoc.send_c_store(dataset)
+    except ValueError:  # pynetdicom: no accepted presentation context for this class and syntax
+        raise PacsError(
+            f"PACS {node.name} ({node.address}) does not take a {dataset.SOPClassUID.name} encoded as "
+            f"{dataset.file_meta.TransferSyntaxUID.name}; ask its administrator to accept it."
+        ) from None
+    if not status or status.Status not in (_SUCCESS, 0xB000, 0xB007, 0xB006):  # warnings still store
+        raise PacsError(
+            f"PACS {node.name} ({node.address}) did not store a {dataset.SOPClassUID.name}: status {_status(status)}."
+        )
 
 
 def _status(status: Dataset | None) -> str:
     code = getattr(status, "Status", None)
     return "none (the association was lost)" if code is None else f"0x{int(code):04X}"
+
+
+class StoreStream:
+    """C-STORE datasets from a background thread on one association, while the caller makes the next ones.
+
+    ``contexts`` are the (SOP class, [transfer syntaxes]) the datasets will need, known before the first one.
+    :meth:`close` waits for the last and raises the first failure (the rest are then not sent).
+    """
+
+    def __init__(self, node: PacsNode, contexts: Sequence[tuple[str, list[str]]]) -> None:
+        self.node, self.contexts = node, list(contexts)
+        self._queue: queue.Queue[Dataset | None] = queue.Queue(maxsize=8)  # a few answers ahead, not the study
+        self._error: BaseException | None = None
+        self.sent = 0
+        self._thread = threading.Thread(target=self._run, name="pneumofl-c-store", daemon=True)
+        self._thread.start()
+
+    def put(self, dataset: Dataset) -> None:
+        """Send ``dataset`` (raises the sender's failure, if it already failed)."""
+        if self._error is not None:
+            raise self._error
+        self._queue.put(dataset)
+
+    def close(self) -> int:
+        """Wait until everything put was sent; return how many were."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.sent
+
+    def _run(self) -> None:
+        try:
+            with association(self.node, self.contexts) as assoc:
+                while (dataset := self._queue.get()) is not None:
+                    _store_one(assoc, self.node, dataset)
+                    self.sent += 1
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller by put() and close()
+            self._error = exc
+            while self._queue.get() is not None:  # let the producer finish; nothing more is sent
+                pass

@@ -13,13 +13,19 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import platformdirs
 from pydicom import dcmread
+from pydicom.uid import (
+    ComprehensiveSRStorage,
+    ExplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    SecondaryCaptureImageStorage,
+)
 
 from core.audit.key import load_or_create_key
 from core.audit.trail import record
@@ -29,6 +35,12 @@ from core.pacs.nodes import PacsNode
 from core.pacs.results import DicomResults, dicom_results, write_results
 from core.persistence import Database
 from core.persistence.identity import database_identity
+
+# What answers are sent as: highdicom's SRs in explicit little endian, captures as JPEG (core.pacs.results).
+RESULT_CONTEXTS = [
+    (ComprehensiveSRStorage, [ExplicitVRLittleEndian]),
+    (SecondaryCaptureImageStorage, [JPEGBaseline8Bit]),
+]
 
 if TYPE_CHECKING:
     from core.inference.models import ReadingModel
@@ -93,8 +105,16 @@ class Answers:
         return [d for r in self.results.values() for d in (r.report, r.capture)]
 
 
-def answer(readings: Sequence[Reading], model: ReadingModel, uid_root: str) -> Answers:
-    """The SR and secondary capture of every DICOM reading; PNG/JPEG and unreadable images are listed as problems."""
+def answer(
+    readings: Iterable[Reading],
+    model: ReadingModel,
+    uid_root: str,
+    on_result: Callable[[DicomResults], None] | None = None,
+) -> Answers:
+    """The SR and secondary capture of every DICOM reading; PNG/JPEG and unreadable images are listed as problems.
+
+    ``on_result`` gets each answer as soon as it is made (:func:`answer_and_send` sends it while the next is made).
+    """
     answers = Answers()
     for reading in readings:
         if reading.probability is None:
@@ -103,9 +123,12 @@ def answer(readings: Sequence[Reading], model: ReadingModel, uid_root: str) -> A
             answers.problems[reading.path] = "not a DICOM image: it has no study to answer into"
         else:
             try:
-                answers.results[reading.path] = dicom_results(reading, model, uid_root)
+                answers.results[reading.path] = result = dicom_results(reading, model, uid_root)
             except PneumoFLError as exc:
                 answers.problems[reading.path] = str(exc)
+                continue
+            if on_result is not None:
+                on_result(result)
     return answers
 
 
@@ -153,13 +176,26 @@ def fetch_study(
     return folder, files
 
 
-def send_answers(db: Database, node: PacsNode, answers: Answers) -> int:
-    """C-STORE every answer on ``node`` and audit it; return how many objects were sent."""
-    from core.audit import kinds
-    from core.pacs.network import store
+def answer_and_send(
+    db: Database, node: PacsNode, readings: Iterable[Reading], model: ReadingModel, uid_root: str
+) -> tuple[Answers, int]:
+    """Answer every reading and C-STORE each answer on ``node`` while the next is made; audit it.
 
-    datasets = answers.datasets()
-    if datasets:
-        store(node, datasets)
-        audit_pacs(db, kinds.RESULTS_STORED, node, patient_ids=answers.patient_ids(), objects=len(datasets))
-    return len(datasets)
+    Returns the answers and how many objects were sent. Raises the first failure to send (a PacsError).
+    """
+    from core.audit import kinds
+    from core.pacs.network import StoreStream
+
+    stream = StoreStream(node, RESULT_CONTEXTS)
+
+    def send(result: DicomResults) -> None:
+        stream.put(result.report)
+        stream.put(result.capture)
+
+    try:
+        answers = answer(readings, model, uid_root, send)
+    finally:
+        sent = stream.close()  # waits for the last object; raises the sender's failure
+    if sent:
+        audit_pacs(db, kinds.RESULTS_STORED, node, patient_ids=answers.patient_ids(), objects=sent)
+    return answers, sent

@@ -168,20 +168,23 @@ def _retrieve(db: Database, node: PacsNode, study: str, cancel: threading.Event,
 def _answer(
     args: argparse.Namespace, db: Database | None, node: PacsNode | None, model: ReadingModel, readings: list[Reading]
 ) -> Answers:
-    """Make the DICOM answers; write them (--dicom-out) and send them (--store-results)."""
+    """Make the DICOM answers; send them (--store-results, each while the next is made) and write them (--dicom-out)."""
     from core.pacs.nodes import load_settings
-    from core.pacs.study import answer, send_answers, write_answers
+    from core.pacs.study import answer, answer_and_send, write_answers
 
-    answers = answer(readings, model, load_settings().uid_root)
+    uid_root = load_settings().uid_root
+    if args.store_results and node is not None:
+        assert db is not None
+        answers, sent = answer_and_send(db, node, readings, model, uid_root)
+        n = len(answers.results)
+        print(f"Sent {sent} DICOM object(s) ({n} reports, {n} heatmaps) to PACS {node.name}.", file=sys.stderr)
+    else:
+        answers = answer(readings, model, uid_root)
     for path, problem in answers.problems.items():
         print(f"pneumofl: no DICOM answer for {path.name}: {problem}", file=sys.stderr)
     if args.dicom_out and answers.results:
         files = write_answers(answers, Path(args.dicom_out).expanduser())
         print(f"Wrote {len(files)} DICOM file(s) into {args.dicom_out}.", file=sys.stderr)
-    if args.store_results and node is not None and answers.results:
-        assert db is not None
-        sent, n = send_answers(db, node, answers), len(answers.results)
-        print(f"Sent {sent} DICOM object(s) ({n} reports, {n} heatmaps) to PACS {node.name}.", file=sys.stderr)
     return answers
 
 

@@ -265,13 +265,13 @@ class ReadingPage(QWidget):
         if self.pacs_node is None or self.model is None or self.db is None or not self.readings:
             return
         from core.pacs.nodes import load_settings
-        from core.pacs.study import answer, send_answers
+        from core.pacs.study import answer_and_send
 
         node, model, readings, db = self.pacs_node, self.model, list(self.readings), self.db
 
         def work() -> tuple[int, int]:
-            answers = answer(readings, model, load_settings().uid_root)
-            return send_answers(db, node, answers), len(answers.results)
+            answers, sent = answer_and_send(db, node, readings, model, load_settings().uid_root)
+            return sent, len(answers.results)
 
         def sent(outcome: tuple[int, int]) -> None:
             objects, images = outcome
