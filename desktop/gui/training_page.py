@@ -216,7 +216,15 @@ class TrainingPage(QWidget):
         relay = ProgressRelay(self)
         relay.progressed.connect(self._on_check_progress)
 
+        def finished() -> None:  # as soon as the check's outcome is shown, not when its thread has wound down
+            self._check_cancel = None
+            self.check_button.setText("Check dataset")
+            self.check_button.setEnabled(True)
+            if self.thread is None:
+                self.start_button.setEnabled(True)
+
         def done(prepared: PreparedDataset) -> None:
+            finished()
             report = prepared.summary.format(limit=None)
             self.summary.setPlainText(report)
             self.progress.setFormat("Dataset checked")
@@ -229,18 +237,12 @@ class TrainingPage(QWidget):
                 self.start_prepared(config, prepared)
 
         def failed(message: str, details: str) -> None:
+            finished()
             cancelled = cancel.is_set()
             self.summary.setPlainText("The check was cancelled." if cancelled else message)
             self.progress.setFormat("Check cancelled" if cancelled else "Check failed")
             if not cancelled:
                 self.banner.show_message("The dataset could not be checked. " + message.splitlines()[0], details)
-
-        def finished() -> None:
-            self._check_cancel = None
-            self.check_button.setText("Check dataset")
-            self.check_button.setEnabled(True)
-            if self.thread is None:
-                self.start_button.setEnabled(True)
 
         from core.data.validation import check_data  # pydicom and the decoders: on first use
 
