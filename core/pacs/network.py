@@ -7,6 +7,7 @@ so a folder either holds the study's X-rays or nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import re
@@ -45,6 +46,7 @@ XRAY_STORAGE = (
 )
 TIMEOUT_S = 30.0
 _SUCCESS, _PENDING = 0x0000, (0xFF00, 0xFF01)
+_DATES = re.compile(r"^(\d{8})?(-(\d{8})?)?$")  # a day, or a range open at either end
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _REJECT_REASONS = {  # (source, reason) of an A-ASSOCIATE-RJ, as a user can act on it
     (1, 2): "it does not support the application context",
@@ -68,6 +70,31 @@ class StudyQuery:
     accession: str = ""
     date: str = ""
     modalities: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, patient_id: str, patient_name: str, accession: str, date: str, modalities: str) -> StudyQuery:
+        """A query from what a user typed (``modalities`` as ``CR,DX``), checked.
+
+        Raises
+        ------
+        PacsError
+            For a date that is neither a day nor a range, or a query that asks for nothing.
+        """
+        date = date.strip()
+        if not _DATES.match(date):
+            raise PacsError(f"Study date {date!r}: give YYYYMMDD or a range YYYYMMDD-YYYYMMDD.")
+        query = cls(
+            patient_id.strip(),
+            patient_name.strip(),
+            accession.strip(),
+            date,
+            tuple(m.strip().upper() for m in modalities.split(",") if m.strip()),
+        )
+        if not any(dataclasses.astuple(query)):
+            raise PacsError(
+                "Say what to look for: a patient ID or name, an accession number, a study date or modalities."
+            )
+        return query
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from core.audit.key import load_or_create_key
 from core.audit.trail import record
 from core.errors import PneumoFLError
 from core.pacs.network import StudyMatch, StudyQuery
-from core.pacs.nodes import PacsNode
+from core.pacs.nodes import PacsNode, load_settings
 from core.pacs.results import DicomResults, dicom_results, write_results
 from core.persistence import Database
 from core.persistence.identity import database_identity
@@ -60,6 +60,12 @@ def retrieval_folder() -> Path:
     folder = cache_root() / uuid.uuid4().hex
     folder.mkdir(mode=0o700)
     return folder
+
+
+def forget_retrieval(folder: Path) -> None:
+    """Empty a read study from the cache, unless the user keeps retrieved studies (``pacs settings``)."""
+    if not load_settings().keep_retrieved:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def empty_cache() -> int:
@@ -99,10 +105,6 @@ class Answers:
     def patient_ids(self) -> list[str]:
         """The answered images' patient IDs (for the audit digests only)."""
         return [str(r.report.get("PatientID", "")) for r in self.results.values()]
-
-    def datasets(self) -> list:
-        """Every SR and secondary capture, in reading order."""
-        return [d for r in self.results.values() for d in (r.report, r.capture)]
 
 
 def answer(

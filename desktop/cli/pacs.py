@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import sys
 
 from desktop.cli.common import CommandError, add_db_option, format_table, open_db
-
-_DATE = re.compile(r"^(\d{8})?(-(\d{8})?)?$")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -148,13 +145,8 @@ def run_find(args: argparse.Namespace) -> int:
     from core.pacs.nodes import load_settings
     from core.pacs.study import search
 
-    if not _DATE.match(args.date):
-        raise CommandError(f"--date {args.date}: give YYYYMMDD or a range YYYYMMDD-YYYYMMDD.")
-    modalities = tuple(m.strip().upper() for m in args.modality.split(",") if m.strip())
-    if not any((args.patient, args.patient_name, args.accession, args.date, modalities)):
-        raise CommandError("Say what to look for: --patient, --patient-name, --accession, --date or --modality.")
+    query = StudyQuery.parse(args.patient, args.patient_name, args.accession, args.date, args.modality)
     node = load_settings().node(args.name)
-    query = StudyQuery(args.patient, args.patient_name, args.accession, args.date, modalities)
     db = open_db(args)
     try:
         studies = search(db, node, query)

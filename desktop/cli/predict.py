@@ -108,7 +108,9 @@ def run(args: argparse.Namespace) -> int:
         if db is not None:
             db.close()
         if retrieved is not None:
-            _forget(retrieved)
+            from core.pacs.study import forget_retrieval
+
+            forget_retrieval(retrieved)
     rows = [reading_row(reading, heatmap) for reading, heatmap in readings]
     if pacs is not None:  # a cache file's name is its SOP instance UID; the folder is gone
         for row, (reading, _) in zip(rows, readings):
@@ -186,16 +188,6 @@ def _answer(
         files = write_answers(answers, Path(args.dicom_out).expanduser())
         print(f"Wrote {len(files)} DICOM file(s) into {args.dicom_out}.", file=sys.stderr)
     return answers
-
-
-def _forget(folder: Path) -> None:
-    """Empty the retrieved study from the cache, unless the user keeps retrieved studies."""
-    import shutil
-
-    from core.pacs.nodes import load_settings
-
-    if not load_settings().keep_retrieved:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _make_dir(folder: Path) -> None:

@@ -6,7 +6,6 @@ runs it off the GUI thread and turns every failure into a sentence in its banner
 
 from __future__ import annotations
 
-import re
 import threading
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.errors import PneumoFLError
 from core.pacs.network import StudyMatch, StudyQuery
 from core.pacs.nodes import PacsNode, PacsSettings, load_settings
 from core.persistence import Database
@@ -32,7 +32,6 @@ from desktop.gui.widgets import MessageBanner
 from desktop.workers import run_in_thread
 
 STUDY_COLUMNS = ("Date", "Patient", "Accession", "Modalities", "Images", "Description")
-_DATE = re.compile(r"^(\d{8})?(-(\d{8})?)?$")
 
 
 class PacsStudyDialog(QDialog):
@@ -100,15 +99,12 @@ class PacsStudyDialog(QDialog):
 
     def search(self) -> None:
         """C-FIND with what the form says (audited), in the background."""
-        if not _DATE.match(self.date.text().strip()):
-            self.banner.show_message("Study date: give YYYYMMDD or a range YYYYMMDD-YYYYMMDD.")
-            return
-        modalities = tuple(m.strip().upper() for m in self.modality.text().split(",") if m.strip())
-        query = StudyQuery(
-            self.patient.text().strip(), "", self.accession.text().strip(), self.date.text().strip(), modalities
-        )
-        if not any((query.patient_id, query.accession, query.date, query.modalities)):
-            self.banner.show_message("Say what to look for: a patient ID, an accession number, a date or modalities.")
+        try:
+            query = StudyQuery.parse(
+                self.patient.text(), "", self.accession.text(), self.date.text(), self.modality.text()
+            )
+        except PneumoFLError as exc:
+            self.banner.show_message(str(exc))
             return
         from core.pacs.study import search
 

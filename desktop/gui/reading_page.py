@@ -290,13 +290,10 @@ class ReadingPage(QWidget):
 
     def _forget_study(self) -> None:
         """Empty a retrieved study from the cache (unless the user keeps them)."""
-        import shutil
-
-        from core.pacs.nodes import load_settings
-
         if self.pacs_folder is not None:
-            if not load_settings().keep_retrieved:
-                shutil.rmtree(self.pacs_folder, ignore_errors=True)
+            from core.pacs.study import forget_retrieval
+
+            forget_retrieval(self.pacs_folder)
             self.pacs_node = self.pacs_folder = None
         self.send_button.setEnabled(False)
 
