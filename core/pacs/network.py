@@ -1,8 +1,7 @@
-"""Talk to a PACS with pynetdicom: C-ECHO, study-level C-FIND, C-GET of a study's X-ray series, C-STORE.
+"""Talk to a PACS with pynetdicom: associations, C-ECHO, study-level C-FIND, C-STORE.
 
-Every failure is one sentence naming the PACS and what to check; none names a patient. A retrieval writes each
-file under a temporary name and renames it when complete, and removes all it wrote when it fails or is cancelled,
-so a folder either holds the study's X-rays or nothing.
+Every failure is one sentence naming the PACS and what to check; none names a patient. Retrieval (C-GET and
+C-MOVE) is in :mod:`core.pacs.retrieve`.
 """
 
 from __future__ import annotations
@@ -11,24 +10,21 @@ import dataclasses
 import logging
 import queue
 import re
-import shutil
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from pydicom import Dataset
-from pynetdicom import AE, build_role, evt
+from pynetdicom import AE, build_role
 from pynetdicom.association import Association
 from pynetdicom.sop_class import (
     ComputedRadiographyImageStorage,
     DigitalXRayImageStorageForPresentation,
     DigitalXRayImageStorageForProcessing,
     StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
     Verification,
 )
 
@@ -45,9 +41,8 @@ XRAY_STORAGE = (
     DigitalXRayImageStorageForProcessing,
 )
 TIMEOUT_S = 30.0
-_SUCCESS, _PENDING = 0x0000, (0xFF00, 0xFF01)
+SUCCESS, PENDING = 0x0000, (0xFF00, 0xFF01)
 _DATES = re.compile(r"^(\d{8})?(-(\d{8})?)?$")  # a day, or a range open at either end
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _REJECT_REASONS = {  # (source, reason) of an A-ASSOCIATE-RJ, as a user can act on it
     (1, 2): "it does not support the application context",
     (1, 3): "it does not know our AE title {our}: ask its administrator to add {our} (at this workstation's address)",
@@ -200,8 +195,8 @@ def echo(node: PacsNode) -> None:
     """
     with association(node, [Verification]) as assoc:
         status = assoc.send_c_echo()
-        if not status or status.Status != _SUCCESS:
-            raise PacsError(f"PACS {node.name} ({node.address}) answered the echo with status {_status(status)}.")
+        if not status or status.Status != SUCCESS:
+            raise PacsError(f"PACS {node.name} ({node.address}) answered the echo with status {status_text(status)}.")
 
 
 def find_studies(node: PacsNode, query: StudyQuery, *, limit: int = 500) -> list[StudyMatch]:
@@ -222,20 +217,22 @@ def find_studies(node: PacsNode, query: StudyQuery, *, limit: int = 500) -> list
     identifier.StudyInstanceUID = ""
     identifier.StudyDescription = ""
     identifier.NumberOfStudyRelatedInstances = ""
-    return [_study(match) for match in _c_find(node, identifier, "search", limit)]
+    return [_study(match) for match in c_find(node, identifier, "search", limit)]
 
 
-def _c_find(node: PacsNode, identifier: Dataset, what: str, limit: int = 10_000) -> list[Dataset]:
+def c_find(node: PacsNode, identifier: Dataset, what: str, limit: int = 10_000) -> list[Dataset]:
     """The matches of one study-root C-FIND (at most ``limit``), or a PacsError naming ``what`` failed."""
     found: list[Dataset] = []
     with association(node, [StudyRootQueryRetrieveInformationModelFind]) as assoc:
         for status, match in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind):
             code = getattr(status, "Status", None)
-            if code in _PENDING and match is not None:
+            if code in PENDING and match is not None:
                 if len(found) < limit:
                     found.append(match)
-            elif code != _SUCCESS:
-                raise PacsError(f"PACS {node.name} ({node.address}) failed the {what} with status {_status(status)}.")
+            elif code != SUCCESS:
+                raise PacsError(
+                    f"PACS {node.name} ({node.address}) failed the {what} with status {status_text(status)}."
+                )
     return found
 
 
@@ -254,98 +251,6 @@ def _study(match: Dataset) -> StudyMatch:
         else tuple(m for m in modalities.split("\\") if m),
         images=int(count) if str(count).strip().isdigit() else None,
     )
-
-
-def xray_series(node: PacsNode, study_uid: str) -> list[tuple[str, str, int | None]]:
-    """``(series UID, modality, images)`` of each series of the study, X-ray or not."""
-    identifier = Dataset()
-    identifier.QueryRetrieveLevel = "SERIES"
-    identifier.StudyInstanceUID = study_uid
-    identifier.SeriesInstanceUID = ""
-    identifier.Modality = ""
-    identifier.NumberOfSeriesRelatedInstances = ""
-    series = []
-    for match in _c_find(node, identifier, "series search"):
-        count = str(match.get("NumberOfSeriesRelatedInstances", ""))
-        series.append(
-            (str(match.SeriesInstanceUID), str(match.get("Modality", "")), int(count) if count.isdigit() else None)
-        )
-    return series
-
-
-def retrieve_study(
-    node: PacsNode,
-    study_uid: str,
-    folder: Path,
-    *,
-    cancel: threading.Event | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> list[Path]:
-    """C-GET the study's CR/DX/DR series into ``folder`` as ``<SOP instance UID>.dcm``; return the files.
-
-    Series of other modalities (CT, earlier results) are left on the PACS. ``cancel`` aborts the retrieval.
-
-    Raises
-    ------
-    PacsError
-        When the study has no X-ray series, the association fails, the PACS reports failed sub-operations, or the
-        retrieval was cancelled; the files written so far are removed.
-    """
-    series = [(uid, n) for uid, modality, n in xray_series(node, study_uid) if modality in XRAY_MODALITIES]
-    if not series:
-        raise PacsError(f"PACS {node.name} has no CR, DX or DR series in study {study_uid}.")
-    total = sum(n or 0 for _, n in series)
-    folder.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    cancel = cancel or threading.Event()
-
-    def stored(event: evt.Event) -> int:
-        uid = str(event.request.AffectedSOPInstanceUID)
-        if not _UID.match(uid):  # it names a file: a hostile PACS must not choose a path
-            return 0xA900  # dataset does not match SOP class (a malformed request)
-        target = folder / f"{uid}.dcm"
-        partial = target.with_suffix(".part")
-        try:
-            partial.write_bytes(event.encoded_dataset())  # as received, with its file meta: no decode, no re-encode
-            partial.replace(target)
-        except (OSError, ValueError) as exc:
-            log.warning("could not keep a retrieved image: %s", exc)
-            partial.unlink(missing_ok=True)
-            return 0xA700  # out of resources: the PACS counts it as a failed sub-operation
-        written.append(target)
-        if progress is not None:
-            progress(len(written), max(total, len(written)))
-        return _SUCCESS
-
-    try:
-        with association(
-            node,
-            [StudyRootQueryRetrieveInformationModelGet, *XRAY_STORAGE],
-            scp_roles=XRAY_STORAGE,
-            handlers=[(evt.EVT_C_STORE, stored)],
-        ) as assoc:
-            for series_uid, _ in series:
-                identifier = Dataset()
-                identifier.QueryRetrieveLevel = "SERIES"
-                identifier.StudyInstanceUID = study_uid
-                identifier.SeriesInstanceUID = series_uid
-                for status, _identifier in assoc.send_c_get(identifier, StudyRootQueryRetrieveInformationModelGet):
-                    if cancel.is_set():
-                        assoc.abort()
-                        raise PacsError(f"Retrieving study {study_uid} from PACS {node.name} was cancelled.")
-                    code = getattr(status, "Status", None)
-                    if code in _PENDING:
-                        continue
-                    failed = int(status.get("NumberOfFailedSuboperations", 0) or 0) if status else 0
-                    if code != _SUCCESS or failed:
-                        raise PacsError(
-                            f"PACS {node.name} ({node.address}) could not send study {study_uid}: status "
-                            f"{_status(status)}, {failed} image(s) failed."
-                        )
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-    return written
 
 
 def store(node: PacsNode, datasets: Sequence[Dataset]) -> None:
@@ -373,13 +278,14 @@ def _store_one(assoc: Association, node: PacsNode, dataset: Dataset) -> None:
             f"PACS {node.name} ({node.address}) does not take a {dataset.SOPClassUID.name} encoded as "
             f"{dataset.file_meta.TransferSyntaxUID.name}; ask its administrator to accept it."
         ) from None
-    if not status or status.Status not in (_SUCCESS, 0xB000, 0xB007, 0xB006):  # warnings still store
+    if not status or status.Status not in (SUCCESS, 0xB000, 0xB007, 0xB006):  # warnings still store
         raise PacsError(
-            f"PACS {node.name} ({node.address}) did not store a {dataset.SOPClassUID.name}: status {_status(status)}."
+            f"PACS {node.name} ({node.address}) did not store a {dataset.SOPClassUID.name}: status {status_text(status)}."
         )
 
 
-def _status(status: Dataset | None) -> str:
+def status_text(status: Dataset | None) -> str:
+    """A DIMSE status as sentences give it (``0xA700``), or that none came back."""
     code = getattr(status, "Status", None)
     return "none (the association was lost)" if code is None else f"0x{int(code):04X}"
 

@@ -168,12 +168,16 @@ def fetch_study(
     cancel: threading.Event | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Path, list[Path]]:
-    """C-GET the study's X-rays into a fresh cache folder and audit it; return the folder and its files."""
+    """Retrieve the study's X-rays (C-GET or C-MOVE, as the node says) into a fresh cache folder and audit it.
+
+    Returns the folder and its files.
+    """
     from core.audit import kinds
-    from core.pacs.network import retrieve_study
+    from core.pacs.retrieve import retrieve_study
 
     folder = retrieval_folder()
-    files = retrieve_study(node, study_uid, folder, cancel=cancel, progress=progress)
+    move_port = load_settings().move_port
+    files = retrieve_study(node, study_uid, folder, cancel=cancel, progress=progress, move_port=move_port)
     audit_pacs(db, kinds.PACS_RETRIEVED, node, patient_ids=study_patient_ids(files), studies=1, images=len(files))
     return folder, files
 

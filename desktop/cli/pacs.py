@@ -17,7 +17,7 @@ import argparse
 import dataclasses
 import sys
 
-from desktop.cli.common import CommandError, add_db_option, format_table, open_db
+from desktop.cli.common import add_db_option, format_table, open_db
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -42,6 +42,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--tls-cert", default="", metavar="FILE", help="this workstation's certificate, when the PACS asks"
     )
     add.add_argument("--tls-key", default="", metavar="FILE", help="the key of --tls-cert")
+    add.add_argument(
+        "--retrieve",
+        choices=("get", "move"),
+        default="get",
+        help="C-GET (default), or C-MOVE to this workstation's port (pacs settings --move-port; the PACS must know it)",
+    )
     add.set_defaults(func=run_add)
     verbs.add_parser("list", help="the known PACS nodes").set_defaults(func=run_list)
     remove = verbs.add_parser("remove", help="forget a PACS node")
@@ -59,10 +65,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     find.add_argument("--modality", default="", metavar="LIST", help="modalities in the study, e.g. CR,DX")
     add_db_option(find)
     find.set_defaults(func=run_find)
-    settings = verbs.add_parser("settings", help="show or change the UID root and whether retrieved images are kept")
+    settings = verbs.add_parser(
+        "settings", help="show or change the UID root, whether retrieved images are kept, the C-MOVE port"
+    )
     settings.add_argument("--uid-root", metavar="ROOT", help="the site's DICOM UID root for the results it writes")
     settings.add_argument(
         "--keep-retrieved", choices=("yes", "no"), help="keep retrieved studies in the cache after reading (default no)"
+    )
+    settings.add_argument(
+        "--move-port", type=int, metavar="PORT", help="where the PACS sends images with C-MOVE (default 11112)"
     )
     settings.set_defaults(func=run_settings)
     verbs.add_parser("empty-cache", help="remove every retrieved study still in the cache").set_defaults(
@@ -72,23 +83,29 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run_add(args: argparse.Namespace) -> int:
     """Add or replace a node."""
-    from pathlib import Path
+    from core.pacs.nodes import load_settings, new_node, save_settings
 
-    from core.pacs.nodes import PacsNode, load_settings, save_settings
-
-    for flag, value in (("--tls-ca", args.tls_ca), ("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
-        if value and not Path(value).expanduser().is_file():
-            raise CommandError(f"{flag} {value} does not exist.")
-    tls = {
-        k: str(Path(v).expanduser().resolve()) if v else ""
-        for k, v in (("tls_ca", args.tls_ca), ("tls_cert", args.tls_cert), ("tls_key", args.tls_key))
-    }
-    node = PacsNode(args.name, args.ae, args.host, args.port, args.our_ae, **tls)
+    node = new_node(
+        args.name,
+        args.ae,
+        args.host,
+        args.port,
+        args.our_ae,
+        tls_ca=args.tls_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        retrieve=args.retrieve,
+    )
     settings = load_settings()
     verb = "Changed" if args.name in settings.nodes else "Added"
     settings.nodes[args.name] = node
     path = save_settings(settings)
     print(f"{verb} PACS {node.name} ({node.address}, we are {node.our_ae}) in {path}.")
+    if node.retrieve == "move":
+        print(
+            f"It retrieves with C-MOVE: the PACS must know {node.our_ae} at this workstation's address, "
+            f"port {settings.move_port}."
+        )
     print(f"Test it: pneumofl pacs echo {node.name}")
     return 0
 
@@ -109,10 +126,11 @@ def run_list(args: argparse.Namespace) -> int:
             "port": n.port,
             "our ae": n.our_ae,
             "tls": "yes" if n.tls_ca else "no",
+            "retrieve": "C-MOVE" if n.retrieve == "move" else "C-GET",
         }
         for n in settings.nodes.values()
     ]
-    print(format_table(rows, ["name", "ae", "host", "port", "our ae", "tls"]))
+    print(format_table(rows, ["name", "ae", "host", "port", "our ae", "tls", "retrieve"]))
     return 0
 
 
@@ -177,11 +195,13 @@ def run_find(args: argparse.Namespace) -> int:
 
 def run_settings(args: argparse.Namespace) -> int:
     """Show or change the UID root and cache policy."""
-    from core.pacs.nodes import check_uid_root, load_settings, save_settings
+    from core.pacs.nodes import check_move_port, check_uid_root, load_settings, save_settings
 
     settings = load_settings()
-    if args.uid_root is not None or args.keep_retrieved is not None:
-        changes = {}
+    if args.uid_root is not None or args.keep_retrieved is not None or args.move_port is not None:
+        changes: dict[str, object] = {}
+        if args.move_port is not None:
+            changes["move_port"] = check_move_port(args.move_port)
         if args.uid_root is not None:
             changes["uid_root"] = check_uid_root(args.uid_root)
         if args.keep_retrieved is not None:
@@ -190,6 +210,7 @@ def run_settings(args: argparse.Namespace) -> int:
         save_settings(settings)
     print(f"UID root of the results: {settings.uid_root}")
     print(f"Retrieved studies kept after reading: {'yes' if settings.keep_retrieved else 'no'}")
+    print(f"C-MOVE port (where a PACS sends images): {settings.move_port}")
     return 0
 
 

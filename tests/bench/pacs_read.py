@@ -39,8 +39,8 @@ from core.inference.models import ReadingModel
 from core.inference.overlay import overlay_png
 from core.inference.reader import read_images
 from core.model.backbones import build_backbone
-from core.pacs.network import retrieve_study
 from core.pacs.nodes import PacsNode
+from core.pacs.retrieve import retrieve_study
 from core.pacs.study import answer_and_send
 from core.persistence import Database
 from core.reporting import RunReport
