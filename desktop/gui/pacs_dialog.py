@@ -85,7 +85,8 @@ class PacsStudyDialog(QDialog):
         self.busy = False
         if not self.settings.nodes:
             self.banner.show_message(
-                "No PACS is set up yet: add one with `pneumofl pacs add NAME --ae AE_TITLE --host HOST --port PORT`.",
+                "No PACS is set up yet: add one in File → Preferences (PACS), or with "
+                "`pneumofl pacs add NAME --ae AE_TITLE --host HOST --port PORT`.",
                 kind="info",
             )
             self.search_button.setEnabled(False)

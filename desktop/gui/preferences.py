@@ -1,4 +1,4 @@
-"""Preferences dialog: database URL, default data folder, training-form defaults."""
+"""Preferences dialog: database URL, default data folder, training-form defaults, the PACS."""
 
 from __future__ import annotations
 
@@ -15,12 +15,14 @@ from PySide6.QtWidgets import (
 )
 
 from core.errors import PneumoFLError
+from core.pacs.nodes import PacsSettings, load_settings, save_settings
 from core.persistence import Database, default_database_url
+from desktop.gui.pacs_preferences import PacsPreferences
 from desktop.settings import Settings
 
 
 class PreferencesDialog(QDialog):
-    """Edit :class:`Settings`. The database URL is tried before it is accepted."""
+    """Edit :class:`Settings` and the PACS settings. The database URL is tried before it is accepted."""
 
     def __init__(self, settings: Settings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -42,6 +44,13 @@ class PreferencesDialog(QDialog):
         self.error = QLabel()
         self.error.setWordWrap(True)
         self.error.setStyleSheet("color:#b00020")
+        self.pacs_problem = ""
+        try:
+            self.pacs_base = load_settings()
+        except PneumoFLError as exc:  # a broken pacs.json is said, and left as it is: nothing overwrites it
+            self.pacs_base, self.pacs_problem = PacsSettings(), str(exc)
+        self.pacs = PacsPreferences(self.pacs_base)
+        self.pacs.setEnabled(not self.pacs_problem)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
@@ -49,7 +58,9 @@ class PreferencesDialog(QDialog):
         form.addRow("Database URL", self.db_url)
         form.addRow("Default data folder", folder_row)
         form.addRow(QLabel("Training defaults are taken from the Training page when you save from there."))
+        form.addRow(self.pacs)
         form.addRow(self.error)
+        self.error.setText(self.pacs_problem)
         form.addRow(buttons)
 
     def _browse(self) -> None:
@@ -58,11 +69,14 @@ class PreferencesDialog(QDialog):
             self.data_folder.setText(folder)
 
     def accept(self) -> None:
-        """Check the database URL, then keep the values."""
+        """Check the database URL and the PACS settings, then keep the values."""
         url = self.db_url.text().strip()
         try:
             Database.open(url or None).close()
-        except PneumoFLError as exc:
+            pacs = self.pacs.settings(self.pacs_base) if not self.pacs_problem else None
+            if pacs is not None and pacs != self.pacs_base:
+                save_settings(pacs)
+        except (PneumoFLError, OSError) as exc:
             self.error.setText(str(exc))
             return
         self.settings.db_url = url

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pydicom.uid import generate_uid
 
-from core.pacs.nodes import PacsNode, PacsSettings, save_settings, settings_file
+from core.pacs.nodes import PacsNode, PacsSettings, load_settings, save_settings, settings_file
 from core.persistence import Database
 from core.training.recorded import train_and_record
 from desktop.gui.reading_page import ReadingPage
@@ -67,3 +67,79 @@ def test_from_pacs_search_select_read_and_send_results(qtbot, orthanc: Orthanc, 
         assert not folder.exists() and not page.send_button.isEnabled()
     finally:
         db.close()
+
+
+def test_preferences_add_test_change_and_save_pacs_nodes(qtbot, orthanc: Orthanc, user_folders, tmp_path):
+    from desktop.gui.preferences import PreferencesDialog
+    from desktop.settings import Settings
+
+    settings = Settings(db_url=f"sqlite:///{tmp_path / 'runs.db'}")
+    dialog = PreferencesDialog(settings)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    panel = dialog.pacs
+    assert panel.table.rowCount() == 0 and not panel.test_button.isEnabled()
+
+    panel.add_node()
+    node_dialog = panel.node_dialog
+    assert node_dialog is not None
+    node_dialog.name.setText("main")
+    node_dialog.ae_title.setText("ORTHANC\\1")  # a backslash is no AE title: a sentence, the dialog stays
+    node_dialog.host.setText("127.0.0.1")
+    node_dialog.port.setValue(orthanc.dicom_port)
+    node_dialog.accept()
+    assert node_dialog.isVisible() and "an AE title is 1 to 16 printable characters" in node_dialog.banner.text()
+    node_dialog.ae_title.setText(ORTHANC_AE)
+    node_dialog.tls["tls_ca"].setText(str(tmp_path / "missing-ca.pem"))
+    node_dialog.accept()
+    assert "--tls-ca" in node_dialog.banner.text() and "does not exist" in node_dialog.banner.text()
+    node_dialog.tls["tls_ca"].setText("")
+    node_dialog.accept()
+    assert not node_dialog.isVisible() and panel.table.rowCount() == 1
+    assert panel.table.item(0, 1).text() == f"{ORTHANC_AE}@127.0.0.1:{orthanc.dicom_port}"
+
+    panel.test_button.click()
+    qtbot.waitUntil(lambda: "answered" in panel.result.text() or "PACS main" in panel.result.text(), timeout=20_000)
+    assert "answered and accepts PNEUMOFL" in panel.result.text()
+
+    panel.edit_node()  # the same PACS under an AE title Orthanc does not know for us
+    panel.node_dialog.our_ae.setText("STRANGER")
+    panel.node_dialog.retrieve.setCurrentIndex(1)
+    panel.node_dialog.accept()
+    assert panel.table.item(0, 3).text() == "C-MOVE"
+    panel.test_button.click()
+    qtbot.waitUntil(lambda: panel.test_button.isEnabled(), timeout=20_000)
+    assert "does not know our AE title STRANGER" in panel.result.text()
+
+    panel.uid_root.setText("1.2.x")  # not a UID root: Save says so and keeps the dialog open
+    dialog.accept()
+    assert dialog.isVisible() and "UID root '1.2.x'" in dialog.error.text()
+    panel.uid_root.setText("1.2.826.0.1.3680043.10.1234")
+    panel.move_port.setValue(11113)
+    dialog.accept()
+    assert not dialog.isVisible()
+    saved = load_settings()
+    assert saved.nodes["main"].our_ae == "STRANGER" and saved.nodes["main"].retrieve == "move"
+    assert (saved.uid_root, saved.move_port) == ("1.2.826.0.1.3680043.10.1234.", 11113)
+    assert (settings_file().stat().st_mode & 0o777) == 0o600
+
+    again = PreferencesDialog(settings)  # what was saved is what the next Preferences shows
+    qtbot.addWidget(again)
+    assert again.pacs.table.rowCount() == 1 and again.pacs.move_port.value() == 11113
+    again.pacs.table.selectRow(0)
+    again.pacs.remove_node()
+    again.accept()
+    assert load_settings().nodes == {}
+
+
+def test_preferences_leave_a_broken_pacs_file_as_it_is(qtbot, user_folders, tmp_path):
+    from desktop.gui.preferences import PreferencesDialog
+    from desktop.settings import Settings
+
+    settings_file().parent.mkdir(parents=True, exist_ok=True)
+    settings_file().write_text("{not json", encoding="utf-8")
+    dialog = PreferencesDialog(Settings(db_url=f"sqlite:///{tmp_path / 'runs.db'}"))
+    qtbot.addWidget(dialog)
+    assert "pacs.json is not valid PACS settings" in dialog.error.text() and not dialog.pacs.isEnabled()
+    dialog.accept()  # the database part still saves; the broken file is not overwritten
+    assert settings_file().read_text(encoding="utf-8") == "{not json"
