@@ -173,6 +173,29 @@ def test_a_pacs_that_refuses_or_does_not_answer_is_one_sentence(orthanc: Orthanc
     assert "No PACS called 'nowhere'" in unknown.stderr and "pacs add nowhere" in unknown.stderr
     bad = pneumofl("pacs", "add", "x", "--ae", "A" * 17, "--host", "h", "--port", "104", env=env, check=2)
     assert "--ae" in bad.stderr and "1 to 16" in bad.stderr
+    moving = pneumofl(
+        "pacs",
+        "add",
+        "mover",
+        "--ae",
+        ORTHANC_AE,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        port,
+        "--retrieve",
+        "move",
+        env=env,
+        check=0,
+    )
+    assert "C-MOVE: the PACS must know PNEUMOFL at this workstation's address, port 11112" in moving.stdout
+    assert "C-MOVE" in pneumofl("pacs", "list", env=env, check=0).stdout
+    privileged = pneumofl("pacs", "settings", "--move-port", "104", env=env, check=2)
+    assert "C-MOVE port 104: use 1024 to 65535" in privileged.stderr
+    assert (
+        "C-MOVE port (where a PACS sends images): 11113"
+        in pneumofl("pacs", "settings", "--move-port", "11113", env=env, check=0).stdout
+    )
     mixed = pneumofl("predict", "--run", "1", "--pacs", "wrongae", env=env, check=2)
     assert "--study" in mixed.stderr
     assert shutil.which("dciodvfy") is not None  # the validator the answers are checked with is installed
