@@ -74,8 +74,10 @@ class StudyReceiver:
         total: int,
         progress: Callable[[int, int], None] | None,
         peers: frozenset[str] | None = None,
+        on_file: Callable[[Path], None] | None = None,
     ) -> None:
         self.folder, self.study_uid, self.total, self.progress = folder, study_uid, total, progress
+        self.on_file = on_file
         self.peers = peers  # None: the images arrive on our own association (C-GET)
         self.written: list[Path] = []
         self.refused = 0
@@ -105,6 +107,8 @@ class StudyReceiver:
         with self._lock:  # C-MOVE's sub-operations may come on more than one association
             self.written.append(target)
             done = len(self.written)
+        if self.on_file is not None:
+            self.on_file(target)
         if self.progress is not None:
             self.progress(done, max(self.total, done))
         return SUCCESS
@@ -118,11 +122,13 @@ def retrieve_study(
     cancel: threading.Event | None = None,
     progress: Callable[[int, int], None] | None = None,
     move_port: int = DEFAULT_MOVE_PORT,
+    on_file: Callable[[Path], None] | None = None,
 ) -> list[Path]:
     """Retrieve the study's CR/DX/DR series into ``folder`` as ``<SOP instance UID>.dcm``; return the files.
 
     The node's ``retrieve`` says how: C-GET, or C-MOVE to our storage SCP on ``move_port``. Series of other
-    modalities (CT, earlier results) are left on the PACS. ``cancel`` aborts the retrieval.
+    modalities (CT, earlier results) are left on the PACS. ``cancel`` aborts the retrieval. ``on_file`` gets each
+    file once it is complete, while the rest are still coming (:func:`core.pacs.pipeline.read_study` reads them).
 
     Raises
     ------
@@ -138,7 +144,7 @@ def retrieve_study(
     cancel = cancel or threading.Event()
     try:
         if node.retrieve == "move":
-            receiver = StudyReceiver(folder, study_uid, total, progress, _addresses(node.host))
+            receiver = StudyReceiver(folder, study_uid, total, progress, _addresses(node.host), on_file)
             with (
                 StorageScp(node, move_port, receiver),
                 association(node, [StudyRootQueryRetrieveInformationModelMove]) as assoc,
@@ -149,7 +155,7 @@ def retrieve_study(
                     )
                     _until_done(responses, assoc, node, study_uid, cancel, move_port)
         else:
-            receiver = StudyReceiver(folder, study_uid, total, progress)
+            receiver = StudyReceiver(folder, study_uid, total, progress, on_file=on_file)
             with association(
                 node,
                 [StudyRootQueryRetrieveInformationModelGet, *XRAY_STORAGE],

@@ -13,7 +13,8 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -119,19 +120,30 @@ def answer(
     """
     answers = Answers()
     for reading in readings:
-        if reading.probability is None:
-            answers.problems[reading.path] = reading.error or "not read"
-        elif reading.path.suffix.lower() != ".dcm":
-            answers.problems[reading.path] = "not a DICOM image: it has no study to answer into"
-        else:
-            try:
-                answers.results[reading.path] = result = dicom_results(reading, model, uid_root)
-            except PneumoFLError as exc:
-                answers.problems[reading.path] = str(exc)
-                continue
-            if on_result is not None:
-                on_result(result)
+        answer_one(reading, model, uid_root, answers, on_result)
     return answers
+
+
+def answer_one(
+    reading: Reading,
+    model: ReadingModel,
+    uid_root: str,
+    answers: Answers,
+    on_result: Callable[[DicomResults], None] | None = None,
+) -> None:
+    """Add the SR and capture of ``reading`` to ``answers`` (or why it has none); hand them to ``on_result``."""
+    if reading.probability is None:
+        answers.problems[reading.path] = reading.error or "not read"
+    elif reading.path.suffix.lower() != ".dcm":
+        answers.problems[reading.path] = "not a DICOM image: it has no study to answer into"
+    else:
+        try:
+            answers.results[reading.path] = result = dicom_results(reading, model, uid_root)
+        except PneumoFLError as exc:
+            answers.problems[reading.path] = str(exc)
+            return
+        if on_result is not None:
+            on_result(result)
 
 
 def write_answers(answers: Answers, folder: Path) -> list[Path]:
@@ -167,19 +179,52 @@ def fetch_study(
     *,
     cancel: threading.Event | None = None,
     progress: Callable[[int, int], None] | None = None,
+    folder: Path | None = None,
+    on_file: Callable[[Path], None] | None = None,
 ) -> tuple[Path, list[Path]]:
     """Retrieve the study's X-rays (C-GET or C-MOVE, as the node says) into a fresh cache folder and audit it.
 
-    Returns the folder and its files.
+    Returns the folder (``folder``, or a new one of the cache) and its files. ``on_file`` gets each file as it
+    arrives (see :func:`core.pacs.retrieve.retrieve_study`).
     """
     from core.audit import kinds
     from core.pacs.retrieve import retrieve_study
 
-    folder = retrieval_folder()
+    folder = folder or retrieval_folder()
     move_port = load_settings().move_port
-    files = retrieve_study(node, study_uid, folder, cancel=cancel, progress=progress, move_port=move_port)
+    files = retrieve_study(
+        node, study_uid, folder, cancel=cancel, progress=progress, move_port=move_port, on_file=on_file
+    )
     audit_pacs(db, kinds.PACS_RETRIEVED, node, patient_ids=study_patient_ids(files), studies=1, images=len(files))
     return folder, files
+
+
+@contextmanager
+def sending(db: Database, node: PacsNode) -> Iterator[Callable[[DicomResults], None]]:
+    """A ``send(result)`` that C-STOREs each answer's SR and capture on ``node`` in the background.
+
+    On leaving, it waits for the last and audits what was sent (even when sending failed part way). Raises the
+    first failure to send (a PacsError); nothing after it is sent.
+    """
+    from core.audit import kinds
+    from core.pacs.network import StoreStream
+
+    stream = StoreStream(node, RESULT_CONTEXTS)
+    patients: list[str] = []
+
+    def send(result: DicomResults) -> None:
+        stream.put(result.report)
+        stream.put(result.capture)
+        patients.append(str(result.report.get("PatientID", "")))
+
+    try:
+        yield send
+    finally:
+        try:
+            stream.close()  # waits for the last object; raises the sender's failure
+        finally:
+            if stream.sent:
+                audit_pacs(db, kinds.RESULTS_STORED, node, patient_ids=patients, objects=stream.sent)
 
 
 def answer_and_send(
@@ -189,19 +234,6 @@ def answer_and_send(
 
     Returns the answers and how many objects were sent. Raises the first failure to send (a PacsError).
     """
-    from core.audit import kinds
-    from core.pacs.network import StoreStream
-
-    stream = StoreStream(node, RESULT_CONTEXTS)
-
-    def send(result: DicomResults) -> None:
-        stream.put(result.report)
-        stream.put(result.capture)
-
-    try:
+    with sending(db, node) as send:
         answers = answer(readings, model, uid_root, send)
-    finally:
-        sent = stream.close()  # waits for the last object; raises the sender's failure
-    if sent:
-        audit_pacs(db, kinds.RESULTS_STORED, node, patient_ids=answers.patient_ids(), objects=sent)
-    return answers, sent
+    return answers, 2 * len(answers.results)

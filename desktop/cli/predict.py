@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from core.inference.models import ReadingModel
     from core.inference.reader import Reading
     from core.pacs.nodes import PacsNode
+    from core.pacs.pipeline import StudyReading
     from core.pacs.study import Answers
     from core.persistence import Database
 
@@ -76,30 +78,36 @@ def run(args: argparse.Namespace) -> int:
     db = open_db(args) if args.run is not None or not args.no_record or pacs else None
     cancel = threading.Event()
     retrieved: Path | None = None
+    stopped: Exception | None = None  # why reading a PACS study stopped early
     try:
         model = load_run_model(db, args.run) if args.run is not None else load_exported_model(Path(args.model))
         cam_dir = Path(args.cam).expanduser() if args.cam else None
         if cam_dir is not None:
             _make_dir(cam_dir)
         answering = bool(args.store_results or args.dicom_out)
-        with stop_on_interrupt(cancel, "Stopping after this batch"):
+        cam = (cam_dir is not None or answering) and model.explains
+        readings: list[tuple[Reading, Path | None]] = []
+        written: set[str] = set()
+
+        def keep(reading: Reading) -> None:
+            readings.append((reading, _save_heatmap(reading, cam_dir, written) if cam_dir else None))
+
+        answers: Answers | None = None
+        with stop_on_interrupt(cancel, "Stopping after this batch"), check_progress(not args.no_progress) as progress:
             if pacs is not None:
                 assert db is not None
-                retrieved = _retrieve(db, pacs, args.study, cancel, not args.no_progress)
-                paths = sorted(retrieved.glob("*.dcm"))
+                study = _read_study(args, db, pacs, model, cam, cancel, progress, keep)
+                retrieved, answers, stopped = study.folder, study.answers, study.error
+                readings.sort(key=lambda pair: pair[0].path.name)  # read as they arrived; shown in a fixed order
             else:
-                paths = image_paths(args.paths)
-            readings = []
-            written: set[str] = set()
-            with check_progress(not args.no_progress) as progress:
-                cam = (cam_dir is not None or answering) and model.explains
                 for reading in read_images(
-                    model, paths, args.operating_point, cam=cam, cancel=cancel, progress=progress
+                    model, image_paths(args.paths), args.operating_point, cam=cam, cancel=cancel, progress=progress
                 ):
-                    readings.append((reading, _save_heatmap(reading, cam_dir, written) if cam_dir else None))
-        answers = (
-            _answer(args, db, pacs, model, [r for r, _ in readings]) if answering and not cancel.is_set() else None
-        )
+                    keep(reading)
+        if answering and pacs is None and not cancel.is_set():
+            answers = _answer(model, [r for r, _ in readings])
+        if answers is not None:
+            _write_answers(args, answers)
         if db is not None and not args.no_record:
             uids = answers.uids() if answers is not None else None
             recorded = record_readings(db, model, [r for r, _ in readings], uids)
@@ -134,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{warned} image(s) differ from what the model was trained on: see their warnings before trusting them.")
     if cancel.is_set():
         return 130
+    if stopped is not None:
+        raise stopped  # said as one sentence, after what was read is shown and recorded
     return 0 if not failed else 1
 
 
@@ -156,38 +166,59 @@ def _pacs_source(args: argparse.Namespace) -> PacsNode | None:
     return load_settings().node(args.pacs)
 
 
-def _retrieve(db: Database, node: PacsNode, study: str, cancel: threading.Event, show: bool) -> Path:
-    """C-GET the study into a fresh cache folder (audited); return the folder."""
-    from core.pacs.study import fetch_study
-
-    print(f"Retrieving study {study} from PACS {node.name}...", file=sys.stderr)
-    with check_progress(show) as progress:
-        folder, files = fetch_study(db, node, study, cancel=cancel, progress=progress)
-    print(f"Retrieved {len(files)} X-ray image(s).", file=sys.stderr)
-    return folder
-
-
-def _answer(
-    args: argparse.Namespace, db: Database | None, node: PacsNode | None, model: ReadingModel, readings: list[Reading]
-) -> Answers:
-    """Make the DICOM answers; send them (--store-results, each while the next is made) and write them (--dicom-out)."""
+def _read_study(
+    args: argparse.Namespace,
+    db: Database,
+    node: PacsNode,
+    model: ReadingModel,
+    cam: bool,
+    cancel: threading.Event,
+    progress: Callable[[int, int], None],
+    keep: Callable[[Reading], None],
+) -> StudyReading:
+    """Retrieve the study and read it as it arrives; answer each image and send it with --store-results."""
     from core.pacs.nodes import load_settings
-    from core.pacs.study import answer, answer_and_send, write_answers
+    from core.pacs.pipeline import read_study
 
-    uid_root = load_settings().uid_root
-    if args.store_results and node is not None:
-        assert db is not None
-        answers, sent = answer_and_send(db, node, readings, model, uid_root)
-        n = len(answers.results)
-        print(f"Sent {sent} DICOM object(s) ({n} reports, {n} heatmaps) to PACS {node.name}.", file=sys.stderr)
-    else:
-        answers = answer(readings, model, uid_root)
+    print(f"Retrieving study {args.study} from PACS {node.name} and reading it as it arrives...", file=sys.stderr)
+    answering = bool(args.store_results or args.dicom_out)
+    study = read_study(
+        db,
+        node,
+        args.study,
+        model,
+        args.operating_point,
+        cam=cam,
+        uid_root=load_settings().uid_root if answering else None,
+        send=args.store_results,
+        cancel=cancel,
+        progress=progress,
+        on_reading=keep,
+    )
+    print(f"Retrieved {study.retrieved} X-ray image(s).", file=sys.stderr)
+    if args.store_results and study.answers.results:
+        n = len(study.answers.results)
+        print(f"Sent {2 * n} DICOM object(s) ({n} reports, {n} heatmaps) to PACS {node.name}.", file=sys.stderr)
+    return study
+
+
+def _answer(model: ReadingModel, readings: list[Reading]) -> Answers:
+    """The DICOM answers of readings of files (--dicom-out)."""
+    from core.pacs.nodes import load_settings
+    from core.pacs.study import answer
+
+    return answer(readings, model, load_settings().uid_root)
+
+
+def _write_answers(args: argparse.Namespace, answers: Answers) -> None:
+    """Say which images got no answer; write the answers into --dicom-out."""
+    from core.pacs.study import write_answers
+
     for path, problem in answers.problems.items():
         print(f"pneumofl: no DICOM answer for {path.name}: {problem}", file=sys.stderr)
     if args.dicom_out and answers.results:
         files = write_answers(answers, Path(args.dicom_out).expanduser())
         print(f"Wrote {len(files)} DICOM file(s) into {args.dicom_out}.", file=sys.stderr)
-    return answers
 
 
 def _make_dir(folder: Path) -> None:
