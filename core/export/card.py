@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from core import __version__
+from core.data.fingerprint import describe
 from core.data.images import NORMALISE_MEAN as MEAN
 from core.data.images import NORMALISE_STD as STD
 from core.persistence.runs import RunRecord
@@ -96,6 +97,9 @@ def build_card(
             "monitor": training.get("monitor"),
             "sites": sites,
             "samples": stats.get("samples") or {},
+            # Counts only (modality, view, body part, manufacturer, age band), sizes and an intensity range:
+            # what reading checks an image against (core.data.fingerprint); None for runs recorded before it.
+            "data_fingerprint": (run.final_stats or {}).get("data_fingerprint"),
         },
         "statistics": {k: stats[k] for k in STAT_KEYS if k in stats},
         "verification": verification,
@@ -141,6 +145,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         *(_sample_line(split, counts) for split, counts in (training.get("samples") or {}).items()),
         f"- Best epoch/round: {training['best_epoch_or_round']}, chosen by {training.get('monitor') or 'val_auroc'}",
         "",
+        *_fingerprint_lines(training.get("data_fingerprint")),
         "## Performance",
         "",
         *_metric_table(report),
@@ -159,6 +164,16 @@ def card_markdown(card: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _fingerprint_lines(fingerprint: dict[str, Any] | None) -> list[str]:
+    """The training data's fingerprint as a preformatted block, or why there is none.
+
+    It is what an image read with this model is checked against.
+    """
+    if not fingerprint:
+        return ["No fingerprint of the training data was recorded: images read with this model get no warnings.", ""]
+    return ["```", *describe(fingerprint), "```", ""]
 
 
 def _sample_line(split: str, counts: dict[str, int]) -> str:

@@ -201,6 +201,7 @@ def load_exported_model(path: Path) -> ReadingModel:
         "report": RunReport.from_dict(card.get("statistics")),
         "run_id": None,
         "card": card,
+        "fingerprint": card.get("training", {}).get("data_fingerprint"),  # an exported model warns as its run does
     }
     if path.suffix == ".onnx":
         return ReadingModel(**common, onnx_session=_onnx_session(path))

@@ -116,6 +116,10 @@ def test_exports_reproduce_the_run_and_carry_a_card_without_paths(trained, tmp_p
     text = exported.card_json.read_text() + exported.card_markdown.read_text()
     assert config.data_path not in text and str(exported.model_file.parent) not in text
     assert "Intended use" in exported.card_markdown.read_text()
+    # The training data's fingerprint travels in the card: an exported model warns as its run does.
+    fingerprint = result.final_stats["data_fingerprint"]
+    assert card["training"]["data_fingerprint"] == fingerprint == file_model.fingerprint and fingerprint["images"] > 0
+    assert f"Training data fingerprint ({fingerprint['images']} images)" in exported.card_markdown.read_text()
     assert file_model.explains == (file_format == "torchscript")
     if file_format == "onnx":
         with pytest.raises(PneumoFLError, match="ONNX file, which cannot show where it looked"):
