@@ -234,6 +234,7 @@ class MainWindow(QMainWindow):
         if self.federation_page.running:
             self.statusBar().showMessage("Stopping the federation…")
         self.federation_page.shutdown()  # no Flower process outlives the app
+        self.reading_page.shutdown()  # nor a study retrieved from the PACS in the cache
         for i in range(self.tabs.count()):
             widget = self.tabs.widget(i)
             if isinstance(widget, RemoteViewer):

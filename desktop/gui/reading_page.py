@@ -297,6 +297,10 @@ class ReadingPage(QWidget):
             self.pacs_node = self.pacs_folder = None
         self.send_button.setEnabled(False)
 
+    def shutdown(self) -> None:
+        """The app closes: a retrieved study leaves the cache (unless the user keeps them)."""
+        self._forget_study()
+
     def clear(self) -> None:
         """Forget the chosen images and the readings (a retrieved study leaves the cache)."""
         self._forget_study()

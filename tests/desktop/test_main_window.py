@@ -31,6 +31,20 @@ def test_unreachable_database_is_a_sentence_and_the_app_keeps_running(qtbot):
     window.training_page.dashboard.stop_timer()
 
 
+def test_closing_the_app_empties_a_retrieved_study_from_the_cache(qtbot, tmp_path, monkeypatch):
+    from core.pacs.study import retrieval_folder
+
+    for name in ("CONFIG", "CACHE"):
+        monkeypatch.setenv(f"XDG_{name}_HOME", str(tmp_path / name.lower()))
+    window = MainWindow(Settings(db_url=f"sqlite:///{tmp_path / 'runs.db'}"), persist_settings=False)
+    qtbot.addWidget(window)
+    folder = retrieval_folder()  # as From PACS… leaves it while its readings are on screen
+    (folder / "1.2.3.dcm").write_bytes(b"DICM")
+    window.reading_page.pacs_folder = folder
+    window.close()
+    assert not folder.exists()
+
+
 def test_broken_settings_file_falls_back_with_a_warning(tmp_path):
     path = tmp_path / "settings.json"
     path.write_text("{broken")
