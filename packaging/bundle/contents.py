@@ -50,4 +50,5 @@ DATA: tuple[tuple[str, str], ...] = (
     ("resources", "resources"),  # icons, style sheet, the browser dashboard (with its vendored uPlot)
 )
 # Packages whose own data files must come along (Flower's SuperLink migrations, Alembic's templates, ...).
-PACKAGE_DATA = ("flwr", "alembic", "pydicom", "certifi", "onnxscript", "captum", "flwr_datasets")
+# highdicom reads the DICOM standard's module tables (JSON) when it builds a structured report.
+PACKAGE_DATA = ("flwr", "alembic", "pydicom", "certifi", "onnxscript", "captum", "flwr_datasets", "highdicom")

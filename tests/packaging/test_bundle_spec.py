@@ -66,3 +66,5 @@ def test_the_spec_and_the_launcher_build_from_the_shared_contents():
     assert "COMMANDS" in launcher and "freeze_support" in launcher
     build = (ROOT / "packaging" / "build.sh").read_text(encoding="utf-8")
     assert "smoke.sh" in build and "ln -sf pneumofl" in build and "--torch-index" in build
+    smoke = (ROOT / "packaging" / "smoke.sh").read_text(encoding="utf-8")
+    assert "pacs echo smoke" in smoke and "Orthanc" in smoke
