@@ -106,6 +106,78 @@ def data_fingerprint(paths: Sequence[Path], *, seed: int = 0) -> dict[str, Any]:
     }
 
 
+MAX_VALUES = 64  # distinct values a received fingerprint may list per field (a hostile site sends no novel)
+MAX_TEXT = 64
+
+
+def checked_fingerprint(received: Any) -> dict[str, Any] | None:
+    """A fingerprint a site sent, rebuilt from its counts only, or None when it is not one.
+
+    Only its coarse parts are kept (counts by field, image count, the intensity histogram and range, size
+    bounds); values are bounded in number and length, so a site cannot make the server store what it likes.
+    """
+    try:
+        images = int(received["images"])
+        counts = {
+            field: {str(value)[:MAX_TEXT]: int(n) for value, n in list(received["counts"][field].items())[:MAX_VALUES]}
+            for field in FIELDS
+        }
+        histogram = [int(n) for n in received["intensity"]["histogram"]]
+        low_high = [float(v) for v in received["intensity"]["range"]]
+        sizes = {k: [int(v) for v in received["sizes"][k]] for k in ("width", "height")}
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    numbers = [images, *histogram, *(n for c in counts.values() for n in c.values())]
+    if any(n < 0 for n in numbers) or len(histogram) not in (0, INTENSITY_BINS) or len(low_high) not in (0, 2):
+        return None
+    if any(len(v) not in (0, 3) for v in sizes.values()) or not all(np.isfinite(low_high)):
+        return None
+    return {
+        "images": images,
+        "counts": counts,
+        "sizes": sizes,
+        "intensity": {"histogram": histogram, "range": low_high},
+    }
+
+
+def merge_fingerprints(fingerprints: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The fingerprint of a federation: the sum of its sites' counts, by site name.
+
+    Counts and the intensity histogram add up; sizes keep the smallest and largest (and the median of the sites'
+    medians); the intensity range spans every site's. ``sites`` lists who contributed.
+    """
+    counts = {field: Counter() for field in FIELDS}
+    histogram = np.zeros(INTENSITY_BINS, dtype=np.int64)
+    widths, heights, lows, highs = [], [], [], []
+    for fingerprint in fingerprints.values():
+        for field in FIELDS:
+            counts[field].update(fingerprint["counts"].get(field, {}))
+        if fingerprint["intensity"]["histogram"]:
+            histogram += np.asarray(fingerprint["intensity"]["histogram"], dtype=np.int64)
+        if fingerprint["intensity"]["range"]:
+            lows.append(fingerprint["intensity"]["range"][0])
+            highs.append(fingerprint["intensity"]["range"][1])
+        if fingerprint["sizes"]["width"]:
+            widths.append(fingerprint["sizes"]["width"])
+            heights.append(fingerprint["sizes"]["height"])
+
+    def bounds(triples: list[list[int]]) -> list[int]:
+        if not triples:
+            return []
+        return [min(t[0] for t in triples), int(statistics.median(t[1] for t in triples)), max(t[2] for t in triples)]
+
+    return {
+        "images": sum(int(f["images"]) for f in fingerprints.values()),
+        "counts": {field: dict(counts[field].most_common()) for field in FIELDS},
+        "sizes": {"width": bounds(widths), "height": bounds(heights)},
+        "intensity": {
+            "histogram": histogram.tolist() if lows else [],
+            "range": [min(lows), max(highs)] if lows else [],
+        },
+        "sites": sorted(fingerprints),
+    }
+
+
 def _known(counts: Mapping[str, int]) -> set[str]:
     return {value for value, n in counts.items() if value != UNKNOWN and n > 0}
 
@@ -138,7 +210,9 @@ def image_warnings(facts: Mapping[str, str], mean_intensity: float | None, finge
 def describe(fingerprint: Mapping[str, Any]) -> list[str]:
     """Lines for ``runs show`` and the model card."""
     counts = fingerprint.get("counts") or {}
-    lines = [f"Training data fingerprint ({fingerprint.get('images', 0)} images):"]
+    sites = fingerprint.get("sites")
+    whose = f", sum of sites {', '.join(sites)}" if sites else ""
+    lines = [f"Training data fingerprint ({fingerprint.get('images', 0)} images{whose}):"]
     for field in FIELDS:
         values = ", ".join(f"{value} {n}" for value, n in (counts.get(field) or {}).items()) or UNKNOWN
         lines.append(f"  {field.replace('_', ' ')}: {values}")

@@ -8,6 +8,7 @@ the site's log and database.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
@@ -18,7 +19,7 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 
 from core.errors import ConfigError, PneumoFLError
-from core.federated.settings import PLAN_KEY, UNIFORM_KEY, FederationConfig, SiteSettings
+from core.federated.settings import FINGERPRINT_KEY, PLAN_KEY, UNIFORM_KEY, FederationConfig, SiteSettings
 
 log = logging.getLogger(__name__)
 CLIPPING_NORM_KEY = "clipping_norm"  # flwr.supercore.differential_privacy.KEY_CLIPPING_NORM
@@ -142,7 +143,7 @@ def train(msg: Message, context: Context) -> Message:
         }
         if not site.worker_dir:
             raise ConfigError("this site node runs no training worker: start the site with `pneumofl site join`")
-        state, num_examples, round_metrics = _train_on_worker(Path(site.worker_dir), request, plan)
+        state, num_examples, round_metrics, fingerprint = _train_on_worker(Path(site.worker_dir), request, plan)
     except SiteRoundFailed:
         raise
     except PneumoFLError as exc:
@@ -154,23 +155,21 @@ def train(msg: Message, context: Context) -> Message:
         log.exception("round %s failed at this site", server_round)
         raise SiteRoundFailed("local training failed (see the site's log)") from None
     metrics = {"num-examples": num_examples, **round_metrics}
-    if not decision_policy(site).send_site_metrics:  # the steward keeps cross-site evaluation numbers at the site
+    policy = decision_policy(site)
+    if not policy.send_site_metrics:  # the steward keeps cross-site evaluation numbers at the site
         metrics = {name: value for name, value in metrics.items() if not name.startswith("global_val_")}
     if plan.private:
         metrics[UNIFORM_KEY] = 1  # every site counts the same under differential privacy
     # Packed as the server packed the round (same order and precision): Flower's DP mods compare the two.
     weights, sent = pack(state, layout.precision, layout.names)
-    reply = RecordDict(
-        {
-            ARRAYS_KEY: weights,
-            "metrics": MetricRecord(metrics),
-            "site": ConfigRecord({"site-name": site.site_name, **sent.to_config()}),
-        }
-    )
+    about = {"site-name": site.site_name, **sent.to_config()}
+    if fingerprint and policy.send_data_fingerprint:  # coarse counts only (core.data.fingerprint), as allowed
+        about[FINGERPRINT_KEY] = json.dumps(fingerprint, separators=(",", ":"))
+    reply = RecordDict({ARRAYS_KEY: weights, "metrics": MetricRecord(metrics), "site": ConfigRecord(about)})
     return Message(content=reply, reply_to=msg)
 
 
-Trained = tuple[dict[str, Any], int, dict[str, float]]
+Trained = tuple[dict[str, Any], int, dict[str, float], dict[str, Any] | None]
 
 
 def _train_on_worker(folder: Path, request: dict[str, Any], plan: FederationConfig) -> Trained:
@@ -186,4 +185,4 @@ def _train_on_worker(folder: Path, request: dict[str, Any], plan: FederationConf
         ) from None
     if "error" in answer:  # the worker logged the details; its message names no file or patient
         raise SiteRoundFailed(f"{answer['message']} (see the site's log)")
-    return dict(answer["weights"]), int(answer["num_examples"]), dict(answer["metrics"])
+    return dict(answer["weights"]), int(answer["num_examples"]), dict(answer["metrics"]), answer.get("fingerprint")

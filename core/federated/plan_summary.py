@@ -62,6 +62,7 @@ class PlanSummary:
     local_clip_norm: float
     plan_hash: str
     wire_precision: str = "fp32"
+    data_fingerprint_sent: bool = False
 
     @property
     def private(self) -> bool:
@@ -110,6 +111,13 @@ class PlanSummary:
         )
         if not any(name in self.metrics_sent for name in GLOBAL_METRICS):
             lines.append("How the received model does on this site's images (global_val_*) stays at this site.")
+        if self.data_fingerprint_sent:
+            lines.append(
+                "With each reply: counts of this site's training images by modality, view, body part, manufacturer "
+                "and age band, their size bounds and a histogram of mean intensities (no file, no patient)."
+            )
+        else:
+            lines.append("The counts describing this site's training images (its data fingerprint) stay at this site.")
         if self.local_dp_noise > 0 or self.local_clip_norm > 0:
             lines.append(
                 f"This site clips its update to norm {self.local_clip_norm:g} and adds noise of its own "
@@ -175,6 +183,7 @@ def summarize_plan(
         local_clip_norm=policy.local_clip_norm,
         plan_hash=plan_hash(plan, fingerprint),
         wire_precision=plan.wire_precision,
+        data_fingerprint_sent=policy.send_data_fingerprint,
     )
 
 

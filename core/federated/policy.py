@@ -51,6 +51,10 @@ class SitePolicy:
         (epsilon) one server may spend at this site over all its runs.
     send_site_metrics
         Whether cross-site evaluation numbers (``global_val_*``) may leave the site.
+    send_data_fingerprint
+        Whether the coarse counts of the site's training images (``core.data.fingerprint``: by modality, view,
+        body part, manufacturer and age band, size bounds, a mean-intensity histogram) may leave the site, so
+        the federation's model can warn when an image is unlike what it was trained on.
     local_dp_noise, local_clip_norm
         Privacy the site adds itself (Flower's LocalDpMod): the update is clipped to ``local_clip_norm`` and gets
         Gaussian noise of standard deviation ``local_dp_noise * local_clip_norm``; 0 turns either off.
@@ -68,6 +72,7 @@ class SitePolicy:
     min_dp_noise: float = 0.0
     max_epsilon: float = 10.0
     send_site_metrics: bool = True
+    send_data_fingerprint: bool = True
     local_dp_noise: float = 0.0
     local_clip_norm: float = 0.0
     policy_version: int = POLICY_VERSION

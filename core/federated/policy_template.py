@@ -67,6 +67,11 @@ _COMMENTS: dict[str, str] = {
         "Whether the cross-site evaluation numbers (global_val_*: how the received model does on this site's\n"
         "validation images) may leave the site. They describe this site's data, not only the model."
     ),
+    "send_data_fingerprint": (
+        "Whether the counts of this site's training images by modality, view, body part, manufacturer and age\n"
+        "band (with size bounds and a histogram of mean intensities; no file, no patient) may leave the site. The\n"
+        "federation's model uses them to warn when an image it reads is unlike what it was trained on."
+    ),
     "local_dp_noise": (
         "Noise this site adds itself to every update it sends (standard deviation = local_dp_noise *\n"
         "local_clip_norm), for when the server's own noise is not trusted. 0 = off; needs local_clip_norm > 0."

@@ -8,6 +8,8 @@ that fails is reported once, by name, with the reason in words.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import re
 import threading
@@ -19,13 +21,17 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from core.data.fingerprint import checked_fingerprint
 from core.events import ClientUpdate, RoundMetrics, RoundStart
-from core.federated.settings import WEIGHT_KEY
+from core.federated.settings import FINGERPRINT_KEY, WEIGHT_KEY
 from core.federated.strategies import Aggregation
 from core.federated.wire import ARRAYS_KEY, Layout, WireError, pack, pack_content, unpack_content
 from core.sinks import EventSink
 
 # Flower's error codes (flwr.common.constant.ErrorCode), said in words a site's administrator can act on.
+log = logging.getLogger(__name__)
+MAX_FINGERPRINT_BYTES = 64_000  # a real one is about 1 kB: a site cannot make the server keep more
+
 _ERROR_WORDS = {
     3: "its task expired before it could be delivered",
     4: "its reply expired before the server collected it",
@@ -85,6 +91,8 @@ class RecordingStrategy(Strategy):
         self.wire_precision = wire_precision
         self.current_round = 0  # the round being configured (what a site's late refusal is recorded against)
         self.site_names: dict[int, str] = {}
+        # Each site's training data fingerprint as it last sent it (by site name; only sites whose policy allows)
+        self.fingerprints: dict[str, dict] = {}
         self.aggregated: dict[int, dict[str, float]] = {}
         self.arrived: dict[str, float] = {}  # reply message id -> when it reached the server (see PromptGrid)
         self._sent: dict[int, list[Message]] = {}
@@ -185,6 +193,7 @@ class RecordingStrategy(Strategy):
         content = reply.content
         name = str(content["site"]["site-name"]) if "site" in content.config_records else self.name_of(node)
         self.site_names[node] = name
+        self._keep_fingerprint(name, content)
         metrics = dict(next(iter(content.metric_records.values()), MetricRecord()))
         returned = self.arrived.get(reply.metadata.message_id, time.time()) - started
         train = float(metrics.get("train_seconds", 0.0))
@@ -206,6 +215,21 @@ class RecordingStrategy(Strategy):
                 metrics={k: v for k, v in numbers.items() if math.isfinite(v)},
             )
         )
+
+    def _keep_fingerprint(self, name: str, content: RecordDict) -> None:
+        """Keep what a site says of its training data, rebuilt from its counts; ignore anything else."""
+        about = content.config_records.get("site")
+        text = about.get(FINGERPRINT_KEY) if about is not None else None
+        if not isinstance(text, str) or len(text) > MAX_FINGERPRINT_BYTES:
+            return
+        try:
+            fingerprint = checked_fingerprint(json.loads(text))
+        except ValueError:
+            fingerprint = None
+        if fingerprint is None:
+            log.warning("site %s sent a data fingerprint that is not one; it is left out", name)
+            return
+        self.fingerprints[name] = fingerprint
 
     def _request_bytes(self, request: Message) -> int:
         # Strategies usually send every site the same content object: measure it once per round, not per site.

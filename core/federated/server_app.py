@@ -219,10 +219,18 @@ def run_federation(
             # The full statistics (with intervals) only for the round that is reported.
             final_stats=replace(
                 tracker.report(evaluator), privacy=privacy_record(plan, aggregation.privacy_spent())
-            ).to_dict(),
+            ).to_dict()
+            | data_fingerprint(strategy.fingerprints),
             error=error,
         )
     )
+
+
+def data_fingerprint(by_site: dict[str, dict]) -> dict[str, dict]:
+    """``{"data_fingerprint": ...}``: the sum of the fingerprints the sites sent, or nothing when none did."""
+    from core.data.fingerprint import merge_fingerprints
+
+    return {"data_fingerprint": merge_fingerprints(by_site)} if by_site else {}
 
 
 def privacy_record(plan: FederationConfig, spent: dict[str, float] | None) -> Privacy | None:

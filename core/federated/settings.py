@@ -43,6 +43,7 @@ DEFAULT_PROXIMAL_MU = 0.01  # FedProx's mu when --strategy fedprox is chosen wit
 # every site must count the same for Flower's accounting) this key, which every site sends as 1.
 WEIGHT_KEY = "num-examples"
 UNIFORM_KEY = "uniform-weight"
+FINGERPRINT_KEY = "data-fingerprint"  # a reply's site record: its training data's coarse counts, as JSON
 # The record of the plan question before round 1 (core.federated.plan_query asks, the ClientApp answers).
 PLAN_KEY = "plan"
 

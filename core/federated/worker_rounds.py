@@ -37,6 +37,7 @@ class RoundRunner:
     def __init__(self, start_seconds: float | None = None) -> None:
         self.start_seconds = start_seconds
         self._data: tuple[tuple[int, str], PreparedDataset] | None = None
+        self._fingerprint: dict[str, Any] | None = None  # of the prepared data's training split
 
     def run(self, request: dict[str, Any]) -> dict[str, Any]:
         """Train one round; ``{"weights", "num_examples", "metrics"}`` or ``{"error", "message"}``.
@@ -51,6 +52,7 @@ class RoundRunner:
             site = SiteSettings.from_env()
             data = self._prepared(plan, site, int(request["flower_run_id"]))
             state, num_examples, metrics = run_round(plan, site, request, data)
+            fingerprint = self._fingerprint_of(data, site)
         except PneumoFLError as exc:
             log.error("round %s could not start at this site: %s", server_round, exc)
             return {"error": "data", "message": f"{type(exc).__name__}: the site's data or settings need attention"}
@@ -61,14 +63,27 @@ class RoundRunner:
             metrics["worker_start_seconds"] = self.start_seconds
             self.start_seconds = None
         log.info("round %s done in %.1f s", server_round, time.monotonic() - started)
-        return {"weights": state, "num_examples": num_examples, "metrics": metrics}
+        return {"weights": state, "num_examples": num_examples, "metrics": metrics, "fingerprint": fingerprint}
 
     def _prepared(self, plan: FederationConfig, site: SiteSettings, flower_run_id: int) -> PreparedDataset:
         config = site_training_config(plan, site).validate()
         key = (flower_run_id, json.dumps(config.to_dict(), sort_keys=True))
         if self._data is None or self._data[0] != key:
             self._data = (key, prepare_site_data(config, site))
+            self._fingerprint = None
         return self._data[1]
+
+    def _fingerprint_of(self, data: PreparedDataset, site: SiteSettings) -> dict[str, Any] | None:
+        """The training split's fingerprint, once per prepared dataset, if the site's policy lets it leave."""
+        from core.federated.site_consent import site_policy
+
+        if not site_policy(site).send_data_fingerprint:
+            return None
+        if self._fingerprint is None:
+            from core.data.fingerprint import data_fingerprint
+
+            self._fingerprint = data_fingerprint([sample.path for sample in data.train])
+        return self._fingerprint
 
 
 def run_round(

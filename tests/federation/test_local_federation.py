@@ -128,6 +128,11 @@ def test_two_sites_two_rounds_are_recorded_at_server_and_sites(shared):
     assert sum(c["count"] for c in state.accountant["compositions"]) == 2, "the privacy ledger: both releases"
     assert state.strategy[0]["clipping_norm"] > 0  # the adaptive clipping norm as it was after round 2
     assert best_weights is not None
+    # The federation's training data: the sum of what each site's policy let it say of its own (the defaults do).
+    fingerprint = server.final_stats["data_fingerprint"]
+    trained = sum(r.num_examples for r in history.replies if r.round_number == 1)
+    assert fingerprint["sites"] == ["site-1", "site-2"] and fingerprint["images"] == trained
+    assert fingerprint["counts"]["modality"] == {"unknown": trained}  # PNG folders carry no DICOM fields
 
     # Cross-site evaluation and who returned what when: a row per site per round, with traffic and time.
     assert sorted((r.round_number, r.site_name) for r in history.replies) == [

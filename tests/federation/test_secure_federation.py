@@ -54,7 +54,10 @@ def test_tls_federation_with_node_authentication(tmp_path, fl_data, hub, no_orph
 
         # Each site's steward allows this server's CA and approves plans within policy (unattended sites).
         policy = tmp_path / "site-policy.toml"
-        policy.write_text(policy_template([ca_fingerprint(certs.ca_cert)]), encoding="utf-8")
+        # ... and keeps the counts describing its training images at home.
+        template = policy_template([ca_fingerprint(certs.ca_cert)])
+        assert "send_data_fingerprint = true" in template
+        policy.write_text(template.replace("send_data_fingerprint = true", "send_data_fingerprint = false"), "utf-8")
         for i, name in enumerate(("north", "south", "intruder")):
             site = SiteSettings(
                 site_name=name,
@@ -109,11 +112,13 @@ def test_tls_federation_with_node_authentication(tmp_path, fl_data, hub, no_orph
     finally:
         db.close()
     assert [r.role for r in runs].count("site") == 2 and runs[0].status == "completed"
+    assert "data_fingerprint" not in runs[0].final_stats  # no site's policy let its counts leave
 
     # What crossed the boundary: replies carry weights and numbers, never an image, a path or a file name.
     pushes = [request for path, request, _ in traffic if path.endswith(("/push-messages", "/push-object"))]
     assert pushes, "the sites' replies went through the front"
     forbidden = [str(fl_data).encode(), b"fl-xrays", b".png", b"normal_0", b"pneumonia_0", b"NORMAL", b"PNEUMONIA"]
+    forbidden.append(b"data-fingerprint")
     for body in pushes:
         for needle in forbidden:
             assert needle not in body, f"{needle!r} left a site"

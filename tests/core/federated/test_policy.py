@@ -173,6 +173,9 @@ def test_summary_says_what_leaves_the_site():
     quiet = summary(plan(), policy=dataclasses.replace(default_policy(), send_site_metrics=False))
     assert not any(name.startswith("global_val_") for name in quiet.metrics_sent)
     assert any("stays at this site" in line for line in quiet.lines())
+    assert any("counts of this site's training images by modality" in line for line in s.lines())
+    closed = summary(plan(), policy=dataclasses.replace(default_policy(), send_data_fingerprint=False))
+    assert any("(its data fingerprint) stay at this site" in line for line in closed.lines())
     text = "\n".join(s.lines())
     assert format_fingerprint(FP) in text and "3 rounds of 2 local epochs" in text and s.plan_hash in text
     assert "No differential privacy" in text and f"{s.parameters_sent:,} weights" in text
