@@ -18,6 +18,7 @@ from PySide6.QtWidgets import QGridLayout, QGroupBox, QHBoxLayout, QLabel, QVBox
 from core.events import BatchMetrics, EarlyStopping, EpochEnd, Event, GradientStats, LrUpdate, TrainingEnd
 from core.persistence.history import RunHistory
 from core.reporting import RunReport
+from desktop.charts.palette import BLACK, BLUE, GREEN, ORANGE, PURPLE, SKY, VERMILLION
 from desktop.charts.series import SeriesStore
 
 EPOCH_METRICS = (
@@ -28,8 +29,8 @@ EPOCH_METRICS = (
     ("f1", "F1"),
     ("auroc", "AUROC"),
 )
-SPLIT_PENS = {"train": pg.mkPen("#1f77b4", width=1), "val": pg.mkPen("#ff7f0e", width=1)}
-LAYER_COLOURS = ("#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
+SPLIT_PENS = {"train": pg.mkPen(BLUE, width=1), "val": pg.mkPen(VERMILLION, width=1)}
+LAYER_COLOURS = (GREEN, PURPLE, ORANGE, SKY, BLACK)
 TOP_LAYERS = 5
 
 
@@ -120,15 +121,15 @@ class RunDashboard(QWidget):
             self.epoch_plots[metric] = plot
             for split in ("train", "val"):
                 self.curves[f"{split}_{metric}"] = _curve(plot, SPLIT_PENS[split], split, symbol="o")
-            best = pg.InfiniteLine(angle=90, pen=pg.mkPen("#2ca02c", width=1, style=Qt.PenStyle.DashLine))
-            stop = pg.InfiniteLine(angle=90, pen=pg.mkPen("#d62728", width=1, style=Qt.PenStyle.DotLine))
+            best = pg.InfiniteLine(angle=90, pen=pg.mkPen(GREEN, width=1, style=Qt.PenStyle.DashLine))
+            stop = pg.InfiniteLine(angle=90, pen=pg.mkPen(VERMILLION, width=1, style=Qt.PenStyle.DotLine))
             for line, key in ((best, "best"), (stop, "stop")):
                 line.setVisible(False)
                 plot.addItem(line, ignoreBounds=True)
                 self.markers[key].append(line)
         self.batch_plot = self.plots.addPlot(row=3, col=0, title="Batch loss (sampled)")
         self.batch_plot.setLabel("bottom", "step")
-        self.curves["batch/train_loss"] = _curve(self.batch_plot, pg.mkPen("#1f77b4", width=1))
+        self.curves["batch/train_loss"] = _curve(self.batch_plot, pg.mkPen(BLUE, width=1))
         self.grad_plot = self.plots.addPlot(row=3, col=1, title="Gradient norm")
         self.grad_plot.setLabel("bottom", "step")
         # Across all three columns: long layer names would otherwise widen the middle column past the view.
@@ -137,7 +138,7 @@ class RunDashboard(QWidget):
         self.layer_curves = [_curve(self.grad_plot, pg.mkPen(c, width=1)) for c in LAYER_COLOURS]
         self.lr_plot = self.plots.addPlot(row=3, col=2, title="Learning rate")
         self.lr_plot.setLabel("bottom", "step")
-        self.curves["lr"] = _curve(self.lr_plot, pg.mkPen("#9467bd", width=1))
+        self.curves["lr"] = _curve(self.lr_plot, pg.mkPen(PURPLE, width=1))
         # pyqtgraph's Y auto-range rescans the visible points on every pan/zoom frame (≈70 ms at 1M points);
         # step charts instead fit Y to the data when it changes (see _fit_y), so panning stays cheap.
         self.step_plots = {
@@ -154,9 +155,9 @@ class RunDashboard(QWidget):
         self.roc_widget.setLabel("bottom", "1 - specificity")
         self.roc_widget.setLabel("left", "sensitivity")
         self.roc_widget.plot([0, 1], [0, 1], pen=pg.mkPen("#aaaaaa", width=1, style=Qt.PenStyle.DashLine))
-        self.roc_curve = self.roc_widget.plot([], [], pen=pg.mkPen("#ff7f0e", width=1))
+        self.roc_curve = self.roc_widget.plot([], [], pen=pg.mkPen(VERMILLION, width=1))
         # The operating points of a finished run, where they sit on its validation ROC.
-        self.roc_points = pg.ScatterPlotItem(size=9, pen=pg.mkPen("k"), brush=pg.mkBrush("#2ca02c"))
+        self.roc_points = pg.ScatterPlotItem(size=9, pen=pg.mkPen("k"), brush=pg.mkBrush(GREEN))
         self.roc_widget.addItem(self.roc_points)
         self.roc_labels: list[pg.TextItem] = []
         self.roc_widget.setXRange(0, 1)
@@ -251,7 +252,7 @@ class RunDashboard(QWidget):
                 continue
             x, y = 1 - specificity, recall
             spots.append({"pos": (x, y), "data": name})
-            label = pg.TextItem(f"{name} t={point.threshold:.2f}", color="#2ca02c", anchor=(-0.05, 1.1))
+            label = pg.TextItem(f"{name} t={point.threshold:.2f}", color=GREEN, anchor=(-0.05, 1.1))
             label.setPos(x, y)
             self.roc_widget.addItem(label)
             self.roc_labels.append(label)

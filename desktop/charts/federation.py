@@ -19,9 +19,10 @@ from PySide6.QtWidgets import QHeaderView, QLabel, QSplitter, QTableWidget, QTab
 from core.events import ClientUpdate, Event, RoundMetrics, RoundStart, TrainingStart
 from core.persistence.federation import FederationHistory
 from desktop.charts.dashboard import EpochAxis
+from desktop.charts.palette import BLACK, BLUE, GREEN, ORANGE, PURPLE, SKY, VERMILLION, YELLOW
 
-SERVER_CURVES = (("val_auroc", "AUROC", "#1f77b4"), ("val_recall", "sensitivity", "#d62728"))
-SERVER_CURVES += (("val_specificity", "specificity", "#2ca02c"),)
+SERVER_CURVES = (("val_auroc", "AUROC", BLUE), ("val_recall", "sensitivity", VERMILLION))
+SERVER_CURVES += (("val_specificity", "specificity", GREEN),)
 UPDATE_COLUMNS = (
     "Round",
     "Site",
@@ -38,7 +39,7 @@ UPDATE_COLUMNS = (
     "Status",
 )
 STATUS_COLUMN = UPDATE_COLUMNS.index("Status")
-SITE_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#ff7f0e", "#1f77b4")
+SITE_COLOURS = (ORANGE, SKY, PURPLE, BLACK, GREEN, BLUE, VERMILLION, YELLOW)  # all eight Okabe-Ito colours
 FAILED = "#b00020"
 MAX_CELL_LABELS = 80  # above this many heatmap cells the values are left to the colour scale
 

@@ -55,7 +55,7 @@ class ConsentDialog(QDialog):
         self.hash_label.setWordWrap(True)
         self.hash_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         small = self.hash_label.font()
-        small.setPointSizeF(max(6.0, small.pointSizeF() * 0.8))
+        small.setPointSizeF(max(9.0, small.pointSizeF() * 0.9))  # smaller than the plan, never below 9 pt
         self.hash_label.setFont(small)
         self.approve_button = QPushButton("&Approve")
         self.decline_button = QPushButton("&Decline")

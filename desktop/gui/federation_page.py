@@ -100,7 +100,7 @@ class FederationPage(QWidget):
         self.modes.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
         self.status = QLabel("No federation running.")
         self.status.setWordWrap(True)
-        self.stop_button = QPushButton("Stop")
+        self.stop_button = QPushButton("S&top")
         self.stop_button.setEnabled(False)
         self.stop_button.clicked.connect(self.stop)
         column = QWidget()
@@ -141,7 +141,7 @@ class FederationPage(QWidget):
         form.addRow("Partition", self.sim_partition)
         form.addRow("Data", self.sim_data)
         self.sim_plan = PlanFields(form)
-        self.sim_button = QPushButton("Simulate a federation on this machine")
+        self.sim_button = QPushButton("Simulate a federation on this mac&hine")
         self.sim_button.clicked.connect(self.simulate)
         form.addRow(self.sim_button)
         return box

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 
 from core.reporting import Calibration, Privacy, RunReport
 from core.stats.names import LABELS, OPERATING_POINTS
+from desktop.charts.palette import BLUE, VERMILLION
 
 METRICS = (
     ("auroc", "AUROC"),
@@ -172,7 +173,7 @@ class FinalStatsPanel(QScrollArea):
         plot.clear()
         self.reliability_legend.clear()
         plot.plot([0, 1], [0, 1], pen=pg.mkPen("#aaaaaa", width=1, style=Qt.PenStyle.DashLine))
-        for split, colour in (("val", "#ff7f0e"), ("test", "#1f77b4")):
+        for split, colour in (("val", VERMILLION), ("test", BLUE)):
             pairs = calibration.splits[split].points() if split in calibration.splits else []
             if pairs:
                 xs, ys = zip(*pairs)

@@ -28,7 +28,7 @@ class HeatmapImageView(QWidget):
         self.picture.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.picture.setMinimumSize(320, 320)
         self.picture.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.show_heatmap = QCheckBox("Heatmap")
+        self.show_heatmap = QCheckBox("&Heatmap")
         self.show_heatmap.setChecked(True)
         self.show_heatmap.setToolTip("Grad-CAM: where the model found evidence for pneumonia")
         self.opacity = QSlider(Qt.Orientation.Horizontal)

@@ -79,22 +79,24 @@ class PacsNodeDialog(QDialog):
         form.addRow("&Port", self.port)
         form.addRow("&Our AE title", self.our_ae)
         form.addRow("&Retrieve with", self.retrieve)
-        for label, key in (
-            ("TLS &CA certificate", "tls_ca"),
-            ("Our certi&ficate", "tls_cert"),
-            ("Our &key", "tls_key"),
-        ):
-            form.addRow(label, self._file_row(self.tls[key], label.replace("&", "")))
+        rows = (
+            ("TLS &CA certificate", "tls_ca", "Bro&wse…"),
+            ("Our certi&ficate", "tls_cert", "Brow&se…"),
+            ("Our &key", "tls_key", "Brows&e…"),
+        )  # each Browse has an Alt+letter of its own
+        for label, key, browse in rows:
+            form.addRow(label, self._file_row(self.tls[key], label.replace("&", ""), browse))
         layout = QVBoxLayout(self)
         layout.addWidget(self.banner)
         layout.addLayout(form)
         layout.addWidget(QLabel("Leave the TLS files empty for a PACS that talks plain DICOM."))
         layout.addWidget(buttons)
 
-    def _file_row(self, edit: QLineEdit, title: str) -> QWidget:
-        browse = QPushButton("Browse…")
+    def _file_row(self, edit: QLineEdit, title: str, browse_label: str) -> QWidget:
+        browse = QPushButton(browse_label)
         browse.clicked.connect(lambda: self._browse(edit, title))
         row = QWidget()
+        row.setFocusProxy(edit)  # the row's label (its Alt+letter) puts the cursor in the field
         line = QHBoxLayout(row)
         line.setContentsMargins(0, 0, 0, 0)
         line.addWidget(edit, 1)
@@ -152,7 +154,7 @@ class PacsPreferences(QGroupBox):
         self.result.setWordWrap(True)
         self.uid_root = QLineEdit(settings.uid_root)
         self.uid_root.setToolTip("Your site's DICOM UID root: the UIDs of the reports and captures are made under it")
-        self.keep_retrieved = QCheckBox("Keep retrieved studies in the cache after reading")
+        self.keep_retrieved = QCheckBox("&Keep retrieved studies in the cache after reading")
         self.keep_retrieved.setChecked(settings.keep_retrieved)
         self.move_port = QSpinBox()
         self.move_port.setRange(1024, 65535)

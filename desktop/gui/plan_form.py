@@ -54,7 +54,7 @@ class PlanFields:
         self.strategy.addItems(STRATEGIES)
         self.strategy.setCurrentText(default.strategy)
         self.proximal_mu = _decimal(0.0, 10.0, DEFAULT_PROXIMAL_MU, 4)
-        self.local_bn = QCheckBox("Keep normalisation layers at each site (FedBN)")
+        self.local_bn = QCheckBox("Keep normalisation layers at each site (Fed&BN)")
         self.wire_precision = QComboBox()
         self.wire_precision.addItems(WIRE_PRECISIONS)
         self.privacy = QGroupBox("Differential privacy")

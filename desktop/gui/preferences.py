@@ -36,7 +36,7 @@ class PreferencesDialog(QDialog):
         )
         self.data_folder = QLineEdit(settings.data_folder)
         self.data_folder.setPlaceholderText("Demo data")
-        browse = QPushButton("Browse…")
+        browse = QPushButton("&Browse…")
         browse.clicked.connect(self._browse)
         folder_row = QHBoxLayout()
         folder_row.addWidget(self.data_folder, 1)

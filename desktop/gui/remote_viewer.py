@@ -41,7 +41,7 @@ class RemoteViewer(QWidget):
         self.runs.setToolTip("Every run recorded on that node: live while it trains, else as recorded.")
         self.runs.setMinimumWidth(320)
         self.runs.activated.connect(lambda index: self.open_run(self.runs.itemData(index)))
-        refresh = QPushButton("Refresh")
+        refresh = QPushButton("&Refresh")
         refresh.clicked.connect(self.refresh_runs)
         self.dashboard = RunDashboard()
         self.events_seen = 0

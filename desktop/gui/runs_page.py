@@ -31,12 +31,13 @@ from core.persistence.resumes import RESUMABLE
 from core.persistence.runs import delete_run, get_run
 from desktop.charts.dashboard import EpochAxis, RunDashboard
 from desktop.charts.federation import FederationDashboard
+from desktop.charts.palette import OKABE_ITO
 from desktop.gui.final_stats import FinalStatsPanel
 from desktop.gui.runs_model import RunsTableModel
 from desktop.gui.widgets import MessageBanner
 from desktop.workers import run_in_thread
 
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf")
+PALETTE = OKABE_ITO  # compared runs: one colour each, distinguishable with colour-vision deficiencies
 COMPARE_METRICS = (
     "val_recall",
     "val_auroc",
@@ -49,6 +50,17 @@ COMPARE_METRICS = (
     "train_recall",
     "train_accuracy",
 )
+
+
+# The buttons' labels with their Alt+letter (D and M are the banner's, F and S the menus').
+RUNS_MNEMONICS = {
+    "Open": "&Open",
+    "Compare": "&Compare",
+    "Resume": "Res&ume",
+    "Export…": "E&xport…",
+    "Delete…": "De&lete…",
+    "Refresh": "&Refresh",
+}
 
 
 class RunsPage(QWidget):
@@ -101,7 +113,7 @@ class RunsPage(QWidget):
         bar.addStretch(1)
         self.buttons: dict[str, QPushButton] = {}
         for text, slot in buttons.items():
-            self.buttons[text] = QPushButton(text)
+            self.buttons[text] = QPushButton(RUNS_MNEMONICS[text])
             self.buttons[text].clicked.connect(slot)
             bar.addWidget(self.buttons[text])
         layout = QVBoxLayout(self)

@@ -28,7 +28,7 @@ from desktop.gui.widgets import form_row
 if TYPE_CHECKING:
     pass
 
-UNATTENDED = "Approve plans within my policy without asking (unattended site)"
+UNATTENDED = "Approve plans within my policy without asking (&unattended site)"
 
 
 class SiteForm(QWidget):
@@ -56,14 +56,14 @@ class SiteForm(QWidget):
             "Plans within the policy are approved without a question; plans outside it are always declined."
         )
         form.addRow("Server address", self.server)
-        form.addRow("This site's images", form_row(self.data, self._browse("Folder…", self.data, folder=True)))
+        form.addRow("This site's images", form_row(self.data, self._browse("F&older…", self.data, folder=True)))
         form.addRow("Federation CA", self.ca)
         form.addRow("Site key", self.key)
         form.addRow("Site name", self.name)
-        form.addRow("Site policy", form_row(self.policy, self._browse("Site policy…", self.policy, "Policy (*.toml)")))
+        form.addRow("Site policy", form_row(self.policy, self._browse("Site &policy…", self.policy, "Policy (*.toml)")))
         form.addRow(self.unattended)
         form.addRow(QLabel("Only the model's weights and aggregate numbers leave this computer."))
-        self.join_button = QPushButton("Check my images and join")
+        self.join_button = QPushButton("Check my images and &join")
         form.addRow(self.join_button)
 
     def site_settings(self, db_url: str) -> SiteSettings:
@@ -104,7 +104,7 @@ class SiteForm(QWidget):
             if folder:
                 path = QFileDialog.getExistingDirectory(self, "Choose a folder")
             else:
-                path, _ = QFileDialog.getOpenFileName(self, label.rstrip("…"), "", filters)
+                path, _ = QFileDialog.getOpenFileName(self, label.replace("&", "").rstrip("…"), "", filters)
             if path:
                 target.setText(path)
 

@@ -74,11 +74,11 @@ class TrainingPage(QWidget):
         self.data_path.setPlaceholderText("Demo data (built in)")
         self.data_path.setReadOnly(True)
         self.use_demo = config.demo
-        browse_folder = QPushButton("Folder…")
+        browse_folder = QPushButton("F&older…")
         browse_folder.setToolTip("A folder with NORMAL and PNEUMONIA sub-folders (optionally inside train/val/test).")
-        browse_csv = QPushButton("CSV…")
+        browse_csv = QPushButton("&CSV…")
         browse_csv.setToolTip("A CSV manifest with an image column and a label column.")
-        demo_button = QPushButton("Use demo data")
+        demo_button = QPushButton("Use d&emo data")
         browse_folder.clicked.connect(self._choose_folder)
         browse_csv.clicked.connect(self._choose_csv)
         demo_button.clicked.connect(self.use_demo_data)
@@ -90,7 +90,7 @@ class TrainingPage(QWidget):
         csv_form.addRow("Image column", self.csv_image_column)
         csv_form.addRow("Label column", self.csv_label_column)
         self.csv_box.setVisible(config.data_path.lower().endswith(".csv"))
-        self.check_button = QPushButton("Check dataset")
+        self.check_button = QPushButton("Chec&k dataset")
         self.check_button.clicked.connect(self.check_dataset)
         self.summary = QPlainTextEdit()
         self.summary.setReadOnly(True)
@@ -112,9 +112,9 @@ class TrainingPage(QWidget):
             setattr(self, name, getattr(settings_box, name))
         self._base = config
 
-        self.start_button = QPushButton("Start training")
+        self.start_button = QPushButton("Start &training")
         self.start_button.setObjectName("primary")
-        self.stop_button = QPushButton("Stop")
+        self.stop_button = QPushButton("Sto&p")
         self.stop_button.setEnabled(False)
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
@@ -210,7 +210,7 @@ class TrainingPage(QWidget):
             return
         self.banner.hide()
         self.summary.setPlainText("Checking the dataset…")
-        self.check_button.setText("Cancel check")
+        self.check_button.setText("Cancel chec&k")
         self.start_button.setEnabled(False)
         cancel = self._check_cancel = threading.Event()
         relay = ProgressRelay(self)
@@ -218,7 +218,7 @@ class TrainingPage(QWidget):
 
         def finished() -> None:  # as soon as the check's outcome is shown, not when its thread has wound down
             self._check_cancel = None
-            self.check_button.setText("Check dataset")
+            self.check_button.setText("Chec&k dataset")
             self.check_button.setEnabled(True)
             if self.thread is None:
                 self.start_button.setEnabled(True)

@@ -54,7 +54,7 @@ class TrainingSettings(QGroupBox):
         self.monitor.addItems(MONITORS)
         self.batch_every = _spin(1, 100_000)
         self.grad_every = _spin(1, 100_000)
-        self.temperature_scaling = QCheckBox("Calibrate probabilities")
+        self.temperature_scaling = QCheckBox("Calibrate p&robabilities")
         self.fields: dict[str, QWidget] = {
             "backbone": self.backbone,
             "epochs": self.epochs,

@@ -30,7 +30,7 @@ table.grid th, table.grid td { border: 1px solid #b8c2cc; padding: 3px 7px; whit
 table.small { font-size: 9pt; }
 table.grid th { background-color: #e8eef4; text-align: left; white-space: normal; }
 td.num { text-align: right; }
-.note { color: #555f69; font-size: 8.5pt; }
+.note { color: #555f69; font-size: 9pt; }
 table.warning { border-collapse: collapse; margin-top: 10px; margin-bottom: 10px; }
 table.warning td { background-color: #fde4e1; color: #8b1a10; border: 2px solid #c0392b; padding: 8px;
                    font-weight: bold; }

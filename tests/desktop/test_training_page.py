@@ -149,7 +149,7 @@ def test_check_shows_progress_and_names_every_unusable_file(qtbot, page, tmp_pat
     root = write_pacs_export(tmp_path / "pacs")
     page.set_data_path(str(root))
     page.check_dataset()
-    qtbot.waitUntil(lambda: page.check_button.text() == "Check dataset", timeout=60_000)
+    qtbot.waitUntil(lambda: page.check_button.text() == "Chec&k dataset", timeout=60_000)
     report = page.summary.toPlainText()
     assert page.progress.format() == "Dataset checked" and page.progress.value() == page.progress.maximum() == 48
     for name in UNUSABLE:
@@ -165,9 +165,9 @@ def test_a_running_check_can_be_cancelled(qtbot, page, tmp_path):
     root = make_folder_dataset(tmp_path / "big", {"": (400, 400)})
     page.set_data_path(str(root))
     page.check_dataset()
-    assert page.check_button.text() == "Cancel check"
+    assert page.check_button.text() == "Cancel chec&k"
     page.check_dataset()  # the same button, now "Cancel check"
-    qtbot.waitUntil(lambda: page.check_button.text() == "Check dataset", timeout=60_000)
+    qtbot.waitUntil(lambda: page.check_button.text() == "Chec&k dataset", timeout=60_000)
     assert page.summary.toPlainText() == "The check was cancelled."
     assert page.progress.format() == "Check cancelled" and not page.banner.isVisible()
     assert page.prepared is None and page.start_button.isEnabled()

@@ -1,7 +1,8 @@
 // Charts on uPlot (vendored, made for large live time series). Data arrive as points; a chart redraws at most
 // once per animation frame, however many points came in.
 
-const COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"];
+// Okabe-Ito: distinguishable with colour-vision deficiencies (the same list as desktop/charts/palette.py).
+const COLOURS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"];
 const MAX_POINTS = 50000; // past this a streamed series is halved, keeping each pair's extreme (peaks survive)
 
 // Tick labels that stay distinct for small values (a learning rate of 0.0015 is not "0.002").

@@ -103,8 +103,8 @@ export class RunView {
 
   markEpochs(best, stop) {
     for (const chart of Object.values(this.epochCharts || {})) {
-      if (best) chart.mark("best", best, "#2e7d32", [6, 4]);
-      if (stop) chart.mark("stop", stop, "#c62828", [2, 3]);
+      if (best) chart.mark("best", best, "#009E73", [6, 4]);
+      if (stop) chart.mark("stop", stop, "#D55E00", [2, 3]);
     }
   }
 
