@@ -12,8 +12,17 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QRect, Qt, QTimer
-from PySide6.QtWidgets import QGridLayout, QGroupBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtCore import QEvent, QObject, QRect, Qt, QTimer
+from PySide6.QtGui import QResizeEvent
+from PySide6.QtWidgets import (
+    QBoxLayout,
+    QFrame,
+    QGridLayout,
+    QGroupBox,
+    QLabel,
+    QScrollArea,
+    QWidget,
+)
 
 from core.events import BatchMetrics, EarlyStopping, EpochEnd, Event, GradientStats, LrUpdate, TrainingEnd
 from core.persistence.history import RunHistory
@@ -32,6 +41,10 @@ EPOCH_METRICS = (
 SPLIT_PENS = {"train": pg.mkPen(BLUE, width=1), "val": pg.mkPen(VERMILLION, width=1)}
 LAYER_COLOURS = (GREEN, PURPLE, ORANGE, SKY, BLACK)
 TOP_LAYERS = 5
+COLUMN_PX = 200  # narrowest chart column: its title and axis labels stay whole
+ROW_PX = 130  # shortest chart row: below this the area scrolls instead
+LEGEND_PX = 30
+SIDE_BESIDE_PX = 760  # narrower than this, the confusion matrix and ROC go under the charts
 
 
 class EpochAxis(pg.AxisItem):
@@ -113,10 +126,10 @@ class RunDashboard(QWidget):
         self._resume_lines: list[tuple[pg.PlotItem, pg.InfiniteLine]] = []
         # Legends sit in layout cells of their own, never over the curves: one train/val key above the epoch
         # charts (it holds for all six), and the gradient key under its chart (its layers change as it runs).
-        split_legend = self._legend_cell(row=0, col=0, columns=2)
+        self.split_legend = pg.LegendItem(colCount=2)
         for i, (metric, title) in enumerate(EPOCH_METRICS):
-            plot = self.plots.addPlot(row=1 + i // 3, col=i % 3, title=title, axisItems={"bottom": EpochAxis("bottom")})
-            plot.legend = split_legend if i == 0 else None  # PlotItem adds named curves to its .legend
+            plot = pg.PlotItem(title=title, axisItems={"bottom": EpochAxis("bottom")})
+            plot.legend = self.split_legend if i == 0 else None  # PlotItem adds named curves to its .legend
             plot.setLabel("bottom", "epoch")
             self.epoch_plots[metric] = plot
             for split in ("train", "val"):
@@ -127,16 +140,16 @@ class RunDashboard(QWidget):
                 line.setVisible(False)
                 plot.addItem(line, ignoreBounds=True)
                 self.markers[key].append(line)
-        self.batch_plot = self.plots.addPlot(row=3, col=0, title="Batch loss (sampled)")
+        self.batch_plot = pg.PlotItem(title="Batch loss (sampled)")
         self.batch_plot.setLabel("bottom", "step")
         self.curves["batch/train_loss"] = _curve(self.batch_plot, pg.mkPen(BLUE, width=1))
-        self.grad_plot = self.plots.addPlot(row=3, col=1, title="Gradient norm")
+        self.grad_plot = pg.PlotItem(title="Gradient norm")
         self.grad_plot.setLabel("bottom", "step")
-        # Across all three columns: long layer names would otherwise widen the middle column past the view.
-        self.grad_plot.legend = self._legend_cell(row=4, col=0, columns=3, colspan=3)
+        # Across every column: long layer names would otherwise widen the middle column past the view.
+        self.grad_plot.legend = pg.LegendItem(colCount=3)
         self.curves["grad_norm"] = _curve(self.grad_plot, pg.mkPen("k", width=1), "global")
         self.layer_curves = [_curve(self.grad_plot, pg.mkPen(c, width=1)) for c in LAYER_COLOURS]
-        self.lr_plot = self.plots.addPlot(row=3, col=2, title="Learning rate")
+        self.lr_plot = pg.PlotItem(title="Learning rate")
         self.lr_plot.setLabel("bottom", "step")
         self.curves["lr"] = _curve(self.lr_plot, pg.mkPen(PURPLE, width=1))
         # pyqtgraph's Y auto-range rescans the visible points on every pan/zoom frame (≈70 ms at 1M points);
@@ -163,12 +176,22 @@ class RunDashboard(QWidget):
         self.roc_widget.setXRange(0, 1)
         self.roc_widget.setYRange(0, 1)
 
-        side = QVBoxLayout()
+        side = self._side = QBoxLayout(QBoxLayout.Direction.TopToBottom)
         side.addWidget(self.cm_view)
         side.addWidget(self.roc_widget, 1)
-        layout = QHBoxLayout(self)
+        # The charts reflow into fewer columns when the view is narrow, and the area scrolls (vertically, as a
+        # whole) when the rows would be too short to read (issue 24: the third column was cut off at 1280 px).
+        self.columns = 0
+        self._place(3)
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.scroll.setWidget(self.plots)
+        self.scroll.viewport().installEventFilter(self)
+        layout = self._root = QBoxLayout(QBoxLayout.Direction.LeftToRight, self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.plots, 4)
+        layout.addWidget(self.scroll, 4)
         layout.addLayout(side, 1)
 
         self._timer = QTimer(self)
@@ -348,15 +371,51 @@ class RunDashboard(QWidget):
         if np.isfinite(lo) and np.isfinite(hi):
             plot.setYRange(lo, hi if hi > lo else lo + 1e-9, padding=0.05)
 
-    def _legend_cell(self, row: int, col: int, columns: int, colspan: int = 1) -> pg.LegendItem:
-        legend = pg.LegendItem(colCount=columns)
-        self.plots.addItem(legend, row=row, col=col, colspan=colspan)
-        self.plots.ci.layout.setRowStretchFactor(row, 0)  # as tall as its entries; the charts take the rest
-        for plot_row in (1, 2, 3):
-            self.plots.ci.layout.setRowStretchFactor(plot_row, 1)
-        for plot_col in (0, 1, 2):  # equal columns, whatever a legend or a title asks for
-            self.plots.ci.layout.setColumnStretchFactor(plot_col, 1)
-        return legend
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        """Below ``SIDE_BESIDE_PX`` the confusion matrix and ROC move under the charts, side by side."""
+        narrow = event.size().width() < SIDE_BESIDE_PX
+        root = QBoxLayout.Direction.TopToBottom if narrow else QBoxLayout.Direction.LeftToRight
+        if self._root.direction() != root:
+            self._root.setDirection(root)
+            self._side.setDirection(QBoxLayout.Direction.LeftToRight if narrow else QBoxLayout.Direction.TopToBottom)
+        super().resizeEvent(event)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        """Reflow the charts when the scroll area's viewport changes width."""
+        if watched is self.scroll.viewport() and event.type() == QEvent.Type.Resize:
+            width = event.size().width()
+            self._place(max(1, min(3, width // COLUMN_PX)))
+        return super().eventFilter(watched, event)
+
+    def _place(self, columns: int) -> None:
+        """Lay the charts out in ``columns`` columns.
+
+        The train/val key on top, the six epoch charts, the three step charts, the gradient key under them. Rows
+        never get shorter than ``ROW_PX``: the area scrolls instead.
+        """
+        if columns == self.columns:
+            return
+        grid = self.plots.ci
+        charts = [*self.epoch_plots.values(), self.batch_plot, self.grad_plot, self.lr_plot]
+        for item in (self.split_legend, *charts, self.grad_plot.legend):
+            if item in grid.items:
+                grid.removeItem(item)
+        epoch_rows = -(-len(self.epoch_plots) // columns)
+        step_rows = -(-3 // columns)
+        grid.addItem(self.split_legend, row=0, col=0, colspan=columns)
+        for i, plot in enumerate(self.epoch_plots.values()):
+            grid.addItem(plot, row=1 + i // columns, col=i % columns)
+        for j, plot in enumerate((self.batch_plot, self.grad_plot, self.lr_plot)):
+            grid.addItem(plot, row=1 + epoch_rows + j // columns, col=j % columns)
+        legend_row = 1 + epoch_rows + step_rows
+        self.grad_plot.legend.setColumnCount(columns)  # long layer names must not widen the grid past the view
+        grid.addItem(self.grad_plot.legend, row=legend_row, col=0, colspan=columns)
+        for row in range(legend_row + 1):  # keys as tall as their entries; the charts take the rest
+            grid.layout.setRowStretchFactor(row, 0 if row in (0, legend_row) else 1)
+        for col in range(3):  # equal columns, whatever a key or a title asks for
+            grid.layout.setColumnStretchFactor(col, 1 if col < columns else 0)
+        self.plots.setMinimumHeight((epoch_rows + step_rows) * ROW_PX + 2 * LEGEND_PX)
+        self.columns = columns
 
     def chart_rectangles(self) -> dict[str, QRect]:
         """Each chart's rectangle in the view's coordinates, for layout checks (see :meth:`visible_width`)."""

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QRectF, QTimer
+from PySide6.QtCore import QEvent, QObject, QRectF, QTimer
 from PySide6.QtWidgets import QHeaderView, QLabel, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
 from core.events import ClientUpdate, Event, RoundMetrics, RoundStart, TrainingStart
@@ -41,6 +41,7 @@ UPDATE_COLUMNS = (
 STATUS_COLUMN = UPDATE_COLUMNS.index("Status")
 SITE_COLOURS = (ORANGE, SKY, PURPLE, BLACK, GREEN, BLUE, VERMILLION, YELLOW)  # all eight Okabe-Ito colours
 FAILED = "#b00020"
+WIDE_PX = 900  # narrower than this, one chart per row (the heatmap's site names need the width)
 MAX_CELL_LABELS = 80  # above this many heatmap cells the values are left to the colour scale
 
 
@@ -51,12 +52,12 @@ class FederationDashboard(QWidget):
         super().__init__(parent)
         self.plots = pg.GraphicsLayoutWidget()
         self.plots.setBackground("w")
-        self.server_plot = self.plots.addPlot(
-            row=0, col=0, title="Server evaluation (held-out set) per round", axisItems={"bottom": EpochAxis("bottom")}
+        self.server_plot = pg.PlotItem(
+            title="Server evaluation (held-out set) per round", axisItems={"bottom": EpochAxis("bottom")}
         )
         self.server_plot.setLabel("bottom", "round")
         self.server_plot.setYRange(0, 1)
-        self.heatmap_plot = self.plots.addPlot(row=0, col=1, title="Global model's AUROC on each site's images")
+        self.heatmap_plot = pg.PlotItem(title="AUROC at each site (global model)")
         self.heatmap_plot.setLabel("bottom", "round")
         self.heatmap_plot.setMouseEnabled(x=False, y=False)
         self.heatmap = pg.ImageItem(axisOrder="row-major")
@@ -65,13 +66,18 @@ class FederationDashboard(QWidget):
         self._cell_labels: list[pg.TextItem] = []
         # Per round, from what each site sent the server: the same view for a local federation, a real one (whose
         # sites' epochs never reach the server) and a recorded one.
-        self.site_plot = self.plots.addPlot(
-            row=1, col=0, title="Each site's training loss per round", axisItems={"bottom": EpochAxis("bottom")}
+        self.site_plot = pg.PlotItem(
+            title="Each site's training loss per round", axisItems={"bottom": EpochAxis("bottom")}
         )
         self.site_plot.setLabel("bottom", "round")
         # Legends in cells of their own, beside their charts, never over the curves.
-        self.server_legend = self._legend(row=0, col=2, plot=self.server_plot)
-        self.site_legend = self._legend(row=1, col=2, plot=self.site_plot)
+        self.server_legend = self._legend(self.server_plot)
+        self.site_legend = self._legend(self.site_plot)
+        # Wide: the server's chart and the heatmap side by side, the sites' chart under the server's. Narrow (the
+        # heatmap's site names and the titles no longer fit beside each other): one chart per row.
+        self.wide: bool | None = None
+        self._place(wide=True)
+        self.plots.installEventFilter(self)
         self.privacy = QLabel("")
         self.privacy.setObjectName("privacy")
         self.privacy.setVisible(False)
@@ -150,8 +156,36 @@ class FederationDashboard(QWidget):
             if plot is self.server_plot:
                 plot.setYRange(0, 1)
 
-    def _legend(self, row: int, col: int, plot: pg.PlotItem) -> pg.LegendItem:
-        holder = self.plots.addViewBox(row=row, col=col, enableMouse=False)
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        """One chart per row when the view is narrower than ``WIDE_PX``."""
+        if watched is self.plots and event.type() == QEvent.Type.Resize:
+            self._place(wide=event.size().width() >= WIDE_PX)
+        return super().eventFilter(watched, event)
+
+    def _place(self, wide: bool) -> None:
+        if wide == self.wide:
+            return
+        grid = self.plots.ci
+        holders = {self.server_plot: self.server_legend.parentItem(), self.site_plot: self.site_legend.parentItem()}
+        for item in (self.server_plot, self.heatmap_plot, self.site_plot, *holders.values()):
+            if item in grid.items:
+                grid.removeItem(item)
+        if wide:
+            cells = {self.server_plot: (0, 0), self.heatmap_plot: (0, 1), self.site_plot: (1, 0)}
+            legends = {self.server_plot: (0, 2), self.site_plot: (1, 2)}
+        else:
+            cells = {self.server_plot: (0, 0), self.site_plot: (1, 0), self.heatmap_plot: (2, 0)}
+            legends = {self.server_plot: (0, 1), self.site_plot: (1, 1)}
+        for item, (row, col) in cells.items():
+            grid.addItem(item, row=row, col=col, colspan=1 if wide or item is not self.heatmap_plot else 2)
+        for plot, (row, col) in legends.items():
+            grid.addItem(holders[plot], row=row, col=col)
+        for row in range(3):
+            grid.layout.setRowStretchFactor(row, 1)
+        self.wide = wide
+
+    def _legend(self, plot: pg.PlotItem) -> pg.LegendItem:
+        holder = pg.ViewBox(enableMouse=False)
         holder.setMaximumWidth(130)
         legend = pg.LegendItem(offset=(0, 0), labelTextColor="#333333")
         legend.setParentItem(holder)

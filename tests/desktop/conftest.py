@@ -27,6 +27,25 @@ def gc_on_gui_thread(qapp):
     gc.enable()
 
 
+def use_app_style() -> None:
+    """The app's style sheet (desktop/app.py sets it), set once: a change restyles every widget alive, which has
+    crashed Qt while earlier windows were being deleted."""
+    from pathlib import Path
+
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    style = (Path(__file__).parents[2] / "resources" / "style.qss").read_text(encoding="utf-8")
+    if app.styleSheet() != style:
+        app.setStyleSheet(style)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def app_style(qapp):
+    """Every desktop test sees the app as users do: with its style sheet (fonts, spacing)."""
+    use_app_style()
+
+
 @pytest.fixture(scope="session")
 def gui_dataset(tmp_path_factory):
     return write_folder_dataset(tmp_path_factory.mktemp("gui-xrays"), per_class=16, size=32)

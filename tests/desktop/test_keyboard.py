@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QAbstractButton, QApplication, QDialogButtonBox, QTabWidget, QWidget
+from PySide6.QtWidgets import QAbstractButton, QDialogButtonBox, QTabWidget, QWidget
 
 from desktop.gui.consent_dialog import ConsentDialog
 from desktop.gui.main_window import MainWindow
@@ -20,8 +19,7 @@ from desktop.gui.pacs_dialog import PacsStudyDialog
 from desktop.gui.pacs_preferences import PacsNodeDialog
 from desktop.gui.preferences import PreferencesDialog
 from desktop.settings import Settings
-
-STYLE = Path(__file__).parents[2] / "resources" / "style.qss"
+from tests.desktop.conftest import use_app_style
 
 
 def _key(text: str) -> str | None:
@@ -50,13 +48,12 @@ def _check_keys(where: str, buttons: list[QAbstractButton], taken: set[str]) -> 
 def window(qtbot, tmp_path, monkeypatch):
     for name in ("CONFIG", "CACHE", "DATA"):
         monkeypatch.setenv(f"XDG_{name}_HOME", str(tmp_path / name.lower()))
-    QApplication.instance().setStyleSheet(STYLE.read_text(encoding="utf-8"))
+    use_app_style()
     main = MainWindow(Settings(db_url=f"sqlite:///{tmp_path / 'runs.db'}"), persist_settings=False)
     qtbot.addWidget(main)
     main.resize(1366, 768)
     main.show()
-    yield main
-    QApplication.instance().setStyleSheet("")
+    return main
 
 
 def test_every_button_of_every_page_has_an_alt_key_of_its_own(window):

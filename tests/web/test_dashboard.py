@@ -188,3 +188,40 @@ def test_a_federation_shows_each_site_per_round_and_failures_in_red(page, served
     assert page.errors == []
     if os.environ.get("PNEUMOFL_WEB_SCREENSHOT"):
         page.screenshot(path=os.environ["PNEUMOFL_WEB_SCREENSHOT"], full_page=True)
+
+
+@pytest.mark.parametrize("width, height", [(1366, 768), (1920, 1080)])
+def test_pages_fit_the_screen_without_scrolling_sideways_or_overlapping_cards(page, served, db_url, width, height):
+    db = Database.open(db_url)
+    try:
+        run_id = record_federation(db)
+    finally:
+        db.close()
+    page.set_viewport_size({"width": width, "height": height})
+    sign_in(page, served)
+    page.wait_for_selector("table.runs")
+    for name, route, ready in (("runs", "", "table.runs"), ("federation", f"#/run/{run_id}", "#site-replies tbody tr")):
+        page.goto(f"{served.page}{route}")
+        page.wait_for_selector(ready)
+        page.wait_for_timeout(300)  # the charts size themselves to their cards
+        sideways = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert sideways <= 0, f"{name} at {width}px scrolls {sideways}px sideways"
+        overlaps = page.evaluate(
+            """() => {
+              const cards = [...document.querySelectorAll('.card')].filter((c) => c.offsetParent !== null);
+              const boxes = cards.map((c) => [c.id || c.querySelector('h2')?.textContent, c.getBoundingClientRect()]);
+              const found = [];
+              for (let i = 0; i < boxes.length; i++)
+                for (let j = i + 1; j < boxes.length; j++) {
+                  const [a, p] = boxes[i], [b, q] = boxes[j];
+                  if (p.left < q.right - 1 && q.left < p.right - 1 && p.top < q.bottom - 1 && q.top < p.bottom - 1)
+                    found.push([a, b]);
+                }
+              return found;
+            }"""
+        )
+        assert overlaps == [], f"{name} at {width}px: cards overlap {overlaps}"
+    for chart in ("server", "siteChart"):
+        ticks = page.evaluate(f"window.pneumofl.view.federation.{chart}.plot.axes[0]._splits")
+        assert ticks and all(float(t).is_integer() for t in ticks), (chart, ticks)
+    assert page.errors == []

@@ -58,7 +58,8 @@ export class FederationView {
       ),
       el("tbody"),
     );
-    root.append(el("div", { class: "card" }, el("h2", {}, "Who returned what when"), this.table));
+    // The table scrolls inside its card when the window is narrow; the page itself never scrolls sideways.
+    root.append(el("div", { class: "card" }, el("h2", {}, "Who returned what when"), el("div", {}, this.table)));
     for (const row of federation.rounds) {
       if (row.start_time) this.roundStarted.set(row.round_number, Date.parse(row.start_time) / 1000);
       this.roundMetrics(row.round_number, row.server_metrics || {});
