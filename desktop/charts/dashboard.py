@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
 from core.events import BatchMetrics, EarlyStopping, EpochEnd, Event, GradientStats, LrUpdate, TrainingEnd
 from core.persistence.history import RunHistory
 from core.reporting import RunReport
-from desktop.charts.palette import BLACK, BLUE, GREEN, ORANGE, PURPLE, SKY, VERMILLION
+from desktop.charts.palette import BLUE, GREEN, ORANGE, PURPLE, SKY, VERMILLION
 from desktop.charts.series import SeriesStore
 
 EPOCH_METRICS = (
@@ -39,12 +39,12 @@ EPOCH_METRICS = (
     ("auroc", "AUROC"),
 )
 SPLIT_PENS = {"train": pg.mkPen(BLUE, width=1), "val": pg.mkPen(VERMILLION, width=1)}
-LAYER_COLOURS = (GREEN, PURPLE, ORANGE, SKY, BLACK)
+LAYER_COLOURS = (GREEN, PURPLE, ORANGE, SKY, VERMILLION)  # with the global norm in black
 TOP_LAYERS = 5
 COLUMN_PX = 200  # narrowest chart column: its title and axis labels stay whole
 ROW_PX = 130  # shortest chart row: below this the area scrolls instead
 LEGEND_PX = 30
-SIDE_BESIDE_PX = 760  # narrower than this, the confusion matrix and ROC go under the charts
+SIDE_BESIDE_PX = 1000  # narrower than this, the confusion matrix and ROC go under the charts
 
 
 class EpochAxis(pg.AxisItem):

@@ -52,7 +52,7 @@ def _closest(colours: list[str]) -> dict[str, float]:
     "drawn_together",
     [
         pytest.param([pen.color().name() for pen in SPLIT_PENS.values()], id="train and validation"),
-        pytest.param(list(LAYER_COLOURS), id="gradient layers"),
+        pytest.param(["#000000", *LAYER_COLOURS], id="gradient norm and its layers"),
         pytest.param([colour for _, _, colour in SERVER_CURVES], id="server curves"),
         pytest.param(list(SITE_COLOURS), id="sites"),
         pytest.param(list(OKABE_ITO), id="browser series"),
