@@ -28,8 +28,9 @@ class Orthanc:
     waits about 40 ms for a delayed ACK (a C-ECHO takes 44 ms instead of 2).
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, extra: dict | None = None) -> None:
         self.folder = folder
+        self.extra = extra or {}  # configuration on top of the tests' (DICOM TLS, say)
         self.dicom_port, self.http_port = free_port(), free_port()
         self.process: subprocess.Popen | None = None
 
@@ -60,7 +61,7 @@ class Orthanc:
             "DicomAssociationCloseDelay": 0,
             "Plugins": [],
             "StableAge": 1,
-        }
+        } | self.extra
         path = self.folder / "orthanc.json"
         path.write_text(json.dumps(config), encoding="utf-8")
         with open(self.folder / "orthanc.log", "w", encoding="utf-8") as log:  # the child keeps its own copy
