@@ -149,6 +149,9 @@ class FederationDashboard(QWidget):
         for side in ("left", "bottom"):
             plot.showAxis(side, not empty)
         note.setVisible(empty)
+        legend = getattr(plot, "legend", None)
+        if legend is not None:  # a key with nothing to key: hidden until the chart has data
+            legend.setVisible(not empty)
         if empty:
             plot.setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
         else:

@@ -229,6 +229,7 @@ def test_a_federation_server_run_opens_with_its_rounds_sites_failures_and_privac
         assert board.cross_site[("north", 2)] == pytest.approx(0.9)
         assert not any(board.is_empty(chart) for chart in ("server", "heatmap", "site"))
         assert board.heatmap_plot.getAxis("bottom").isVisible()
+        assert board.server_legend.isVisible() and board.site_legend.isVisible()
         assert board.updates.rowCount() == 5
         failed = [r for r in range(5) if board.updates.item(r, STATUS_COLUMN).text().startswith("FAILED")]
         assert len(failed) == 1 and "east" == board.updates.item(failed[0], 1).text()
@@ -247,5 +248,6 @@ def test_an_empty_federation_view_says_so_instead_of_drawing_empty_axes(qtbot):
     board.refresh()
     assert all(board.is_empty(chart) for chart in ("server", "heatmap", "site"))
     assert board._notes["server"].textItem.toPlainText() == "No federation yet"
+    assert not board.server_legend.isVisible() and not board.site_legend.isVisible()  # no key before any data
     for plot in (board.server_plot, board.heatmap_plot, board.site_plot):  # no -400..400 "round (x0.001)" axes
         assert not plot.getAxis("bottom").isVisible() and not plot.getAxis("left").isVisible()
