@@ -40,7 +40,9 @@ class RoundRunner:
         self._fingerprint: dict[str, Any] | None = None  # of the prepared data's training split
 
     def run(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Train one round; ``{"weights", "num_examples", "metrics"}`` or ``{"error", "message"}``.
+        """Train one round; ``{"weights", "num_examples", "metrics", "fingerprint"}`` or ``{"error", "message"}``.
+
+        ``fingerprint`` is the training split's (None when the site's policy keeps it at the site).
 
         ``request`` holds ``run_config``, ``flower_run_id``, ``server_round``, ``weights`` (numpy, by name) and
         ``proximal_mu``. Errors are logged here in full; what goes back names no file or patient.

@@ -103,10 +103,6 @@ class Answers:
         """``(report, capture)`` SOP instance UIDs by image, as recorded with each prediction."""
         return {path: result.instance_uids for path, result in self.results.items()}
 
-    def patient_ids(self) -> list[str]:
-        """The answered images' patient IDs (for the audit digests only)."""
-        return [str(r.report.get("PatientID", "")) for r in self.results.values()]
-
 
 def answer(
     readings: Iterable[Reading],
