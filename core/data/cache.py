@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,7 @@ def cached(
     data = make()
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp")  # two sites may check at once
         tmp.write_text(json.dumps(_to_json(data, signature)), encoding="utf-8")
         tmp.replace(path)
     except OSError as exc:  # a cache that cannot be written only costs time

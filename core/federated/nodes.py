@@ -161,6 +161,7 @@ class ServerNode:
         self.hub: AppHub | None = None
         self.submitted: set[int] = set()  # Flower runs PneumoFL submitted; any other run is flagged
         self.foreign_runs: dict[int, str] = {}
+        self._approvals_lock = threading.Lock()
 
     @property
     def fleet_address(self) -> str:
@@ -317,9 +318,10 @@ class ServerNode:
     def _approved(self, approval: Approval) -> None:
         path = self._approvals_file
         if path is not None:  # kept with the SuperLink's state: the sites joined once, not at every restart
-            kept = {(a.key_id, a.fab_sha256): a.to_json() for a in self._kept_approvals()}
-            kept[(approval.key_id, approval.fab_sha256)] = approval.to_json()
-            write_private_json(path, list(kept.values()))
+            with self._approvals_lock:  # sites approve at the same moment: neither approval may be lost
+                kept = {(a.key_id, a.fab_sha256): a.to_json() for a in self._kept_approvals()}
+                kept[(approval.key_id, approval.fab_sha256)] = approval.to_json()
+                write_private_json(path, list(kept.values()))
         audit(
             self.settings.db_url,
             kinds.SITE_JOINED,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -380,13 +381,20 @@ _Settings = TypeVar("_Settings")
 
 
 def write_private_json(path: Path, value: object) -> None:
-    """Write ``value`` as JSON, readable by this user only, atomically (a reader never sees half a file)."""
+    """Write ``value`` as JSON, readable by this user only, atomically (a reader never sees half a file).
+
+    Each writer has its own temporary file (``mkstemp`` makes it 0600): two threads writing the same file at once
+    must not rename each other's half-written temporary away.
+    """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    temporary = path.with_name(path.name + ".tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        json.dump(value, handle, indent=2)
-    os.replace(temporary, path)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            json.dump(value, handle, indent=2)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def _from_env(cls: type[_Settings], variable: str, how: str, whose: str) -> _Settings:

@@ -166,3 +166,26 @@ def test_a_server_that_enrols_sites_counts_only_their_signed_approvals_under_the
     finally:
         front.stop()
         hub.stop()
+
+
+def test_sites_approving_at_the_same_moment_are_all_kept_for_the_servers_restart(tmp_path):
+    # Sites send their approvals together at a federation's start; the server writes each into the file its next
+    # start reads. Two writers once renamed each other's temporary file away (a traceback in the server's console)
+    # and a read-modify-write could drop an approval.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from core.federated.nodes import ServerNode
+    from core.federated.settings import ServerSettings
+
+    server = ServerNode(
+        ServerSettings(db_url=f"sqlite:///{tmp_path / 'runs.db'}"), tmp_path / "server", state_file=tmp_path / "sl.db"
+    )
+    fab = pneumofl_fab()
+    approvals = [StewardKey(tmp_path / f"steward-{i}").load_or_create().approve(fab, f"site-{i}") for i in range(12)]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        for _ in pool.map(server._approved, approvals * 3):
+            pass
+    kept = server._kept_approvals()
+    assert sorted(a.site_name for a in kept) == sorted(f"site-{i}" for i in range(12))
+    assert not list(tmp_path.glob("*.tmp")), "a temporary file was left behind"
+    assert (tmp_path / "sl-approvals.json").stat().st_mode & 0o077 == 0
