@@ -113,8 +113,13 @@ FLOWER_FILES = ("test_federation_page.py",)
 FULL_FOLDERS = ("federation", "web", "e2e", "packaging", "pacs")
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Put each test in its xdist group (see ``--dist loadgroup`` in packaging/dev.sh); mark the full-gate tests."""
+    """Put each test in its xdist group (see ``--dist loadgroup`` in packaging/dev.sh); mark the full-gate tests.
+
+    First among the hooks: pytest-xdist reads the groups in its own ``pytest_collection_modifyitems``.
+    tests/test_gate.py checks that the groups hold.
+    """
     tests_root = Path(__file__).parent
     for item in items:
         path = Path(item.path)
