@@ -260,11 +260,17 @@ class RecordingStrategy(Strategy):
         """The site's name: as it last said, as enrolled, or its Flower node id."""
         return self.site_names.get(node) or self._known_names().get(node) or f"node {node}"
 
-    def round_metrics(self, server_round: int, server_metrics: dict[str, float]) -> dict[str, float]:
-        """Publish the round's summary (after the central evaluation), with the privacy spent so far."""
+    def round_metrics(
+        self, server_round: int, server_metrics: dict[str, float], privacy_spent: dict[str, float] | None = None
+    ) -> dict[str, float]:
+        """Publish the round's summary (after the central evaluation), with the privacy spent up to that round.
+
+        ``privacy_spent`` is the accountant's figure taken when the round ended (the evaluation may finish while
+        the next round runs); without it, the figure now.
+        """
         metrics = dict(server_metrics)
         if server_round > 0:
-            metrics |= self.aggregation.privacy_spent() or {}
+            metrics |= (privacy_spent if privacy_spent is not None else self.aggregation.privacy_spent()) or {}
         self.sink.handle(
             RoundMetrics(
                 run_id=self.run_id,

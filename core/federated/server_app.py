@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 import traceback
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 from sqlalchemy.orm import Session
 
@@ -20,6 +21,7 @@ from core.data import PreparedDataset, XrayDataset
 from core.data.dataset import collate
 from core.data.prepare import prepare_dataset
 from core.events import RunError, TrainingEnd, TrainingStart
+from core.federated.central_rounds import EvaluationQueue, SerialSink
 from core.federated.local_layers import recalibrate_normalisation, site_local_keys, split_state
 from core.federated.plan_query import PlanGate
 from core.federated.prompt_grid import PromptGrid
@@ -145,9 +147,10 @@ def run_federation(
         )
     )
     aggregation = build_aggregation(plan, weighted_metrics)
+    published = SerialSink(sink)  # Flower's thread and the central evaluation's both publish
     strategy = RecordingStrategy(
         aggregation,
-        sink,
+        published,
         run_id,
         min_sites=plan.min_sites,
         round_timeout=plan.round_timeout,
@@ -155,18 +158,31 @@ def run_federation(
         wire_precision=plan.wire_precision,
     )
     tracker = BestRound(plan.training, work_dir / "best.ckpt", keeper)
+    evaluations = EvaluationQueue()
 
-    def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        state = arrays.to_torch_state_dict()
+    def evaluate_and_record(
+        server_round: int, state: dict[str, torch.Tensor], kept: ServerState | None, spent: dict[str, float] | None
+    ) -> None:
         logits = evaluator.logits(state)
         report = evaluator.report(logits, resamples=0)
         metrics = {f"val_{k}": v for k, v in report.metrics("val").values.items() if isinstance(v, (int, float))}
         if server_round > 0:  # round 0 is the untrained initial model
             tracker.offer(server_round, metrics, evaluator.state(), logits)
-            if keeper is not None:
-                kept = capture(aggregation, server_round, state, tracker.state_dict())
+            if keeper is not None and kept is not None:
+                kept = replace(kept, best=tracker.state_dict())
                 keeper.keep_bytes("server_state", "server_state.pt", kept.to_bytes())
-        return MetricRecord(strategy.round_metrics(server_round, metrics))
+        strategy.round_metrics(server_round, metrics, spent)
+
+    def evaluate(server_round: int, arrays: ArrayRecord) -> None:
+        """Queue the round's evaluation (see core.federated.central_rounds); Flower sends the next round at once."""
+        state = arrays.to_torch_state_dict()
+        kept, spent = None, None
+        if server_round > 0:  # the strategy's memory and the privacy spent as they are after this round
+            spent = aggregation.privacy_spent()
+            if keeper is not None:
+                kept = capture(aggregation, server_round, state, {})
+                kept = replace(kept, strategy=copy.deepcopy(kept.strategy), accountant=copy.deepcopy(kept.accountant))
+        evaluations.submit(evaluate_and_record, server_round, state, kept, spent)
 
     model = evaluator.new_model()
     # Site-local tensors (FedBN's normalisation layers; BatchNorm statistics under differential privacy or a
@@ -194,6 +210,7 @@ def run_federation(
             train_config=ConfigRecord({"num-rounds": plan.rounds}),
             evaluate_fn=evaluate_rounds,
         )
+        evaluations.drain()  # the last round's evaluation, and any that failed
         work_dir.mkdir(parents=True, exist_ok=True)
         torch.save(result.arrays.to_torch_state_dict(), work_dir / "global_model.pt")
         if keeper is not None:  # the last global model with the run (the best round's is kept as it happens)
@@ -207,6 +224,7 @@ def run_federation(
         sink.handle(
             RunError(run_id=run_id, message=error, source="federation", fatal=True, details=traceback.format_exc())
         )
+    evaluations.close()  # a failed federation still records the rounds it evaluated
     best = tracker.round
     sink.handle(
         TrainingEnd(

@@ -5,10 +5,12 @@ local epochs, batch size and central evaluation. The bare app (tests/bench/bare_
 torch loop and Flower's FedAvg: no Lightning callbacks, sinks, database or live events. The PneumoFL federation
 is what `pneumofl federate` runs, live events to a collector included.
 
-A round's wall time is measured the same way for both: from sending the global model (configure_train) to the
-end of the central evaluation of the new global model. Its time outside training is that wall time less the
-round's longest site training (each site reports its training seconds): process start, imports, data loading,
-the cross-site evaluation, transfers and Flower's polling.
+A round's wall time is measured the same way for both: from sending the global model (configure_train) to
+sending the next one, and for the last round to the end of the central evaluation of the final global model.
+(PneumoFL evaluates a round's global model while the next round trains, so the end of a round's evaluation is
+not where the next round starts; the bare app evaluates, then sends.) Its time outside training is that wall time
+less the round's longest site training (each site reports its training seconds): process start, imports, data
+loading, the cross-site evaluation, transfers and Flower's polling.
 
 Usage: .venv/bin/python tests/bench/fl_round.py [--sites 2] [--rounds 3] [--backbone resnet18] [--image-size 64]
                                                [--repeats 1]
@@ -80,7 +82,8 @@ def run_variant(kind: str, plan: FederationConfig, sites: int, data: Path, work:
         raise SystemExit(f"{kind} federation {outcome.status}: {outcome.message} (logs in {work})")
     if kind == "bare":
         recorded = json.loads(timings.read_text())
-        rounds, training = recorded["round_seconds"], recorded["train_seconds"]
+        starts, training = recorded["round_started_at"], recorded["train_seconds"]
+        rounds = round_periods(starts, starts[-1] + recorded["round_seconds"][-1])
         first_started = recorded["first_round_started_at"]
     else:
         db = Database.open(db_url)
@@ -88,7 +91,7 @@ def run_variant(kind: str, plan: FederationConfig, sites: int, data: Path, work:
             rows = [r for r in list_rounds(s, outcome.server_run_id) if r["round_number"] > 0]
             per_site = get_metrics(s, outcome.server_run_id, context="aggregated")
         db.close()
-        rounds = [(r["end_time"] - r["start_time"]).total_seconds() for r in rows]
+        rounds = round_periods([r["start_time"].timestamp() for r in rows], rows[-1]["end_time"].timestamp())
         first_started = rows[0]["start_time"].timestamp()
         training = [
             max(
@@ -116,6 +119,11 @@ def run_variant(kind: str, plan: FederationConfig, sites: int, data: Path, work:
         "bytes_sent_per_site_round": outcome.inbound_bytes // per_site_round,
         "bytes_received_per_site_round": outcome.outbound_bytes // per_site_round,
     }
+
+
+def round_periods(starts: list[float], last_end: float) -> list[float]:
+    """Each round's span: from its start to the next round's, the last one's to ``last_end``."""
+    return [end - start for start, end in zip(starts, [*starts[1:], last_end])]
 
 
 def main() -> None:

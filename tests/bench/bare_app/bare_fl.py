@@ -151,6 +151,7 @@ def main(grid: Grid, context: Context) -> None:
                 "round_seconds": [rounds[r] for r in sorted(rounds)],
                 "train_seconds": [strategy.training.get(r, 0.0) for r in sorted(rounds)],
                 "first_round_started_at": strategy.started.get(1),
+                "round_started_at": [strategy.started[r] for r in sorted(rounds)],
             },
             out,
         )
