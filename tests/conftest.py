@@ -115,12 +115,14 @@ FULL_FOLDERS = ("federation", "web", "e2e", "packaging", "pacs")
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Put each test in its xdist group (see ``--dist loadgroup`` in packaging/dev.sh); mark the full-gate tests.
+    """Put each test in its xdist group (see ``--dist loadgroup`` in packaging/dev.sh); mark the full-gate tests;
+    start the long groups first.
 
     First among the hooks: pytest-xdist reads the groups in its own ``pytest_collection_modifyitems``.
     tests/test_gate.py checks that the groups hold.
     """
     tests_root = Path(__file__).parent
+    start: dict[str, int] = {}  # per file: 0 the federations, 1 long training, 2 processes and browsers, 3 the rest
     for item in items:
         path = Path(item.path)
         relative = path.relative_to(tests_root).parts if path.is_relative_to(tests_root) else ()
@@ -128,3 +130,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.full)
         group = "flower" if "federation" in path.parts or path.name in FLOWER_FILES else str(path)
         item.add_marker(pytest.mark.xdist_group(group))
+        rank = (
+            0
+            if group == "flower"
+            else 1
+            if item.get_closest_marker("slow")
+            else 2
+            if item.get_closest_marker("full")
+            else 3
+        )
+        start[str(path)] = min(start.get(str(path), rank), rank)
+    # dev.sh runs xdist with --no-loadscope-reorder, so groups are handed out in this order: a one-test file that
+    # trains for two minutes must not be the last thing a worker starts. Whole files move, so module fixtures hold.
+    items.sort(key=lambda item: start[str(item.path)])

@@ -41,6 +41,7 @@ def test_the_federation_tests_share_one_worker_in_the_gate(tmp_path):
             "2",
             "--dist",
             "loadgroup",
+            "--no-loadscope-reorder",
             "-p",
             "no:cacheprovider",
             "-q",
