@@ -155,8 +155,8 @@ def main() -> None:
         ]
         first_outside = [run["outside_training_seconds"][0] for run in done]
         results[kind] = {
-            "before_first_round_s": statistics.median(run["before_first_round_s"] for run in done),
-            "first_round_extra_s": statistics.median(run["first_round_extra_s"] for run in done),
+            "before_first_round_s": round(statistics.median(run["before_first_round_s"] for run in done), 2),
+            "first_round_extra_s": round(statistics.median(run["first_round_extra_s"] for run in done), 2),
             "round_seconds": rounds,
             "median_round_s": round(statistics.median(rounds), 2),
             "median_outside_training_s": round(statistics.median(outside), 2),
