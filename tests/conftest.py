@@ -130,15 +130,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.full)
         group = "flower" if "federation" in path.parts or path.name in FLOWER_FILES else str(path)
         item.add_marker(pytest.mark.xdist_group(group))
-        rank = (
-            0
-            if group == "flower"
-            else 1
-            if item.get_closest_marker("slow")
-            else 2
-            if item.get_closest_marker("full")
-            else 3
-        )
+        kinds = (group == "flower", item.get_closest_marker("slow"), item.get_closest_marker("full"), True)
+        rank = next(rank for rank, kind in enumerate(kinds) if kind)
         start[str(path)] = min(start.get(str(path), rank), rank)
     # dev.sh runs xdist with --no-loadscope-reorder, so groups are handed out in this order: a one-test file that
     # trains for two minutes must not be the last thing a worker starts. Whole files move, so module fixtures hold.

@@ -217,11 +217,11 @@ def run_federation(
             keeper.keep("global_last", work_dir / "global_model.pt")
     except RoundFailed as exc:
         status, error = "failed", str(exc)
-        sink.handle(RunError(run_id=run_id, message=error, source="federation", fatal=True))
+        published.handle(RunError(run_id=run_id, message=error, source="federation", fatal=True))
     except Exception as exc:
         status, error = "failed", f"{type(exc).__name__}: {exc}"
         log.exception("federation %s failed", run_id)
-        sink.handle(
+        published.handle(
             RunError(run_id=run_id, message=error, source="federation", fatal=True, details=traceback.format_exc())
         )
     evaluations.close()  # a failed federation still records the rounds it evaluated
