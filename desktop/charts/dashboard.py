@@ -8,6 +8,7 @@ smooth.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -396,16 +397,16 @@ class RunDashboard(QWidget):
         if columns == self.columns:
             return
         grid = self.plots.ci
-        charts = [*self.epoch_plots.values(), self.batch_plot, self.grad_plot, self.lr_plot]
-        for item in (self.split_legend, *charts, self.grad_plot.legend):
+        steps = (self.batch_plot, self.grad_plot, self.lr_plot)
+        for item in (self.split_legend, *self.epoch_plots.values(), *steps, self.grad_plot.legend):
             if item in grid.items:
                 grid.removeItem(item)
-        epoch_rows = -(-len(self.epoch_plots) // columns)
-        step_rows = -(-3 // columns)
+        epoch_rows = math.ceil(len(self.epoch_plots) / columns)
+        step_rows = math.ceil(len(steps) / columns)
         grid.addItem(self.split_legend, row=0, col=0, colspan=columns)
         for i, plot in enumerate(self.epoch_plots.values()):
             grid.addItem(plot, row=1 + i // columns, col=i % columns)
-        for j, plot in enumerate((self.batch_plot, self.grad_plot, self.lr_plot)):
+        for j, plot in enumerate(steps):
             grid.addItem(plot, row=1 + epoch_rows + j // columns, col=j % columns)
         legend_row = 1 + epoch_rows + step_rows
         self.grad_plot.legend.setColumnCount(columns)  # long layer names must not widen the grid past the view
