@@ -18,8 +18,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from pydicom import Dataset
-from pynetdicom import AE, build_role
+from pynetdicom import AE, build_role, evt
 from pynetdicom.association import Association
+from pynetdicom.pdu import A_ASSOCIATE_RJ
 from pynetdicom.sop_class import (
     ComputedRadiographyImageStorage,
     DigitalXRayImageStorageForPresentation,
@@ -149,11 +150,18 @@ def association(
     context = _ssl_context(node)
     tls_args = (context, node.host) if context is not None else None
     roles = [build_role(uid, scp_role=True) for uid in scp_roles]
+    rejections: list[A_ASSOCIATE_RJ] = []
+    watch_rejection = (evt.EVT_PDU_RECV, lambda event: _keep_rejection(event, rejections))
     assoc = ae.associate(
-        node.host, node.port, ae_title=node.ae_title, ext_neg=roles or None, evt_handlers=handlers, tls_args=tls_args
+        node.host,
+        node.port,
+        ae_title=node.ae_title,
+        ext_neg=roles or None,
+        evt_handlers=[*(handlers or []), watch_rejection],
+        tls_args=tls_args,
     )
     if not assoc.is_established:
-        raise PacsError(f"PACS {node.name} ({node.address}) {_why_not(assoc, node)}.")
+        raise PacsError(f"PACS {node.name} ({node.address}) {_why_not(assoc, node, rejections)}.")
     try:
         yield assoc
     finally:
@@ -162,10 +170,17 @@ def association(
         ae.shutdown()
 
 
-def _why_not(assoc: Association, node: PacsNode) -> str:
-    if assoc.is_rejected:
-        primitive = getattr(assoc.acceptor, "primitive", None)
-        key = (getattr(primitive, "result_source", None), getattr(primitive, "diagnostic", None))
+def _keep_rejection(event: evt.Event, rejections: list[A_ASSOCIATE_RJ]) -> None:
+    if isinstance(event.pdu, A_ASSOCIATE_RJ):
+        rejections.append(event.pdu)
+
+
+def _why_not(assoc: Association, node: PacsNode, rejections: Sequence[A_ASSOCIATE_RJ]) -> str:
+    # The rejection is read from the A-ASSOCIATE-RJ PDU as it is decoded, not from ``assoc.is_rejected``: a PACS
+    # that rejects us and closes at once can leave pynetdicom 3.0 reporting an abort (its requestor finds the socket
+    # already closed before it looks at the reply: 1 association in 10 against Orthanc).
+    if rejections:
+        key = (rejections[-1].source, rejections[-1].reason_diagnostic)
         reason = _REJECT_REASONS.get(key, "it gave no reason we know").format(our=node.our_ae, called=node.ae_title)
         return f"refused the association: {reason}"
     if assoc.is_aborted and _listens(node):
