@@ -51,6 +51,7 @@ def read_study(
     cancel: threading.Event | None = None,
     progress: Callable[[int, int], None] | None = None,
     on_reading: Callable[[Reading], None] | None = None,
+    folder: Path | None = None,
 ) -> StudyReading:
     """Retrieve ``study_uid`` from ``node`` into a new cache folder and read each image as it arrives.
 
@@ -64,6 +65,9 @@ def read_study(
         Called with ``(read, expected)`` after each batch; ``expected`` grows as the PACS says how many there are.
     on_reading
         Called with each reading as it is made, while the images are in the cache (e.g. to draw a heatmap).
+    folder
+        The empty cache folder to retrieve into (:func:`core.pacs.study.retrieval_folder`; a new one by default),
+        for a caller that must know it before the retrieval ends (to empty it when the app closes).
 
     Returns
     -------
@@ -74,7 +78,7 @@ def read_study(
     from core.inference.reader import BATCH_SIZE, read_images
 
     cancel = cancel or threading.Event()
-    outcome = StudyReading(retrieval_folder())
+    outcome = StudyReading(folder or retrieval_folder())
     arrivals: queue.Queue[Path | None] = queue.Queue()
     failure: list[BaseException] = []  # the retrieval's, once it failed: the files not yet read are gone
     expected = [0]

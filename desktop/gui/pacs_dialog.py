@@ -1,13 +1,11 @@
-"""*From PACS* on the Read images page: search a PACS's studies, choose one, retrieve its X-rays.
+"""*From PACS* on the Read images page: search a PACS's studies and choose one to read.
 
-The work is core's (:mod:`core.pacs.study`: audited search and retrieval into the private cache); this dialog
-runs it off the GUI thread and turns every failure into a sentence in its banner.
+The search is core's (:func:`core.pacs.study.search`, audited); this dialog runs it off the GUI thread and turns
+every failure into a sentence in its banner. The chosen study is retrieved by the page, which reads each image as
+it arrives (:func:`core.pacs.pipeline.read_study`).
 """
 
 from __future__ import annotations
-
-import threading
-from pathlib import Path
 
 from PySide6.QtWidgets import (
     QComboBox,
@@ -35,7 +33,7 @@ STUDY_COLUMNS = ("Date", "Patient", "Accession", "Modalities", "Images", "Descri
 
 
 class PacsStudyDialog(QDialog):
-    """Search, choose a study, retrieve it; on success :attr:`folder` and :attr:`files` hold what was retrieved."""
+    """Search and choose a study; once accepted, :attr:`study` is the study chosen on :attr:`node`."""
 
     def __init__(self, db: Database, parent: QWidget | None = None, settings: PacsSettings | None = None) -> None:
         super().__init__(parent)
@@ -55,13 +53,13 @@ class PacsStudyDialog(QDialog):
         self.search_button.setDefault(True)
         self.search_button.clicked.connect(self.search)
         self.table = readings_table(STUDY_COLUMNS)
-        self.table.itemDoubleClicked.connect(lambda _item: self.retrieve())
+        self.table.itemDoubleClicked.connect(lambda _item: self.choose())
         self.progress = QProgressBar()
         self.progress.setVisible(False)
         self.buttons = QDialogButtonBox()
         self.retrieve_button = self.buttons.addButton("&Retrieve and read", QDialogButtonBox.ButtonRole.AcceptRole)
-        self.retrieve_button.clicked.connect(self.retrieve)
-        self.buttons.addButton(QDialogButtonBox.StandardButton.Cancel).clicked.connect(self.cancel_or_close)
+        self.retrieve_button.clicked.connect(self.choose)
+        self.buttons.addButton(QDialogButtonBox.StandardButton.Cancel).clicked.connect(self.reject)
         form = QFormLayout()
         form.addRow("&PACS", self.node_choice)
         form.addRow("Patient &ID", self.patient)
@@ -79,9 +77,7 @@ class PacsStudyDialog(QDialog):
         layout.addWidget(self.progress)
         layout.addWidget(self.buttons)
         self.studies: list[StudyMatch] = []
-        self.folder: Path | None = None
-        self.files: list[Path] = []
-        self.cancel = threading.Event()
+        self.study: StudyMatch | None = None
         self.busy = False
         if not self.settings.nodes:
             self.banner.show_message(
@@ -134,47 +130,22 @@ class PacsStudyDialog(QDialog):
             self.banner.show_message("No study matches.", kind="info")
         self.retrieve_button.setEnabled(bool(studies))
 
-    def retrieve(self) -> None:
-        """C-GET the selected study's X-rays into the private cache (audited), in the background."""
+    def choose(self) -> None:
+        """Close with the selected study: the page retrieves it and reads each image as it arrives."""
         row = self.table.currentRow()
         if self.busy or not 0 <= row < len(self.studies):
             return
-        from core.pacs.study import fetch_study
-
-        self.banner.hide()
-        self.cancel.clear()
-        self._busy(True, "Retrieving…")
-        run_in_thread(
-            self,
-            fetch_study,
-            self.db,
-            self.node,
-            self.studies[row].study_uid,
-            cancel=self.cancel,
-            on_result=self._retrieved,
-            on_error=self._failed,
-        )
-
-    def _retrieved(self, outcome: tuple[Path, list[Path]]) -> None:
-        self._busy(False)
-        self.folder, self.files = outcome
+        self.study = self.studies[row]
         self.accept()
 
     def _failed(self, message: str, details: str) -> None:
         self._busy(False)
         self.banner.show_message(message, details)
 
-    def cancel_or_close(self) -> None:
-        """Cancel the retrieval in progress, or close."""
-        if self.busy:
-            self.cancel.set()
-        else:
-            self.reject()
-
     def _busy(self, busy: bool, text: str = "") -> None:
         self.busy = busy
         self.progress.setVisible(busy)
-        self.progress.setRange(0, 0)  # pulsing: PACSs rarely say how much is left
+        self.progress.setRange(0, 0)  # pulsing: a PACS does not say how long a search takes
         self.progress.setFormat(text)
         for widget in (self.search_button, self.retrieve_button, self.node_choice):
             widget.setEnabled(not busy)

@@ -32,8 +32,8 @@ from core.persistence import Database
 from core.persistence.runs import list_runs
 from core.reporting import RunReport
 from desktop.gui.image_view import HeatmapImageView
-from desktop.gui.pacs_dialog import PacsStudyDialog
 from desktop.gui.reading_dialogs import ask_csv, ask_folder, ask_images, ask_model, readings_table
+from desktop.gui.reading_pacs import PacsStudyReading
 from desktop.gui.reading_stream import ReadingStream, read_in_background
 from desktop.gui.widgets import MessageBanner
 from desktop.workers import run_in_thread
@@ -41,7 +41,6 @@ from desktop.workers import run_in_thread
 if TYPE_CHECKING:  # torch and captum load when images are first read, never before the window shows
     from core.inference.models import ReadingModel
     from core.inference.reader import Reading
-    from core.pacs.nodes import PacsNode
 
 POINTS = (
     ("youden", "Youden's J (best sensitivity + specificity)"),
@@ -53,7 +52,7 @@ POINTS = (
 COLUMNS = ("File", "Probability", "Decision")
 
 
-class ReadingPage(QWidget):
+class ReadingPage(QWidget, PacsStudyReading):
     """Read images with a model. ``select_run(id)`` preselects a run (the run view's *Read images* button)."""
 
     def __init__(self, db: Database | None, parent: QWidget | None = None) -> None:
@@ -116,9 +115,6 @@ class ReadingPage(QWidget):
         self.cancel: threading.Event | None = None
         self.reading = False
         self.batches_received = 0
-        self.pacs_node: PacsNode | None = None  # where the images came from (and the answers go)
-        self.pacs_folder: Path | None = None  # their folder in the private cache
-        self.pacs_dialog: PacsStudyDialog | None = None
         # Replaceable hooks for the file dialogs (tests answer them directly).
         self.choose_images: Callable[[], list[str]] = lambda: ask_images(self)
         self.choose_folder: Callable[[], str] = lambda: ask_folder(self)
@@ -238,67 +234,10 @@ class ReadingPage(QWidget):
         self.paths += [p for p in found if p not in known]
         self.images_label.setText(f"{len(self.paths)} image(s) chosen.")
 
-    def from_pacs(self) -> None:
-        """Open *From PACS*: search, choose a study, retrieve it; its images are then read at once."""
-        if self.db is None:
-            self.banner.show_message("No database is open: open one in File → Preferences.")
-            return
-        try:
-            self.pacs_dialog = PacsStudyDialog(self.db, self)
-        except PneumoFLError as exc:  # an unreadable pacs.json
-            self.banner.show_message(str(exc))
-            return
-        dialog = self.pacs_dialog
-        dialog.accepted.connect(lambda: self._use_study(dialog))
-        dialog.open()
-
-    def _use_study(self, dialog: PacsStudyDialog) -> None:
-        self.clear()
-        self.pacs_node, self.pacs_folder = dialog.node, dialog.folder
-        self.add_paths(dialog.files)
-        self.images_label.setText(f"{len(self.paths)} image(s) of a study from PACS {dialog.node.name}.")
-        if self.paths:
-            self.start_or_cancel()
-
-    def send_to_pacs(self) -> None:
-        """Answer each image read from the PACS with an SR and a heatmap capture, and send them into its study."""
-        if self.pacs_node is None or self.model is None or self.db is None or not self.readings:
-            return
-        from core.pacs.nodes import load_settings
-        from core.pacs.study import answer_and_send
-
-        node, model, readings, db = self.pacs_node, self.model, list(self.readings), self.db
-
-        def work() -> tuple[int, int]:
-            answers, sent = answer_and_send(db, node, readings, model, load_settings().uid_root)
-            return sent, len(answers.results)
-
-        def sent(outcome: tuple[int, int]) -> None:
-            objects, images = outcome
-            self.send_button.setEnabled(True)
-            self.banner.show_message(
-                f"Sent {objects} DICOM object(s) ({images} reports, {images} heatmaps) to PACS {node.name}.",
-                kind="info",
-            )
-
-        def failed(message: str, details: str) -> None:
-            self.send_button.setEnabled(True)
-            self.banner.show_message(message, details)
-
-        self.send_button.setEnabled(False)
-        run_in_thread(self, work, on_result=sent, on_error=failed)
-
-    def _forget_study(self) -> None:
-        """Empty a retrieved study from the cache (unless the user keeps them)."""
-        if self.pacs_folder is not None:
-            from core.pacs.study import forget_retrieval
-
-            forget_retrieval(self.pacs_folder)
-            self.pacs_node = self.pacs_folder = None
-        self.send_button.setEnabled(False)
-
     def shutdown(self) -> None:
-        """The app closes: a retrieved study leaves the cache (unless the user keeps them)."""
+        """The app closes: a reading stops, and a retrieved study leaves the cache (unless the user keeps them)."""
+        if self.cancel is not None:
+            self.cancel.set()
         self._forget_study()
 
     def clear(self) -> None:
@@ -329,29 +268,34 @@ class ReadingPage(QWidget):
         if not self.paths:
             self.banner.show_message("Choose the images to read first (Add images… or Add folder…).", kind="info")
             return
+        self._start_reading(read_in_background, self.db, choice, list(self.paths), expected_images=len(self.paths))
+
+    def _start_reading(self, reader: Callable[..., object], *args: object, expected_images: int) -> None:
+        """Run ``reader(*args, operating_point, cancel, stream)`` in the background, its readings streamed here."""
         self.banner.hide()
         self.readings, self.current, self.batches_received = [], -1, 0
         self.table.setRowCount(0)
         self.cancel = threading.Event()
         stream = ReadingStream(self)
         stream.batch.connect(self._add_batch)
-        stream.progressed.connect(lambda done, total: self.progress.setValue(done))
-        self.progress.setRange(0, len(self.paths))
-        self.progress.setValue(0)
+        stream.progressed.connect(self._progressed)
+        self._progressed(0, expected_images)  # a study's count grows as the PACS says how many there are
         self.progress.setVisible(True)
         self._set_reading(True)
         run_in_thread(
             self,
-            read_in_background,
-            self.db,
-            choice,
-            list(self.paths),
+            reader,
+            *args,
             self.operating_point(),
             self.cancel,
             stream,
             on_result=self._finished,
             on_error=self._failed,
         )
+
+    def _progressed(self, done: int, total: int) -> None:
+        self.progress.setRange(0, max(total, done, 1))
+        self.progress.setValue(done)
 
     def _set_reading(self, reading: bool) -> None:
         self.reading = reading
@@ -376,22 +320,24 @@ class ReadingPage(QWidget):
         if self.current < 0 and self.readings:
             self.table.selectRow(0)
 
-    def _finished(self, outcome: tuple[ReadingModel, str]) -> None:
-        self.model, note = outcome
+    def _finished(self, outcome: tuple[ReadingModel, str, bool]) -> None:
+        self.model, note, stopped = outcome
         self._set_reading(False)
         self.progress.setVisible(False)
+        self._keep_study_images()
         self.export_button.setEnabled(bool(self.readings))
-        self.send_button.setEnabled(self.pacs_node is not None and bool(self.readings))
+        self.send_button.setEnabled(self.pacs_node is not None and bool(self.paths))  # the images still there
         self._show_threshold()
         failed = sum(r.error is not None for r in self.readings)
         positives = sum(r.decision == "PNEUMONIA" for r in self.readings)
         text = f"{len(self.readings)} image(s) read with {self.model.name}: {positives} PNEUMONIA"
         text += f", {len(self.readings) - positives - failed} NORMAL" + (f", {failed} unreadable" if failed else "")
-        self.banner.show_message(f"{text}. {note}".strip(), kind="warning" if failed else "info")
+        self.banner.show_message(f"{text}. {note}".strip(), kind="warning" if failed or stopped else "info")
 
     def _failed(self, message: str, details: str) -> None:
         self._set_reading(False)
         self.progress.setVisible(False)
+        self._keep_study_images()
         self.export_button.setEnabled(bool(self.readings))
         self.banner.show_message(message, details)
 

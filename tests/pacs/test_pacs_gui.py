@@ -1,18 +1,21 @@
-"""*From PACS* on the Read images page, with real widgets against a real Orthanc: search, choose, retrieve, read,
-*Send results to PACS*; the retrieved study leaves the private cache when the page is cleared."""
+"""*From PACS* on the Read images page, with real widgets against a real Orthanc: search, choose, read the study as
+it is retrieved, *Send results to PACS*; the retrieved study leaves the private cache when the page is cleared."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from pydicom.uid import generate_uid
 
+from core.federated.processes import free_port
 from core.pacs.nodes import PacsNode, PacsSettings, load_settings, save_settings, settings_file
 from core.persistence import Database
+from core.persistence.predictions import list_predictions
 from core.training.recorded import train_and_record
 from desktop.gui.reading_page import ReadingPage
 from tests.desktop.conftest import tiny_gui_config
 from tests.imaging import write_folder_dataset
-from tests.pacs.orthanc import ORTHANC_AE, Orthanc
+from tests.pacs.orthanc import ORTHANC_AE, OUR_AE, Orthanc
 from tests.pacs.studies import chest_image
 
 
@@ -26,6 +29,12 @@ def user_folders(tmp_path, monkeypatch):
 def test_from_pacs_search_select_read_and_send_results(qtbot, orthanc: Orthanc, user_folders, tmp_path):
     db = Database.open(f"sqlite:///{tmp_path / 'runs.db'}")
     try:
+        page = ReadingPage(db)
+        qtbot.addWidget(page)
+        page.show()
+        page.from_pacs()  # no model yet: nothing could read the study
+        assert page.pacs_dialog is None and "Choose a model first" in page.banner.text()
+
         data = write_folder_dataset(tmp_path / "xrays", per_class=12, size=32)
         config = tiny_gui_config(data).with_overrides(backbone="small_cnn", epochs=1)
         run = train_and_record(config, db, work_dir=tmp_path / "ckpt")
@@ -34,10 +43,6 @@ def test_from_pacs_search_select_read_and_send_results(qtbot, orthanc: Orthanc, 
             orthanc.upload(chest_image(tmp_path / f"{n}.dcm", study_uid=study, patient_id="PID-77", seed=n))
         save_settings(PacsSettings({"main": PacsNode("main", ORTHANC_AE, "127.0.0.1", orthanc.dicom_port)}))
         assert settings_file().is_relative_to(user_folders)
-
-        page = ReadingPage(db)
-        qtbot.addWidget(page)
-        page.show()
         page.select_run(run.run_id)
         page.from_pacs()
         dialog = page.pacs_dialog
@@ -50,12 +55,16 @@ def test_from_pacs_search_select_read_and_send_results(qtbot, orthanc: Orthanc, 
         dialog.search()
         qtbot.waitUntil(lambda: not dialog.busy, timeout=30_000)
         assert dialog.table.rowCount() == 1 and dialog.table.item(0, 1).text() == "PID-77"
-        dialog.retrieve()  # retrieves, then the page reads the study at once
-        qtbot.waitUntil(lambda: bool(page.readings) and not page.reading, timeout=60_000)
-        assert len(page.readings) == 2 and all(r.probability is not None for r in page.readings)
-        assert "study from PACS main" in page.images_label.text()
-        folder = page.pacs_folder
+        dialog.choose()  # the page retrieves the study and reads each image as it arrives
+        assert not dialog.isVisible() and page.reading and page.progress.isVisible()
+        folder = page.pacs_folder  # known from the start, so closing the app mid-way empties it
         assert folder is not None and folder.is_dir() and (folder.stat().st_mode & 0o777) == 0o700
+        qtbot.waitUntil(lambda: not page.reading, timeout=60_000)
+        assert len(page.readings) == 2 and all(r.probability is not None for r in page.readings)
+        assert page.progress.maximum() == 2 and "2 image(s) read with" in page.banner.text()
+        assert page.images_label.text() == "2 image(s) of a study from PACS main."
+        with db.begin() as session:
+            assert len(list_predictions(session)) == 2  # recorded, as images read from files are
 
         assert page.send_button.isEnabled()
         page.send_to_pacs()
@@ -65,8 +74,38 @@ def test_from_pacs_search_select_read_and_send_results(qtbot, orthanc: Orthanc, 
 
         page.clear()  # the retrieved images leave the cache
         assert not folder.exists() and not page.send_button.isEnabled()
+
+        # A C-MOVE the PACS cannot deliver (it has us at a port nobody listens on): one sentence on the page, which
+        # stays usable; the failed retrieval leaves nothing in the cache.
+        save_settings(
+            PacsSettings({"main": PacsNode("main", ORTHANC_AE, "127.0.0.1", orthanc.dicom_port, retrieve="move")})
+        )
+        _orthanc_sends_us_to(orthanc, free_port())
+        page.from_pacs()
+        dialog = page.pacs_dialog
+        dialog.patient.setText("PID-77")
+        dialog.search()
+        qtbot.waitUntil(lambda: not dialog.busy, timeout=30_000)
+        dialog.choose()
+        folder = page.pacs_folder
+        qtbot.waitUntil(lambda: not page.reading, timeout=60_000)
+        assert "could not send study" in page.banner.text() and "or retrieve with C-GET" in page.banner.text()
+        assert page.readings == [] and not page.send_button.isEnabled() and page.read_button.isEnabled()
+        assert folder is not None and not folder.exists()
     finally:
+        _orthanc_sends_us_to(orthanc, 11112)
         db.close()
+
+
+def _orthanc_sends_us_to(orthanc: Orthanc, port: int) -> None:
+    """Where Orthanc sends C-MOVE's images for us (its DicomModalities entry, changed at run time)."""
+    reply = httpx.put(
+        f"{orthanc.rest}/modalities/pneumofl",
+        json={"AET": OUR_AE, "Host": "127.0.0.1", "Port": port},
+        trust_env=False,
+        timeout=10,
+    )
+    reply.raise_for_status()
 
 
 def test_preferences_add_test_change_and_save_pacs_nodes(qtbot, orthanc: Orthanc, user_folders, tmp_path):
