@@ -84,6 +84,16 @@ class Orthanc:
                 raise RuntimeError(f"Orthanc did not start: {(self.folder / 'orthanc.log').read_text()[-2000:]}")
             time.sleep(0.2)
 
+    def send_moves_to(self, port: int, ae: str = OUR_AE) -> None:
+        """Where Orthanc sends C-MOVE's images for ``ae`` (its DicomModalities entry, changed at run time)."""
+        reply = httpx.put(
+            f"{self.rest}/modalities/pneumofl",
+            json={"AET": ae, "Host": "127.0.0.1", "Port": port},
+            trust_env=False,
+            timeout=10,
+        )
+        reply.raise_for_status()
+
     def upload(self, path: Path) -> dict:
         reply = httpx.post(f"{self.rest}/instances", content=path.read_bytes(), trust_env=False, timeout=30)
         reply.raise_for_status()

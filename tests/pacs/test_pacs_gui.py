@@ -3,19 +3,18 @@ it is retrieved, *Send results to PACS*; the retrieved study leaves the private 
 
 from __future__ import annotations
 
-import httpx
 import pytest
 from pydicom.uid import generate_uid
 
 from core.federated.processes import free_port
-from core.pacs.nodes import PacsNode, PacsSettings, load_settings, save_settings, settings_file
+from core.pacs.nodes import DEFAULT_MOVE_PORT, PacsNode, PacsSettings, load_settings, save_settings, settings_file
 from core.persistence import Database
 from core.persistence.predictions import list_predictions
 from core.training.recorded import train_and_record
 from desktop.gui.reading_page import ReadingPage
 from tests.desktop.conftest import tiny_gui_config
 from tests.imaging import write_folder_dataset
-from tests.pacs.orthanc import ORTHANC_AE, OUR_AE, Orthanc
+from tests.pacs.orthanc import ORTHANC_AE, Orthanc
 from tests.pacs.studies import chest_image
 
 
@@ -80,7 +79,7 @@ def test_from_pacs_search_select_read_and_send_results(qtbot, orthanc: Orthanc, 
         save_settings(
             PacsSettings({"main": PacsNode("main", ORTHANC_AE, "127.0.0.1", orthanc.dicom_port, retrieve="move")})
         )
-        _orthanc_sends_us_to(orthanc, free_port())
+        orthanc.send_moves_to(free_port())
         page.from_pacs()
         dialog = page.pacs_dialog
         dialog.patient.setText("PID-77")
@@ -93,19 +92,8 @@ def test_from_pacs_search_select_read_and_send_results(qtbot, orthanc: Orthanc, 
         assert page.readings == [] and not page.send_button.isEnabled() and page.read_button.isEnabled()
         assert folder is not None and not folder.exists()
     finally:
-        _orthanc_sends_us_to(orthanc, 11112)
+        orthanc.send_moves_to(DEFAULT_MOVE_PORT)  # as the module's Orthanc started
         db.close()
-
-
-def _orthanc_sends_us_to(orthanc: Orthanc, port: int) -> None:
-    """Where Orthanc sends C-MOVE's images for us (its DicomModalities entry, changed at run time)."""
-    reply = httpx.put(
-        f"{orthanc.rest}/modalities/pneumofl",
-        json={"AET": OUR_AE, "Host": "127.0.0.1", "Port": port},
-        trust_env=False,
-        timeout=10,
-    )
-    reply.raise_for_status()
 
 
 def test_preferences_add_test_change_and_save_pacs_nodes(qtbot, orthanc: Orthanc, user_folders, tmp_path):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import socket
 import threading
 
-import httpx
 import pytest
 from pydicom import dcmread
 from pydicom.uid import generate_uid
@@ -20,17 +19,6 @@ from tests.pacs.orthanc import ORTHANC_AE, OUR_AE, Orthanc
 from tests.pacs.studies import chest_image
 
 
-def _tell_orthanc(orthanc: Orthanc, port: int, ae: str = OUR_AE) -> None:
-    """Where Orthanc sends C-MOVE's images for ``ae`` (its DicomModalities entry, changed at run time)."""
-    reply = httpx.put(
-        f"{orthanc.rest}/modalities/pneumofl",
-        json={"AET": ae, "Host": "127.0.0.1", "Port": port},
-        trust_env=False,
-        timeout=10,
-    )
-    reply.raise_for_status()
-
-
 def _node(orthanc: Orthanc) -> PacsNode:
     return PacsNode("local", ORTHANC_AE, "127.0.0.1", orthanc.dicom_port, retrieve="move")
 
@@ -42,7 +30,7 @@ def test_c_move_brings_the_studys_xrays_to_our_port(orthanc: Orthanc, tmp_path):
         orthanc.upload(path)
     orthanc.upload(chest_image(tmp_path / "other.dcm", study_uid=generate_uid(), patient_id="PID-2", seed=9))
     port = free_port()
-    _tell_orthanc(orthanc, port)
+    orthanc.send_moves_to(port)
     seen: list[tuple[int, int]] = []
 
     files = retrieve_study(
@@ -112,7 +100,7 @@ def test_a_busy_port_or_a_wrong_port_at_the_pacs_is_one_sentence(orthanc: Orthan
             retrieve_study(_node(orthanc), study, tmp_path / "busy", move_port=port)
     assert not (tmp_path / "busy").exists()
     port = free_port()
-    _tell_orthanc(orthanc, free_port())  # the PACS has us at another port: its images go nowhere
+    orthanc.send_moves_to(free_port())  # the PACS has us at another port: its images go nowhere
     with pytest.raises(PacsError, match=f"to PNEUMOFL at port {port}: check that it has PNEUMOFL at this work"):
         retrieve_study(_node(orthanc), study, tmp_path / "elsewhere", move_port=port)
     assert not (tmp_path / "elsewhere").exists()
@@ -123,7 +111,7 @@ def test_a_cancelled_move_leaves_nothing(orthanc: Orthanc, tmp_path):
     for n in range(3):
         orthanc.upload(chest_image(tmp_path / f"{n}.dcm", study_uid=study, patient_id="PID-1", seed=n))
     port = free_port()
-    _tell_orthanc(orthanc, port)
+    orthanc.send_moves_to(port)
     cancel = threading.Event()
     cancel.set()
     with pytest.raises(PacsError, match="was cancelled"):
