@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
 from typing import TYPE_CHECKING
 
@@ -100,7 +101,6 @@ class TrainingWorker(QObject):
         if result.status == "failed":
             self.errored.emit(f"Training failed: {result.error}", result.error or "")
         self.finished.emit(result)
-
 
     def _resume(self, db: Database, run_id: int, sinks: list[EventSink]) -> RunResult:
         from core.persistence.history import load_run_history
@@ -227,3 +227,17 @@ def run_in_thread(parent: QObject, fn, *args, on_result=None, on_error=None, **k
     thread._keep = (worker, relay)  # type: ignore[attr-defined]  # both live as long as the thread
     thread.start()
     return thread
+
+
+def wait_for_threads(owner: QObject, timeout_ms: int) -> bool:
+    """Wait, ``timeout_ms`` in all, for every thread ``owner`` or its children started; whether all ended.
+
+    For when the app closes: a QThread still running when its owner is destroyed aborts the whole process
+    ("QThread: Destroyed while thread is still running", exit code 134). Cancel what can be cancelled first.
+    """
+    deadline = time.monotonic() + timeout_ms / 1000
+    for thread in owner.findChildren(QThread):
+        if not thread.wait(max(0, int((deadline - time.monotonic()) * 1000))):
+            log.warning("a background task was still running when the app closed")
+            return False
+    return True

@@ -24,11 +24,13 @@ from desktop.gui.share_dialog import ConnectDialog, ShareDialog
 from desktop.gui.training_page import TrainingPage
 from desktop.gui.widgets import MessageBanner
 from desktop.settings import FORM_FIELDS, Settings, save_settings
+from desktop.workers import wait_for_threads
 
 log = logging.getLogger(__name__)
 
 
 PERMANENT_TABS = 5  # Training, Federation, Runs, Audit trail, Read images
+CLOSE_WAIT_MS = 30_000  # for the background tasks still running when the window closes (a PACS times out at 30 s)
 
 
 class MainWindow(QMainWindow):
@@ -235,6 +237,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("Stopping the federation…")
         self.federation_page.shutdown()  # no Flower process outlives the app
         self.reading_page.shutdown()  # nor a study retrieved from the PACS in the cache
+        wait_for_threads(self, CLOSE_WAIT_MS)  # a reading just cancelled, a search or a send to the PACS
         for i in range(self.tabs.count()):
             widget = self.tabs.widget(i)
             if isinstance(widget, RemoteViewer):

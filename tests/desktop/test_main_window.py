@@ -1,4 +1,4 @@
-"""The whole application: start-up with a bad database, closing during training, a long live-repaint soak."""
+"""The whole application: start-up with a bad database, closing during training or reading, a live-repaint soak."""
 
 import json
 import os
@@ -12,10 +12,14 @@ import pytest
 
 from core.events import BatchMetrics, EpochEnd, GradientStats
 from core.persistence import Database
+from core.persistence.predictions import list_predictions
 from core.persistence.runs import get_run, list_runs
+from core.training.recorded import train_and_record
 from desktop.charts.dashboard import RunDashboard
 from desktop.gui.main_window import MainWindow
 from desktop.settings import Settings, load_settings, save_settings
+from tests.desktop.conftest import tiny_gui_config
+from tests.imaging import write_folder_dataset
 
 ROOT = Path(__file__).parents[2]
 
@@ -92,7 +96,7 @@ def test_closing_the_window_during_training_records_the_run_and_exits_0(tmp_path
         [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Aborted" not in proc.stderr and "QThread: Destroyed while thread is still running" not in proc.stderr
+    assert "Aborted" not in proc.stderr and "QThread: Destroyed" not in proc.stderr  # Qt 6.11 names the thread
     db = Database.open(db_url)
     with db.begin() as session:
         runs = list_runs(session)
@@ -100,6 +104,50 @@ def test_closing_the_window_during_training_records_the_run_and_exits_0(tmp_path
         run = get_run(session, runs[0].id)
     db.close()
     assert run.status == "cancelled" and run.end_time is not None
+
+
+@pytest.mark.full  # starts the app as a subprocess
+def test_closing_the_window_while_images_are_read_keeps_what_was_read_and_exits_0(tmp_path, gui_dataset):
+    db_url = f"sqlite:///{tmp_path / 'read.db'}"
+    with Database.open(db_url) as db:
+        run_id = train_and_record(tiny_gui_config(gui_dataset).with_overrides(epochs=1), db, work_dir=tmp_path).run_id
+    images = write_folder_dataset(tmp_path / "to-read", per_class=150, size=64)
+    script = textwrap.dedent(f"""
+        import sys
+        from PySide6.QtCore import QTimer
+        from desktop.app import run_app
+
+        def drive(window):
+            page = window.reading_page
+            page.select_run({run_id})
+            page.add_paths([{str(images)!r}])
+            page.start_or_cancel()
+            timer = QTimer(window)
+            def poll():  # close once the first readings are in, with most images still to read
+                if page.batches_received:
+                    timer.stop()
+                    print("closing after", len(page.readings), "of", len(page.paths), flush=True)
+                    window.close()
+            timer.timeout.connect(poll)
+            timer.start(20)
+
+        sys.exit(run_app({db_url!r}, on_window=drive))
+    """)
+    env = os.environ | {
+        "QT_QPA_PLATFORM": "offscreen",
+        "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240
+    )
+    # The reading thread used to outlive the window: Qt aborted the process (exit code 134) as it was destroyed.
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "closing after" in proc.stdout and "QThread: Destroyed" not in proc.stderr
+    with Database.open(db_url) as db, db.begin() as session:
+        recorded = len(list_predictions(session, limit=10_000))
+    assert 0 < recorded < 300  # what was read before the window closed is recorded; the rest was cancelled
 
 
 def test_a_thousand_live_repaints_soak(qtbot):
