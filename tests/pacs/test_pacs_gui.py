@@ -76,9 +76,8 @@ def test_from_pacs_search_select_read_and_send_results(qtbot, orthanc: Orthanc, 
 
         # A C-MOVE the PACS cannot deliver (it has us at a port nobody listens on): one sentence on the page, which
         # stays usable; the failed retrieval leaves nothing in the cache.
-        save_settings(
-            PacsSettings({"main": PacsNode("main", ORTHANC_AE, "127.0.0.1", orthanc.dicom_port, retrieve="move")})
-        )
+        mover = PacsNode("main", ORTHANC_AE, "127.0.0.1", orthanc.dicom_port, retrieve="move")
+        save_settings(PacsSettings({"main": mover}, move_port=free_port()))  # where we listen: not where it sends
         orthanc.send_moves_to(free_port())
         page.from_pacs()
         dialog = page.pacs_dialog
