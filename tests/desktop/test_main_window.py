@@ -86,17 +86,7 @@ def test_closing_the_window_during_training_records_the_run_and_exits_0(tmp_path
 
         sys.exit(run_app({db_url!r}, on_window=drive))
     """)
-    env = os.environ | {
-        "QT_QPA_PLATFORM": "offscreen",
-        "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
-        "XDG_DATA_HOME": str(tmp_path / "data"),
-        "XDG_CACHE_HOME": str(tmp_path / "cache"),
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Aborted" not in proc.stderr and "QThread: Destroyed" not in proc.stderr  # Qt 6.11 names the thread
+    _run_app(script, tmp_path)
     db = Database.open(db_url)
     with db.begin() as session:
         runs = list_runs(session)
@@ -133,6 +123,16 @@ def test_closing_the_window_while_images_are_read_keeps_what_was_read_and_exits_
 
         sys.exit(run_app({db_url!r}, on_window=drive))
     """)
+    proc = _run_app(script, tmp_path)
+    # The reading thread used to outlive the window: Qt aborted the process (exit code 134) as it was destroyed.
+    assert "closing after" in proc.stdout
+    with Database.open(db_url) as db, db.begin() as session:
+        recorded = len(list_predictions(session, limit=10_000))
+    assert 0 < recorded < 300  # what was read before the window closed is recorded; the rest was cancelled
+
+
+def _run_app(script: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    """Run ``script`` (which drives ``run_app``) offscreen with its own user folders; it must exit 0, unaborted."""
     env = os.environ | {
         "QT_QPA_PLATFORM": "offscreen",
         "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
@@ -142,12 +142,9 @@ def test_closing_the_window_while_images_are_read_keeps_what_was_read_and_exits_
     proc = subprocess.run(
         [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240
     )
-    # The reading thread used to outlive the window: Qt aborted the process (exit code 134) as it was destroyed.
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "closing after" in proc.stdout and "QThread: Destroyed" not in proc.stderr
-    with Database.open(db_url) as db, db.begin() as session:
-        recorded = len(list_predictions(session, limit=10_000))
-    assert 0 < recorded < 300  # what was read before the window closed is recorded; the rest was cancelled
+    assert "Aborted" not in proc.stderr and "QThread: Destroyed" not in proc.stderr  # Qt 6.11 names the thread
+    return proc
 
 
 def test_a_thousand_live_repaints_soak(qtbot):
