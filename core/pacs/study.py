@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import os
 import shutil
+import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -35,6 +36,7 @@ from core.pacs.network import StudyMatch, StudyQuery
 from core.pacs.nodes import PacsNode, load_settings
 from core.pacs.results import DicomResults, dicom_results, write_results
 from core.persistence import Database
+from core.persistence.engine import pid_alive
 from core.persistence.identity import database_identity
 
 # What answers are sent as: highdicom's SRs in explicit little endian, captures as JPEG (core.pacs.results).
@@ -57,8 +59,18 @@ def cache_root() -> Path:
 
 
 def retrieval_folder() -> Path:
-    """A new, empty folder under :func:`cache_root` for one retrieval."""
-    folder = cache_root() / uuid.uuid4().hex
+    """A new, empty folder under :func:`cache_root` for one retrieval, named after the process that owns it.
+
+    Studies that a crashed or killed process left in the cache are removed first (unless the user keeps retrieved
+    studies): a power cut during a reading must not leave a patient's images on the workstation for good.
+    """
+    root, host = cache_root(), socket.gethostname()
+    if not load_settings().keep_retrieved:
+        for child in root.iterdir():  # PID-UUID-HOST; a shared home may hold other workstations' retrievals
+            owner, _, rest = child.name.partition("-")
+            if owner.isdigit() and rest.partition("-")[2] == host and not pid_alive(int(owner)):
+                shutil.rmtree(child, ignore_errors=True)
+    folder = root / f"{os.getpid()}-{uuid.uuid4().hex}-{host}"
     folder.mkdir(mode=0o700)
     return folder
 

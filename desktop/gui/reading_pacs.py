@@ -75,6 +75,9 @@ class PacsStudyReading:
         except OSError as exc:
             self.banner.show_message(f"The PACS cache folder could not be made ({exc.strerror or exc}).")
             return
+        except PneumoFLError as exc:  # pacs.json became unreadable since the dialog read it
+            self.banner.show_message(str(exc))
+            return
         self.pacs_node = node = dialog.node
         self.images_label.setText(f"Retrieving a study from PACS {node.name} and reading it as it arrives…")
         expected = dialog.study.images or 0
