@@ -14,6 +14,18 @@ from core.errors import DataError
 SCHEMES = ("iid", "label-skew")
 
 
+def load_partitioners() -> tuple[type, type, type]:
+    """flwr-datasets' IID and Dirichlet partitioners and the ``datasets`` table they cut.
+
+    Heavy (datasets, scipy and seaborn: about 4 s of import), so imported only when a federation is partitioned;
+    a local federation calls this early, in a thread, while its nodes start.
+    """
+    from datasets import Dataset
+    from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner
+
+    return Dataset, DirichletPartitioner, IidPartitioner
+
+
 def partition_samples(
     samples: Sequence[Sample],
     num_partitions: int,
@@ -43,9 +55,7 @@ def partition_samples(
     DataError
         If the scheme is unknown or there are too few images for that many sites.
     """
-    from datasets import Dataset  # heavy: imported only when a federation is partitioned
-    from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner
-
+    Dataset, DirichletPartitioner, IidPartitioner = load_partitioners()
     if scheme not in SCHEMES:
         raise DataError(f"Unknown partition scheme {scheme!r}; choose one of {', '.join(SCHEMES)}.")
     if num_partitions < 2:

@@ -6,7 +6,6 @@ Every node records into the one database, so the Runs page shows the server's ru
 
 from __future__ import annotations
 
-import importlib
 import os
 import threading
 from collections.abc import Callable
@@ -14,13 +13,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from core.data.demo import ensure_demo_dataset
+from core.data.partitions import load_partitioners
 from core.errors import ConfigError
 from core.federated.app_trust import StewardKey, fab_from_dir
 from core.federated.control import RunStatus
 from core.federated.nodes import FederationOutcome, ServerNode, SiteNode
 from core.federated.settings import PARTITION_SCHEMES, FederationConfig, ServerSettings, SiteSettings
-
-PARTITIONERS = "flwr_datasets.partitioner"  # what core.data.partitions imports
 
 
 class LocalFederation:
@@ -80,11 +78,9 @@ class LocalFederation:
 
     def start(self) -> None:
         """Start the SuperLink, then one SuperNode per site."""
-        # flwr-datasets' partitioners, which cut each site's share before the first round, take ~4 s to import
-        # (datasets, scipy, seaborn): imported here while the nodes start, not after.
-        threading.Thread(
-            target=importlib.import_module, args=(PARTITIONERS,), name="pneumofl-import-partitioners", daemon=True
-        ).start()
+        # The partitioners that cut each site's share before the first round take ~4 s to import: while the
+        # nodes start, not after.
+        threading.Thread(target=load_partitioners, name="pneumofl-import-partitioners", daemon=True).start()
         root = self.data_path or str(ensure_demo_dataset())
         settings = ServerSettings(
             db_url=self.db_url, eval_data=root, eval_split="val", address="127.0.0.1 (local federation)"
